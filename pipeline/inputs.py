@@ -156,3 +156,21 @@ def read_source(source: SourceConfig, base: Path) -> list[dict[str, Any]]:
         if source.limit:
             rows = rows[: source.limit]
     return rows
+
+
+def input_writing_variables(gen) -> list[dict[str, Any]]:
+    """The template variables of each request that asks the teacher to write one input
+    (``inputs.generate``): every seed combination crossed with the attribute grid, cycled until
+    ``count`` requests, each with a ``variant`` index so repeats of one combination differ.
+    Deterministic, so a re-run asks the same requests (and hits the cache)."""
+    import itertools
+
+    axes = {**gen.seeds, **gen.grid}
+    names = list(axes)
+    combos = [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))] or [{}]
+    out = []
+    for i in range(gen.count):
+        combo = dict(combos[i % len(combos)])
+        combo["variant"] = i // len(combos)
+        out.append(combo)
+    return out
