@@ -80,18 +80,27 @@ def resolve_task_path(task: str | Path) -> Path:
     return p
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line: ``file: field.path: what is wrong``, for the first error (and a count of the rest)."""
-    errors = exc.errors()
-    first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = f"unknown key '{first['loc'][-1]}' (misspelt? see docs/architecture.md for the schema)"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+class TaskConfigError(ConfigError):
+    """task.yaml is invalid; ``problems`` holds one line per error (the message shows the first)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        more = f" (+{len(problems) - 1} more; `distill validate` lists them)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
+
+
+def validation_error_lines(source: str, exc: ValidationError) -> list[str]:
+    """One line per error: ``file: field.path: what is wrong and how to fix it``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{err['loc'][-1]}'; remove it or fix its spelling (see docs/architecture.md)"
+        elif err["type"] == "missing":
+            msg = "required key is missing; add it"
+        lines.append(f"{source}: {loc}: {msg}")
+    return lines
 
 
 def load_task(task: str | Path) -> TaskFolder:
@@ -114,5 +123,5 @@ def load_task(task: str | Path) -> TaskFolder:
     try:
         config = TaskConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(yaml_path), exc)) from None
+        raise TaskConfigError(validation_error_lines(str(yaml_path), exc)) from None
     return TaskFolder(path=folder, config=config)

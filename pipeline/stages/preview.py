@@ -1,0 +1,129 @@
+"""``distill preview <task> -n 3``: show the rendered prompts and what the whole run will cost.
+
+Reads:  prompts/<task>/ and its input source; the price table (pipeline/data/prices.yaml, DISTILL_PRICES).
+Writes: nothing; sends nothing.
+
+The estimate counts ~4 characters per token plus OpenAI's chat overhead of 3 tokens per message and 3
+to prime the reply (the OpenAI cookbook's ``num_tokens_from_messages``). Exact tokenizers for hosted
+models are not available offline, so this is an estimate; completion tokens are an upper bound
+(``max_tokens`` per request). An unknown model's cost is printed as unknown, never as 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipeline.config.task import TaskFolder, load_task
+from pipeline.inputs import input_writing_variables, read_source
+from pipeline.pricing import price_for
+from pipeline.prompts import PromptRenderer
+from pipeline.records import Message
+
+HELP = "Print the rendered prompts for the first inputs and estimate requests, tokens and cost."
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 3
+TOKENS_REPLY_PRIMING = 3
+DEFAULT_MAX_TOKENS = 256  # assumed when params set no max_tokens; the preview says so
+PLACEHOLDER = "<an input the teacher writes>"
+
+
+def estimate_text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(messages: list[Message]) -> int:
+    return sum(TOKENS_PER_MESSAGE + estimate_text_tokens(m.content) for m in messages) + TOKENS_REPLY_PRIMING
+
+
+def max_completion_tokens(params: dict) -> tuple[int, bool]:
+    """(tokens per answer, whether it came from the params rather than the default)."""
+    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+        if params.get(key):
+            return int(params[key]), True
+    return DEFAULT_MAX_TOKENS, False
+
+
+@dataclass
+class Estimate:
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    assumed_max_tokens: bool
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, list[list[Message]]]:
+    """The estimate for the whole run, and the rendered answer prompts (for display)."""
+    cfg = task.config
+    answer_tokens, from_params = max_completion_tokens(cfg.teacher.params)
+    prompt_tokens = completion_tokens = requests = 0
+    rendered: list[list[Message]] = []
+    extra_per_input = 0
+    if cfg.inputs.source is not None:
+        inputs = read_source(cfg.inputs.source, task.path)
+    else:
+        gen = cfg.inputs.generate
+        gen_params = gen.params or {**cfg.teacher.params, "temperature": 1.0}
+        input_tokens, _ = max_completion_tokens(gen_params)
+        tpl = renderer.template(gen.template)
+        for variables in input_writing_variables(gen):
+            msgs = [Message(role="user", content=renderer.render_template(tpl, variables))]
+            if len(rendered) < 3:
+                rendered.append(msgs)
+            prompt_tokens += estimate_prompt_tokens(msgs)
+            completion_tokens += input_tokens
+            requests += 1
+        # The inputs do not exist yet: count each as the longest text the teacher may write.
+        inputs = [{gen.field: PLACEHOLDER}] * gen.count
+        extra_per_input = input_tokens - estimate_text_tokens(PLACEHOLDER)
+    for inp in inputs:
+        msgs = renderer.render(inp)
+        rendered.append(msgs)
+        prompt_tokens += estimate_prompt_tokens(msgs) + extra_per_input
+        completion_tokens += answer_tokens
+        requests += 1
+    price = price_for(cfg.teacher.backend, cfg.teacher.model)
+    cost = None if price is None else price.cost(prompt_tokens, completion_tokens)
+    return Estimate(requests, prompt_tokens, completion_tokens, cost, not from_params), rendered
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="Task folder (prompts/<task>) or task name.")
+    parser.add_argument("-n", type=int, default=3, help="How many inputs to show (default 3).")
+
+
+def main(args) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    if args.n < 0:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"-n {args.n}: must be 0 or more")
+    console = Console(highlight=False)
+    task = load_task(args.task)
+    renderer = PromptRenderer.for_task(task)
+    est, rendered = estimate_run(task, renderer)
+    cfg = task.config
+    shown = rendered[: args.n]
+    titles = [f"input {i}" for i in range(1, len(shown) + 1)]
+    if cfg.inputs.source is None:  # first the requests that write inputs, then one answer prompt
+        writing = rendered[: min(args.n, len(rendered) - cfg.inputs.generate.count)]
+        shown = writing + rendered[-cfg.inputs.generate.count :][: min(1, args.n)]
+        titles = [f"writes input {i}" for i in range(1, len(writing) + 1)] + ["answers an input"]
+    for title, msgs in zip(titles, shown):
+        body = "\n".join(f"[bold]{m.role}[/bold]: {escape(m.content)}" for m in msgs)
+        console.print(Panel(body, title=title, expand=False))
+    cost = "unknown (add the model to a price file named by DISTILL_PRICES)" if est.cost_usd is None else f"${est.cost_usd:,.4f}"
+    console.print(f"teacher: {cfg.teacher.backend} / {cfg.teacher.model}")
+    console.print(f"requests: {est.requests:,}")
+    bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"
+    console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{bound}")
+    console.print(f"estimated cost: {cost}")
+    return 0

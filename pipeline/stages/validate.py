@@ -1,0 +1,147 @@
+"""``distill validate <task>``: check a task folder completely before any request is paid for.
+
+Reads:  prompts/<task>/ (task.yaml, templates, examples.yaml, schema), the input source, the
+        eval source and decontamination files it names.
+Writes: nothing. Prints one line per problem (file, field or line, and the fix); exit 0 when valid.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from pipeline.config.task import TaskConfigError, TaskFolder, load_task
+from pipeline.errors import DistillError
+from pipeline.inputs import input_writing_variables, read_source
+from pipeline.prompts import PromptRenderer
+
+HELP = "Check a task folder: config, templates, inputs; one line per problem."
+
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+@dataclass
+class ValidationReport:
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check(report: ValidationReport, fn, *args):
+    """Run one check; a DistillError becomes a problem line and the other checks still run."""
+    try:
+        return fn(*args)
+    except DistillError as err:
+        report.problems.append(str(err))
+        return None
+
+
+def _check_json_schema(task: TaskFolder) -> None:
+    import jsonschema
+
+    out = task.config.output
+    if out.kind != "json":
+        return
+    schema = out.json_schema
+    where = "task.yaml: output.json_schema"
+    if out.json_schema_file:
+        path = task.file(out.json_schema_file)
+        where = str(path)
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except OSError:
+            raise DistillError(f"{path}: JSON Schema file not found; fix output.json_schema_file") from None
+        except json.JSONDecodeError as exc:
+            raise DistillError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise DistillError(f"{where}: not a valid JSON Schema ({exc.message})") from None
+
+
+def _check_eval_source(task: TaskFolder, report: ValidationReport) -> None:
+    ev = task.config.eval
+    if ev.source is None:
+        return
+    rows = _check(report, read_source, ev.source, task.path)
+    if rows is None:
+        return
+    if not rows:
+        report.problems.append(f"{task.path / 'task.yaml'}: eval.source: no rows (check eval.source.where)")
+        return
+    if ev.gold_field and ev.gold_field not in rows[0]:
+        report.problems.append(
+            f"{task.path / 'task.yaml'}: eval.gold_field: '{ev.gold_field}' is not an eval input field "
+            f"(fields: {', '.join(rows[0])}); map it in eval.source.fields"
+        )
+    report.notes.append(f"eval inputs: {len(rows)}")
+
+
+def validate_task(task_arg) -> ValidationReport:
+    """Every problem of a task folder, as one-line messages; nothing is sent anywhere."""
+    report = ValidationReport()
+    try:
+        task = load_task(task_arg)
+    except TaskConfigError as err:
+        report.problems.extend(err.problems)
+        return report
+    except DistillError as err:
+        report.problems.append(str(err))
+        return report
+    cfg = task.config
+    renderer = _check(report, PromptRenderer.for_task, task)
+    _check(report, _check_json_schema, task)
+
+    first_input = None
+    if cfg.inputs.source is not None:
+        rows = _check(report, read_source, cfg.inputs.source, task.path)
+        if rows is not None:
+            if not rows:
+                report.problems.append(f"{task.path / 'task.yaml'}: inputs.source: the source has no rows")
+            else:
+                first_input = rows[0]
+                report.notes.append(f"inputs: {len(rows)}")
+    else:
+        gen = cfg.inputs.generate
+        variables = input_writing_variables(gen)
+        report.notes.append(f"teacher-written inputs: {len(variables)}")
+        if renderer is not None:
+            tpl = _check(report, renderer.template, gen.template)
+            if tpl is not None:
+                _check(report, renderer.render_template, tpl, variables[0])
+        first_input = {gen.field: "An example input written by the teacher."}
+    if renderer is not None and first_input is not None:
+        _check(report, renderer.render, first_input)
+
+    _check_eval_source(task, report)
+    for extra in cfg.decontam.extra_files:
+        if not task.file(extra).exists():
+            report.problems.append(f"{task.path / 'task.yaml'}: decontam.extra_files: {task.file(extra)} not found")
+
+    if cfg.teacher.backend in _DEFAULT_KEY_ENV:
+        env = cfg.teacher.api_key_env or _DEFAULT_KEY_ENV[cfg.teacher.backend]
+        if not os.environ.get(env) and not cfg.teacher.base_url:
+            report.warnings.append(f"{env} is not set; `distill generate` will need it (environment or .env)")
+    return report
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="Task folder (prompts/<task>) or task name.")
+
+
+def main(args) -> int:
+    report = validate_task(args.task)
+    for line in report.problems:
+        print(f"error: {line}")
+    for line in report.warnings:
+        print(f"warning: {line}")
+    if report.ok:
+        extra = f" ({'; '.join(report.notes)})" if report.notes else ""
+        print(f"ok: {args.task} is valid{extra}")
+        return 0
+    print(f"{len(report.problems)} problem(s) in {args.task}")
+    return 1

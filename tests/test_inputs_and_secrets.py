@@ -1,0 +1,39 @@
+"""Input sources (JSONL, CSV, HF on disk, filters) and key redaction."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config.inputs import SourceConfig
+from pipeline.errors import InputDataError, TeacherError, redact
+from pipeline.inputs import input_id, read_source
+
+
+def test_csv_with_where_and_mapping(tmp_path):
+    (tmp_path / "r.csv").write_text('category,text\nfresh,"good, really"\nplot,story\nrotten,bad\n')
+    rows = read_source(
+        SourceConfig(path="r.csv", fields={"text": "text", "gold": "category"}, where={"category": ["fresh", "rotten"]}),
+        tmp_path,
+    )
+    assert rows == [{"text": "good, really", "gold": "fresh"}, {"text": "bad", "gold": "rotten"}]
+
+
+def test_hf_dataset_on_disk(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"test": Dataset.from_dict({"body": ["a", "b"]})}).save_to_disk(str(tmp_path / "ds"))
+    rows = read_source(SourceConfig(path="ds", fields={"text": "body"}, split="test"), tmp_path)
+    assert rows == [{"text": "a"}, {"text": "b"}]
+    with pytest.raises(InputDataError, match="set inputs.source.split"):
+        read_source(SourceConfig(path="ds"), tmp_path)
+
+
+def test_input_id_is_order_independent_and_content_sensitive():
+    assert input_id({"a": 1, "b": "x"}) == input_id({"b": "x", "a": 1})
+    assert input_id({"a": 1}) != input_id({"a": 2})
+
+
+def test_keys_are_redacted_from_messages(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "not-shaped-like-a-key-123")
+    err = TeacherError("401 for key not-shaped-like-a-key-123 and sk-proj-abcdefghijklmnop")
+    assert "not-shaped" not in str(err) and "abcdefghijkl" not in str(err)
+    assert redact("Authorization: Bearer abcdefghijklmnopq") == "Authorization: Bearer ***"
