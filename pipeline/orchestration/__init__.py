@@ -1,0 +1,1 @@
+"""What `distill run` needs beyond the stages: a task lock, fingerprints, drift, retention."""

@@ -1,0 +1,87 @@
+"""Compare two dataset versions: what a scheduled regeneration changed.
+
+Reads two ``data/<task>/versions/<v>/`` folders (train.jsonl, eval.jsonl, rejected.jsonl,
+manifest.json) and reports counts, the shift in label distribution, the duplicate rate, rejection
+reasons, and the examples that are new or dropped (by example id).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def summarize_version(vdir: Path) -> dict[str, Any]:
+    rows = _rows(vdir / "train.jsonl") + _rows(vdir / "eval.jsonl")
+    rejected = _rows(vdir / "rejected.jsonl")
+    manifest = json.loads((vdir / "manifest.json").read_text()) if (vdir / "manifest.json").exists() else {}
+    counts = manifest.get("counts", {})
+    labels = Counter(r["label"] for r in rows if r.get("label") is not None)
+    duplicates = sum(v for k, v in counts.items() if "dup" in k and isinstance(v, int))
+    considered = counts.get("input") or counts.get("records") or (len(rows) + len(rejected) + duplicates)
+    return {
+        "version": vdir.name,
+        "examples": len(rows),
+        "ids": {r["id"] for r in rows},
+        "labels": dict(labels),
+        "rejected": dict(Counter(r.get("reason", "unknown") for r in rejected)),
+        "duplicate_rate": (duplicates / considered) if considered else 0.0,
+    }
+
+
+def _shares(counter: dict[str, int]) -> dict[str, float]:
+    total = sum(counter.values())
+    return {k: v / total for k, v in counter.items()} if total else {}
+
+
+def compare_versions(prev_dir: Path | None, new_dir: Path, *, samples: int = 5) -> dict[str, Any]:
+    """The drift report between two versions (``prev_dir`` None: the first version)."""
+    new = summarize_version(new_dir)
+    prev = summarize_version(prev_dir) if prev_dir is not None else None
+    prev_ids = prev["ids"] if prev else set()
+    added, dropped = sorted(new["ids"] - prev_ids), sorted(prev_ids - new["ids"])
+    p_share, n_share = _shares(prev["labels"] if prev else {}), _shares(new["labels"])
+    label_shift = {lab: n_share.get(lab, 0.0) - p_share.get(lab, 0.0) for lab in sorted(set(p_share) | set(n_share))}
+    return {
+        "previous": prev["version"] if prev else None,
+        "current": new["version"],
+        "examples": {"previous": prev["examples"] if prev else 0, "current": new["examples"]},
+        "labels": {"previous": prev["labels"] if prev else {}, "current": new["labels"], "share_shift": label_shift},
+        # total variation distance between the two label distributions (0 = same, 1 = disjoint)
+        "label_tvd": 0.5 * sum(abs(v) for v in label_shift.values()),
+        "duplicate_rate": {"previous": prev["duplicate_rate"] if prev else None, "current": new["duplicate_rate"]},
+        "rejected": {"previous": prev["rejected"] if prev else {}, "current": new["rejected"]},
+        "new_examples": len(added),
+        "dropped_examples": len(dropped),
+        "new_sample": added[:samples],
+        "dropped_sample": dropped[:samples],
+        "changed": bool(added or dropped) or prev is None,
+    }
+
+
+def drift_markdown(report: dict[str, Any]) -> str:
+    lab = report["labels"]
+    lines = [
+        f"# Drift: {report['previous'] or '(none)'} -> {report['current']}",
+        "",
+        f"- examples: {report['examples']['previous']} -> {report['examples']['current']} "
+        f"(+{report['new_examples']} new, -{report['dropped_examples']} dropped)",
+        f"- duplicate rate: {report['duplicate_rate']['previous']} -> {report['duplicate_rate']['current']:.3f}",
+        f"- label distribution shift (TVD): {report['label_tvd']:.3f}",
+    ]
+    for label, shift in lab["share_shift"].items():
+        lines.append(f"  - {label}: {lab['previous'].get(label, 0)} -> {lab['current'].get(label, 0)} ({shift:+.1%} share)")
+    reasons = sorted(set(report["rejected"]["previous"]) | set(report["rejected"]["current"]))
+    if reasons:
+        lines.append("- rejections:")
+        for r in reasons:
+            lines.append(f"  - {r}: {report['rejected']['previous'].get(r, 0)} -> {report['rejected']['current'].get(r, 0)}")
+    return "\n".join(lines) + "\n"

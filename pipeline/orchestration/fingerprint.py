@@ -1,0 +1,89 @@
+"""Content fingerprints of what each stage reads, so `distill run` skips a stage whose inputs and
+config are unchanged. A fingerprint is stored only when its stage finishes, so an interrupted stage
+(a crash, a budget cap) runs again next time."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.task import TaskFolder
+from pipeline.paths import TaskPaths
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file, or of a folder's files in name order; None when it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _source_hash(task: TaskFolder, source) -> str | None:
+    return file_sha256(task.file(source.path)) if source is not None else None
+
+
+def stage_fingerprints(task: TaskFolder) -> dict[str, str]:
+    """Fingerprints of the generate and evaluate-config inputs known before anything runs."""
+    cfg = task.config
+    templates = task.template_hashes()
+    return {
+        "generate": digest(
+            {
+                "teacher": cfg.teacher.model_dump(mode="json", exclude={"budget", "concurrency"}),
+                "inputs": cfg.inputs.model_dump(mode="json"),
+                "templates": templates,
+                "source": _source_hash(task, cfg.inputs.source),
+            }
+        ),
+    }
+
+
+def curate_fingerprint(task: TaskFolder) -> str:
+    cfg = task.config
+    paths = TaskPaths(cfg.name)
+    return digest(
+        {
+            "generated": file_sha256(paths.generated_jsonl),
+            "sections": {k: getattr(cfg, k).model_dump(mode="json") for k in ("output", "filters", "dedupe", "decontam", "split")},
+            "eval_source": _source_hash(task, cfg.eval.source),
+            "extra": [file_sha256(task.file(f)) for f in cfg.decontam.extra_files],
+        }
+    )
+
+
+def train_fingerprint(task: TaskFolder, dataset_version: str) -> str:
+    cfg = task.config
+    paths = TaskPaths(cfg.name)
+    return digest(
+        {
+            "dataset": file_sha256(paths.versions_dir / dataset_version / "train.jsonl"),
+            "student": cfg.student.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json"),
+        }
+    )
+
+
+def evaluate_fingerprint(task: TaskFolder, model_version: str) -> str:
+    cfg = task.config
+    return digest(
+        {
+            "model": model_version,
+            "eval": cfg.eval.model_dump(mode="json"),
+            "eval_source": _source_hash(task, cfg.eval.source),
+            "teacher": cfg.teacher.model_dump(mode="json", exclude={"budget", "concurrency"}),
+            "templates": task.template_hashes(),
+        }
+    )
