@@ -1,0 +1,132 @@
+"""Anthropic Message Batches for ``distill generate --batch``, through the official ``anthropic`` SDK.
+
+One batch = one POST /v1/messages/batches of ``{custom_id, params}`` requests, ``custom_id`` = the
+request hash (64 hex digits: exactly Anthropic's limit). Results stream from the batch's
+``results_url`` as JSONL, each answer cached as it is read. Anthropic batches carry no metadata,
+so a batch created just before a crash is found again (``find``) by its creation time and size.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, AsyncIterator
+
+from pipeline.config.teacher import TeacherConfig
+from pipeline.errors import ConfigError
+from pipeline.records import Usage
+from pipeline.teachers.base import TeacherRequest, TeacherResponse
+from pipeline.teachers.batch_jobs import ItemResult, Job, Polled, sdk_error
+
+# The Message Batches limits (docs.anthropic.com/en/docs/build-with-claude/batch-processing).
+MAX_REQUESTS = 100_000
+MAX_BYTES = 256 * 1024 * 1024
+# Error types a resubmission may fix; an invalid_request_error would only fail again.
+_RETRYABLE_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
+# Anthropic's stop reasons in the OpenAI words the rest of the pipeline reads (curate's truncation filter).
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def message_params(model: str, req: TeacherRequest) -> dict[str, Any]:
+    """The Messages API ``params`` for ``req``: system turns go to the top-level ``system`` field."""
+    system = "\n\n".join(m.content for m in req.messages if m.role == "system")
+    params: dict[str, Any] = {"model": model, **req.params,
+                              "messages": [m.model_dump() for m in req.messages if m.role != "system"]}
+    if system:
+        params["system"] = system
+    if "max_tokens" not in params:
+        raise ConfigError("teacher.params.max_tokens: the Anthropic API requires it; add e.g. max_tokens: 256")
+    return params
+
+
+def response_from_message(message: Any, latency_s: float) -> TeacherResponse:
+    text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+    return TeacherResponse(
+        text=text,
+        finish_reason=_FINISH.get(message.stop_reason, message.stop_reason),
+        usage=Usage(prompt_tokens=message.usage.input_tokens, completion_tokens=message.usage.output_tokens),
+        latency_s=latency_s,
+        logprobs=None,
+        model=message.model,
+    )
+
+
+def item_result(row: Any, latency_s: float) -> ItemResult:
+    result = row.result
+    if result.type == "succeeded":
+        return ItemResult(row.custom_id, "ok", response=response_from_message(result.message, latency_s))
+    if result.type == "expired":
+        return ItemResult(row.custom_id, "expired", reason="batch expired before this request ran")
+    if result.type == "canceled":
+        return ItemResult(row.custom_id, "failed", reason="batch canceled")
+    err = result.error.error
+    outcome = "retry" if err.type in _RETRYABLE_ERRORS else "failed"
+    return ItemResult(row.custom_id, outcome, reason=f"{err.type}: {err.message}"[:200])
+
+
+class AnthropicBatchAPI:
+    provider = "anthropic"
+
+    def __init__(self, cfg: TeacherConfig, *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES):
+        import anthropic
+
+        self._errors = (anthropic.APIError,)
+        env = cfg.api_key_env or "ANTHROPIC_API_KEY"
+        key = os.environ.get(env)
+        if not key:
+            raise ConfigError(f"teacher.api_key_env: ${env} is not set; put the key in the environment or .env")
+        base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
+        self.model = cfg.model
+        # The limit is on the whole request body: leave room for the {"requests": [...]} around the entries.
+        self.max_requests, self.max_bytes = max_requests, max_bytes - 64
+        self.client = anthropic.AsyncAnthropic(api_key=key, base_url=base_url, max_retries=cfg.max_retries,
+                                               timeout=max(cfg.timeout_s, 600.0))
+
+    def entry(self, req: TeacherRequest) -> dict:
+        return {"custom_id": req.request_hash, "params": message_params(self.model, req)}
+
+    @staticmethod
+    def entry_bytes(entry: dict) -> bytes:
+        return (json.dumps(entry, ensure_ascii=False) + ",").encode("utf-8")  # one element of the JSON array
+
+    async def submit(self, entries: list[dict], job: Job) -> dict[str, str]:
+        try:
+            batch = await self.client.messages.batches.create(requests=entries)
+        except self._errors as exc:
+            raise sdk_error(exc, "anthropic batch submit") from None
+        return {"batch_id": batch.id}
+
+    async def find(self, job: Job, claimed: set[str] = frozenset()) -> str | None:
+        """A batch of ``job``'s size created around its submission that no job has claimed."""
+        try:
+            async for batch in self.client.messages.batches.list(limit=100):
+                created = batch.created_at.timestamp()
+                if created < job.created_at - 300:  # newest first: older ones cannot be ours
+                    return None
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if batch.id not in claimed and total == job.n_requests and created >= job.created_at - 60:
+                    return batch.id
+        except self._errors as exc:
+            raise sdk_error(exc, "anthropic batch list") from None
+        return None
+
+    async def poll(self, job: Job) -> Polled:
+        try:
+            b = await self.client.messages.batches.retrieve(job.batch_id)
+        except self._errors as exc:
+            raise sdk_error(exc, f"anthropic batch {job.batch_id}") from None
+        c = b.request_counts
+        total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+        latency = (b.ended_at - b.created_at).total_seconds() if b.ended_at else 0.0
+        return Polled(ended=b.processing_status == "ended", status=b.processing_status,
+                      done=total - c.processing, total=total, latency_s=latency)
+
+    async def results(self, job: Job, polled: Polled) -> AsyncIterator[ItemResult]:
+        try:
+            async for row in await self.client.messages.batches.results(job.batch_id):
+                yield item_result(row, polled.latency_s)
+        except self._errors as exc:
+            raise sdk_error(exc, f"anthropic batch {job.batch_id} results") from None
+
+    async def aclose(self) -> None:
+        await self.client.close()

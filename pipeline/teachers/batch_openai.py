@@ -1,0 +1,172 @@
+"""OpenAI Files + Batches for ``distill generate --batch``, through the official ``openai`` SDK.
+
+One batch = one uploaded JSONL file (purpose "batch") of POST /v1/chat/completions lines, each with
+``custom_id`` = the request hash. The batch carries ``metadata.distill_local_id`` so a run killed
+between ``batches.create`` and our SQLite commit finds its batch again (``find``) instead of paying
+for it twice. Results are read line by line from the output and error files, so each answer is
+cached the moment it is read.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, AsyncIterator
+
+from pipeline.config.teacher import TeacherConfig
+from pipeline.errors import ConfigError
+from pipeline.records import TokenLogprob, TokenPosition, Usage
+from pipeline.teachers.base import TeacherRequest, TeacherResponse
+from pipeline.teachers.batch_jobs import ItemResult, Job, Polled, sdk_error
+
+# The Batch API's input file limits (platform.openai.com/docs/guides/batch).
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+ENDPOINT = "/v1/chat/completions"
+# Statuses after which a batch changes no more.
+_ENDED = {"completed", "expired", "cancelled", "failed"}
+# Per-item HTTP statuses a resubmission may fix; any other non-200 is the request's own fault.
+_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def chat_body(model: str, req: TeacherRequest) -> dict[str, Any]:
+    """The POST /v1/chat/completions body for ``req``: what the online backend would send."""
+    body: dict[str, Any] = {"model": model, "messages": [m.model_dump() for m in req.messages], **req.params}
+    if req.top_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = req.top_logprobs
+    return body
+
+
+def _token(entry: dict) -> dict[str, Any]:
+    return {"token": entry["token"], "logprob": float(entry["logprob"]), "bytes": entry.get("bytes")}
+
+
+def response_from_chat_completion(body: dict, latency_s: float) -> TeacherResponse:
+    """Normalise a chat completion (JSON as returned in the batch output file)."""
+    choice = body["choices"][0]
+    content = (choice.get("logprobs") or {}).get("content")
+    logprobs = None
+    if content is not None:
+        logprobs = [
+            TokenPosition(**_token(pos), top=[TokenLogprob(**_token(t)) for t in pos.get("top_logprobs") or []])
+            for pos in content
+        ]
+    usage = body.get("usage") or {}
+    return TeacherResponse(
+        text=choice["message"].get("content") or "",
+        finish_reason=choice.get("finish_reason"),
+        usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
+        latency_s=latency_s,
+        logprobs=logprobs,
+        model=body.get("model") or "",
+    )
+
+
+def item_result(line: dict, latency_s: float) -> ItemResult:
+    """One line of an output or error file -> its outcome."""
+    cid = line["custom_id"]
+    error, response = line.get("error"), line.get("response")
+    if error:
+        code = error.get("code") or ""
+        if code == "batch_expired":
+            return ItemResult(cid, "expired", reason="batch window expired")
+        if code == "batch_cancelled":
+            return ItemResult(cid, "failed", reason="batch cancelled")
+        return ItemResult(cid, "retry", reason=f"{code}: {error.get('message', '')}"[:200])
+    status = (response or {}).get("status_code")
+    if status == 200:
+        try:
+            return ItemResult(cid, "ok", response=response_from_chat_completion(response["body"], latency_s))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            return ItemResult(cid, "retry", reason=f"malformed completion in the output file ({exc!r})"[:200])
+    message = (((response or {}).get("body") or {}).get("error") or {}).get("message", "")
+    outcome = "retry" if status in _RETRYABLE_STATUS else "failed"
+    return ItemResult(cid, outcome, reason=f"HTTP {status}: {message}"[:200])
+
+
+class OpenAIBatchAPI:
+    provider = "openai"
+
+    def __init__(self, cfg: TeacherConfig, *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES):
+        import openai
+
+        self._errors = (openai.APIError,)
+        env = cfg.api_key_env or "OPENAI_API_KEY"
+        key = os.environ.get(env)
+        if not key:
+            raise ConfigError(f"teacher.api_key_env: ${env} is not set; put the key in the environment or .env")
+        base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
+        self.model = cfg.model
+        self.max_requests, self.max_bytes = max_requests, max_bytes
+        # Uploads run to 200 MB: give them far longer than one chat request.
+        self.client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=cfg.max_retries,
+                                         timeout=max(cfg.timeout_s, 600.0))
+
+    def entry(self, req: TeacherRequest) -> dict:
+        return {"custom_id": req.request_hash, "method": "POST", "url": ENDPOINT, "body": chat_body(self.model, req)}
+
+    @staticmethod
+    def entry_bytes(entry: dict) -> bytes:
+        return (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+
+    async def submit(self, entries: list[dict], job: Job) -> dict[str, str]:
+        data = b"".join(self.entry_bytes(e) for e in entries)
+        try:
+            upload = await self.client.files.create(file=(f"distill-{job.local_id}.jsonl", data), purpose="batch")
+            batch = await self.client.batches.create(
+                input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h",
+                metadata={"distill_local_id": job.local_id},
+            )
+        except self._errors as exc:
+            raise sdk_error(exc, "openai batch submit") from None
+        return {"batch_id": batch.id, "input_file_id": upload.id}
+
+    async def find(self, job: Job, claimed: set[str] = frozenset()) -> str | None:
+        """The batch created for ``job`` before a crash kept us from recording it, if any."""
+        try:
+            async for batch in self.client.batches.list(limit=100):
+                if (batch.metadata or {}).get("distill_local_id") == job.local_id:
+                    return batch.id
+                if batch.created_at < job.created_at - 300:  # newest first: older ones cannot be ours
+                    return None
+        except self._errors as exc:
+            raise sdk_error(exc, "openai batch list") from None
+        return None
+
+    async def poll(self, job: Job) -> Polled:
+        try:
+            b = await self.client.batches.retrieve(job.batch_id)
+        except self._errors as exc:
+            raise sdk_error(exc, f"openai batch {job.batch_id}") from None
+        counts = b.request_counts
+        end = b.completed_at or b.expired_at or b.cancelled_at or b.failed_at
+        fatal = None
+        if b.status == "failed":
+            errs = (b.errors.data if b.errors and b.errors.data else [])
+            fatal = "; ".join(f"{e.code}: {e.message}" for e in errs[:3]) or "failed validation"
+        return Polled(
+            ended=b.status in _ENDED, status=b.status,
+            done=(counts.completed + counts.failed) if counts else 0, total=counts.total if counts else 0,
+            output_file_id=b.output_file_id, error_file_id=b.error_file_id,
+            latency_s=float(end - b.created_at) if end else 0.0, fatal=fatal,
+        )
+
+    async def results(self, job: Job, polled: Polled) -> AsyncIterator[ItemResult]:
+        for file_id in (polled.output_file_id, polled.error_file_id):
+            if not file_id:
+                continue
+            try:
+                async with self.client.files.with_streaming_response.content(file_id) as resp:
+                    async for line in resp.iter_lines():
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError:
+                            continue  # its item counts as missing, and is resubmitted
+                        yield item_result(row, polled.latency_s)
+            except self._errors as exc:
+                raise sdk_error(exc, f"openai file {file_id}") from None
+
+    async def aclose(self) -> None:
+        await self.client.close()

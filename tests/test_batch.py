@@ -1,0 +1,301 @@
+"""Batch APIs (``generate --batch``) through the real openai / anthropic SDKs against the fake
+batch server (tests/fakes/batch_routes.py), which speaks their wire protocol over a real socket."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipeline.config.teacher import TeacherConfig
+from pipeline.errors import ConfigError, TeacherError
+from pipeline.records import Message
+from pipeline.teachers.base import make_request
+from pipeline.teachers.batch import run_batch
+from pipeline.teachers.batch_jobs import BatchJobStore, split_by_limits
+from pipeline.teachers.cache import AnswerCache
+from tests.fakes.batch_routes import BatchFake, BatchServer, fake_answer
+
+KEY = "sk-test-batchkey-0123456789"
+POLL = 0.05
+PROVIDERS = ["openai", "anthropic"]
+
+
+@pytest.fixture
+def fake():
+    return BatchFake()
+
+
+@pytest.fixture
+def url(fake):
+    with BatchServer(fake) as base:
+        yield base
+
+
+@pytest.fixture(autouse=True)
+def keys(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+
+
+def teacher(provider: str, url: str, **over) -> TeacherConfig:
+    if provider == "openai":
+        base = dict(backend="openai", model="gpt-4o-mini", base_url=url + "/v1", top_logprobs=3)
+    else:
+        base = dict(backend="anthropic", model="claude-haiku-4-5", base_url=url)
+    return TeacherConfig(**{**base, "params": {"temperature": 0.0, "max_tokens": 16}, "max_retries": 0, **over})
+
+
+def requests_for(cfg: TeacherConfig, n: int, start: int = 0):
+    out = []
+    for i in range(start, start + n):
+        msgs = [Message(role="system", content="Classify."), Message(role="user", content=f"review number {i} is fine")]
+        req, _ = make_request(cfg.backend, cfg.model, msgs, cfg.params, cfg.top_logprobs)
+        out.append(req)
+    return out
+
+
+def batch(cfg, reqs, cache, **kw):
+    return asyncio.run(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, **kw))
+
+
+# ---------------------------------------------------------------------------- splitting
+def test_split_cuts_at_the_request_count_and_the_byte_size():
+    assert split_by_limits([10] * 7, 3, 10_000) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert split_by_limits([40, 40, 40, 10], 100, 90) == [slice(0, 2), slice(2, 4)]
+    assert split_by_limits([], 3, 100) == []
+
+
+def test_split_refuses_one_request_larger_than_a_batch_file():
+    with pytest.raises(TeacherError, match="over the 100-byte batch file limit"):
+        split_by_limits([50, 101], 10, 100)
+
+
+def test_default_limits_are_the_providers_own():
+    from pipeline.teachers import batch_anthropic, batch_openai
+
+    assert (batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES) == (50_000, 200 * 1024 * 1024)
+    assert (batch_anthropic.MAX_REQUESTS, batch_anthropic.MAX_BYTES) == (100_000, 256 * 1024 * 1024)
+
+
+# ---------------------------------------------------------------------------- round trips
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_round_trip_caches_every_answer_split_at_the_request_limit(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    fake.polls_to_complete = 3
+    # The fake refuses a batch over 3 requests, as the real API refuses one over its limit.
+    fake.openai_max_requests = fake.anthropic_max_requests = 3
+    reqs = requests_for(cfg, 7)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache, limits=(3, 10**9))
+        assert counts["batches"] == 3 and counts["submitted"] == 7 and counts["completed"] == 7
+        assert counts["failed"] == 0 and counts["failed_requests"] == {}
+        for req in reqs:
+            answer = cache.get(req.request_hash)
+            assert answer.text == fake_answer([m.model_dump() for m in req.messages])
+            assert cache.is_batch(req.request_hash)  # priced at the batch discount by generate
+            assert answer.usage.completion_tokens > 0 and answer.finish_reason == "stop"
+            if provider == "openai":
+                assert len(answer.logprobs) == answer.usage.completion_tokens
+                assert all(len(pos.top) == 3 for pos in answer.logprobs)
+            else:
+                assert answer.logprobs is None
+    assert fake.duplicates() == {}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_batches_are_split_at_the_byte_limit(provider, fake, url, tmp_path):
+    from pipeline.teachers.batch import make_batch_api
+
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 6)
+    api = make_batch_api(cfg)
+    entry_size = max(len(api.entry_bytes(api.entry(r))) for r in reqs)
+    asyncio.run(api.aclose())
+    limit = int(entry_size * 2.5) + 64  # room for two entries (and Anthropic's envelope), not three
+    fake.openai_max_bytes = fake.anthropic_max_bytes = limit  # the provider would refuse a bigger batch
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache, limits=(1000, limit))
+    assert counts["batches"] == 3 and counts["completed"] == 6 and counts["failed"] == 0
+    api_batches = fake.openai_batches if provider == "openai" else fake.anthropic_batches
+    assert len(api_batches) == 3
+
+
+def test_openai_body_asks_for_logprobs_and_sends_params_as_is(fake, url, tmp_path):
+    cfg = teacher("openai", url, params={"temperature": 0.3, "max_tokens": 9, "seed": 1})
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        batch(cfg, requests_for(cfg, 1), cache)
+    line = next(iter(fake._private.values()))["lines"][0]
+    assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"
+    assert line["body"] == {"model": "gpt-4o-mini", "messages": line["body"]["messages"], "temperature": 0.3,
+                            "max_tokens": 9, "seed": 1, "logprobs": True, "top_logprobs": 3}
+    batch_obj = next(iter(fake.openai_batches.values()))
+    assert batch_obj["endpoint"] == "/v1/chat/completions" and batch_obj["completion_window"] == "24h"
+
+
+def test_anthropic_params_put_the_system_turn_in_system(fake, url, tmp_path):
+    cfg = teacher("anthropic", url)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        batch(cfg, requests_for(cfg, 1), cache)
+    params = next(iter(fake._private.values()))["lines"][0]["params"]
+    assert params["system"] == "Classify." and [m["role"] for m in params["messages"]] == ["user"]
+
+
+# ---------------------------------------------------------------------------- failures
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_only_failed_and_expired_items_are_resubmitted(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 6)
+    error_once, expire_once, invalid = (reqs[0].request_hash, reqs[1].request_hash, reqs[2].request_hash)
+
+    def outcome(cid, attempt):
+        if cid == invalid:
+            return "invalid"  # a 400: resubmitting would fail again
+        if attempt == 1 and cid in (error_once, expire_once):
+            return "error" if cid == error_once else "expired"
+        return "ok"
+
+    fake.outcome = outcome
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+        assert error_once in cache and expire_once in cache and invalid not in cache
+    assert fake.submissions[error_once] == 2 and fake.submissions[expire_once] == 2
+    assert fake.submissions[invalid] == 1
+    assert all(fake.submissions[r.request_hash] == 1 for r in reqs[3:])
+    assert counts["resubmitted"] == 2 and counts["expired"] == 1 and counts["completed"] == 5
+    assert list(counts["failed_requests"]) == [invalid] and counts["failed"] == 1
+
+
+def test_resubmission_stops_after_max_rounds(fake, url, tmp_path):
+    cfg = teacher("openai", url)
+    reqs = requests_for(cfg, 2)
+    always_bad = reqs[0].request_hash
+    fake.outcome = lambda cid, attempt: "error" if cid == always_bad else "ok"
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache, max_rounds=3)
+    assert fake.submissions[always_bad] == 3
+    assert "gave up after 3 submissions" in counts["failed_requests"][always_bad]
+
+
+def test_a_batch_refused_as_a_whole_stops_with_one_line(fake, url, tmp_path):
+    cfg = teacher("openai", url)
+    fake.openai_max_requests = 2  # our limit (default 50,000) is higher: the provider refuses the file
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError) as err:
+        batch(cfg, requests_for(cfg, 3), cache)
+    assert "too_many_requests" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_401_stops_at_once_with_the_key_redacted(provider, fake, url, tmp_path):
+    fake.api_key = "sk-the-right-key-000000"
+    cfg = teacher(provider, url)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError) as err:
+        batch(cfg, requests_for(cfg, 2), cache)
+    message = str(err.value)
+    assert "401" in message and KEY not in message and "\n" not in message
+    store = BatchJobStore(tmp_path / "cache.sqlite")
+    assert store.open_jobs(cfg.backend, cfg.model) == []  # refused: nothing left to look for
+    store.close()
+
+
+def test_anthropic_without_max_tokens_is_a_config_error(url, tmp_path):
+    cfg = teacher("anthropic", url, params={"temperature": 0.0})
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(ConfigError, match="max_tokens"):
+        batch(cfg, requests_for(cfg, 1), cache)
+
+
+def test_local_backends_have_no_batch_api(tmp_path):
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(ConfigError, match="no batch API"):
+        batch(TeacherConfig(backend="hf"), [], cache)
+
+
+# ---------------------------------------------------------------------------- cache and resume
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_answered_requests_are_never_submitted(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 5)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        batch(cfg, reqs[:3], cache)
+        counts = batch(cfg, reqs, cache)
+        again = batch(cfg, reqs, cache)
+    assert counts["submitted"] == 2 and counts["already_cached"] == 3
+    assert again["submitted"] == 0 and again["batches"] == 0 and again["already_cached"] == 5
+    assert fake.duplicates() == {}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_restart_mid_poll_resumes_polling_without_resubmitting(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 5)
+    fake.polls_to_complete = 10**6  # never ends while the first run watches
+
+    async def stopped_mid_poll():
+        with AnswerCache(tmp_path / "cache.sqlite") as cache:
+            await asyncio.wait_for(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, limits=(3, 10**9)), 0.6)
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(stopped_mid_poll())
+    creates = fake.calls["batches.create"] + fake.calls["messages.batches.create"]
+    assert creates == 2
+    fake.polls_to_complete = 0  # the provider finishes the batches
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache, limits=(3, 10**9))
+        assert all(r.request_hash in cache for r in reqs)
+    assert counts["submitted"] == 0 and counts["resumed_batches"] == 2 and counts["completed"] == 5
+    assert fake.calls["batches.create"] + fake.calls["messages.batches.create"] == creates
+    assert fake.duplicates() == {}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_crash_between_create_and_record_finds_the_batch_instead_of_paying_twice(provider, fake, url, tmp_path,
+                                                                                 monkeypatch):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 4)
+    real_update = BatchJobStore.update_job
+
+    def die_on_recording(self, job, **fields):
+        if fields.get("status") == "live":
+            raise KeyboardInterrupt  # the process dies after the provider created the batch
+        return real_update(self, job, **fields)
+
+    monkeypatch.setattr(BatchJobStore, "update_job", die_on_recording)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(KeyboardInterrupt):
+        batch(cfg, reqs, cache)
+    monkeypatch.setattr(BatchJobStore, "update_job", real_update)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+        assert all(r.request_hash in cache for r in reqs)
+    assert counts["submitted"] == 0 and counts["resumed_batches"] == 1
+    assert fake.duplicates() == {}
+
+
+def test_kill_9_mid_poll_then_rerun_sends_nothing_twice(fake, url, tmp_path):
+    cfg = teacher("openai", url)
+    fake.polls_to_complete = 10**6
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pipeline.config.teacher import TeacherConfig
+        from pipeline.teachers.batch import run_batch
+        from pipeline.teachers.cache import AnswerCache
+        from tests.test_batch import requests_for
+        cfg = TeacherConfig.model_validate_json({cfg.model_dump_json()!r})
+        asyncio.run(run_batch(cfg, requests_for(cfg, 4), AnswerCache({str(tmp_path / "cache.sqlite")!r}),
+                              quiet=True, poll_interval_s={POLL}))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.time() + 30
+    while fake.calls["batches.retrieve"] < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert fake.calls["batches.create"] == 1
+    fake.polls_to_complete = 0
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, requests_for(cfg, 4), cache)
+    assert counts["resumed_batches"] == 1 and counts["submitted"] == 0 and counts["completed"] == 4
+    assert fake.calls["batches.create"] == 1 and fake.duplicates() == {}
