@@ -1,0 +1,190 @@
+"""Quality, latency and cost metrics: small pure functions, each tested on hand-computed cases.
+
+An answer that could not be parsed (``None``) is always wrong: it never matches a label, a gold
+value or another model's answer. Every rate is a fraction in [0, 1]; ``None`` means "no data".
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import jsonschema
+
+from pipeline.config.output import NormalizeConfig
+
+# ---------------------------------------------------------------------------------------- parsing
+
+
+def parse_label(text: str, labels: Sequence[str], normalize: NormalizeConfig | None = None) -> str | None:
+    """The label ``text`` names (as spelt in ``labels``), or None when it names none of them."""
+    norm = normalize or NormalizeConfig()
+
+    def clean(s: str) -> str:
+        if norm.first_line_only:
+            s = s.strip().split("\n", 1)[0] if s.strip() else ""
+        if norm.strip:
+            s = s.strip()
+        if norm.lowercase:
+            s = s.lower()
+        if norm.strip_punctuation:
+            s = s.strip(string.punctuation + " ")
+        return s
+
+    by_key = {clean(label): label for label in labels}
+    return by_key.get(clean(text))
+
+
+_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in ``text`` (a Markdown code fence around it is allowed), or None."""
+    s = text.strip()
+    fenced = _FENCE.match(s)
+    if fenced:
+        s = fenced.group(1).strip()
+    try:
+        value = json.loads(s)
+    except (json.JSONDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_schema_valid(obj: dict[str, Any] | None, schema: dict[str, Any] | None) -> bool:
+    """True when ``obj`` is a JSON object that satisfies ``schema`` (any object when no schema)."""
+    if obj is None:
+        return False
+    if schema is None:
+        return True
+    validator_cls = jsonschema.validators.validator_for(schema)
+    return validator_cls(schema).is_valid(obj)
+
+
+# ------------------------------------------------------------------------------------ label tasks
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def accuracy(predicted: Sequence[str | None], gold: Sequence[str]) -> float | None:
+    """Share of predictions equal to the gold label."""
+    return mean([float(p is not None and p == g) for p, g in zip(predicted, gold, strict=True)])
+
+
+def agreement(a: Sequence[Any], b: Sequence[Any]) -> float | None:
+    """Share of inputs on which two models gave the same (parsed, non-None) answer."""
+    return mean([float(x is not None and x == y) for x, y in zip(a, b, strict=True)])
+
+
+def macro_f1(predicted: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> float | None:
+    """Unweighted mean of per-label F1 over the label set (as sklearn's
+    ``f1_score(average="macro", labels=labels, zero_division=0)``). An unparsed prediction is a
+    false negative for its gold label and a false positive for none. Written out rather than
+    pulling in scikit-learn for ten lines."""
+    pairs = list(zip(predicted, gold, strict=True))
+    if not pairs:
+        return None
+    scores = []
+    for label in labels:
+        tp = sum(1 for p, g in pairs if p == label and g == label)
+        fp = sum(1 for p, g in pairs if p == label and g != label)
+        fn = sum(1 for p, g in pairs if p != label and g == label)
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores)
+
+
+# ------------------------------------------------------------------------------------- JSON tasks
+
+
+def json_validity(objects: Sequence[dict | None], schema: dict[str, Any] | None) -> float | None:
+    """Share of answers that parse as a JSON object satisfying the schema."""
+    return mean([float(is_schema_valid(o, schema)) for o in objects])
+
+
+def field_exact_match(predicted: dict[str, Any] | None, reference: dict[str, Any] | None) -> float | None:
+    """Share of the reference's top-level fields whose value the prediction reproduces exactly.
+    None when there is no reference object to compare with; 0 when the prediction did not parse."""
+    if reference is None:
+        return None
+    if not reference:
+        return float(predicted == {})
+    if predicted is None:
+        return 0.0
+    return sum(1 for k, v in reference.items() if k in predicted and predicted[k] == v) / len(reference)
+
+
+# ------------------------------------------------------------------------------------- text tasks
+
+_scorer = None
+
+
+class _UnicodeWordTokenizer:
+    """rouge-score's default tokenizer keeps only [a-z0-9], so any non-Latin text scores 0; this
+    keeps every Unicode word character instead (lowercased, no stemming)."""
+
+    _word = re.compile(r"\w+", re.UNICODE)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._word.findall(text.lower())
+
+
+def rouge_l(predicted: str | None, reference: str) -> float:
+    """ROUGE-L F-measure (longest common subsequence of words), via Google's ``rouge-score``."""
+    global _scorer
+    if predicted is None:
+        return 0.0
+    if _scorer is None:
+        from rouge_score import rouge_scorer
+
+        _scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeWordTokenizer())
+    return _scorer.score(reference, predicted)["rougeL"].fmeasure
+
+
+# --------------------------------------------------------------------------------- latency & cost
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0-100) with linear interpolation between ranks (numpy's default)."""
+    if not values:
+        return None
+    xs = sorted(values)
+    rank = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return xs[lo] + (xs[hi] - xs[lo]) * (rank - lo)
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
+    """p50, p95 and mean of per-request latencies (seconds), and how many were measured."""
+    return {
+        "p50_s": percentile(seconds, 50),
+        "p95_s": percentile(seconds, 95),
+        "mean_s": mean(list(seconds)),
+        "n": len(seconds),
+    }
+
+
+def machine_cost_per_1000(seconds_per_request: float | None, usd_per_hour: float) -> float | None:
+    """USD for 1,000 requests on a machine billed by the hour, at the measured seconds per request."""
+    if seconds_per_request is None:
+        return None
+    return seconds_per_request * usd_per_hour / 3600 * 1000
+
+
+def token_cost_per_1000(costs_usd: Sequence[float | None]) -> float | None:
+    """USD for 1,000 requests at the mean per-request cost; None (unknown, never 0) when any
+    request's price is unknown or there are no requests."""
+    if not costs_usd or any(c is None for c in costs_usd):
+        return None
+    return sum(costs_usd) / len(costs_usd) * 1000
+
+
+def quality_percent(student: float | None, teacher: float | None) -> float | None:
+    """The student's quality as a percentage of the teacher's (None when the teacher scored 0)."""
+    if student is None or teacher is None or teacher <= 0:
+        return None
+    return 100 * student / teacher
