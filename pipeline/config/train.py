@@ -23,5 +23,11 @@ class TrainConfig(Section):
     method: Literal["sft", "kd"] = Field("kd", description="sft: hard labels; kd: the teacher's soft labels.")
     temperature: float = Field(2.0, gt=0, description="KD temperature T; the stored T=1 logprobs are re-tempered.")
     alpha: float = Field(0.5, ge=0, le=1, description="KD weight: alpha*T^2*KL + (1-alpha)*CE.")
+    kd_level: Literal["auto", "token", "label"] = Field(
+        "auto",
+        description="kd: 'token' = sparse top-k KL per token (the student must share the teacher's tokenizer); "
+        "'label' = answer-level KL over the label set (any teacher, label tasks); 'auto' = token when the "
+        "vocabularies match, else label.",
+    )
     lora: dict[str, Any] | None = Field(None, description="peft LoraConfig fields; unset trains all weights.")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides (num_train_epochs, learning_rate...).")

@@ -1,0 +1,93 @@
+"""SFTConfig from three layers: safe defaults < the task's ``train.sft`` < ``--set key=value``.
+
+Every SFTConfig field can be set; unknown names and bad values are ConfigErrors naming where they
+came from. Defaults are chosen for a CPU: no bf16/fp16 unless CUDA is there (TRL's own default
+turns bf16 on, which on a CPU is slow and changes the numerics).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+
+def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["learning_rate=1e-4", "max_steps=20"]`` -> {"learning_rate": 1e-4, "max_steps": 20}.
+    Values are read as YAML, so numbers, booleans, lists and null work as they do in task.yaml."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=1e-4")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def sft_field_names() -> set[str]:
+    from trl import SFTConfig
+
+    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+
+
+def check_sft_keys(values: dict[str, Any], source: str) -> None:
+    known = sft_field_names()
+    for key in values:
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: '{key}' is not an SFTConfig field{hint}; see TRL's SFTConfig docs")
+
+
+def cpu_safe_defaults(output_dir: Path, *, quiet: bool) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir),
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "fp16": False,
+        "report_to": "none",
+        "logging_steps": 10,
+        "save_total_limit": 2,
+        "dataloader_pin_memory": cuda,
+        "disable_tqdm": quiet,
+        "max_length": 1024,
+    }
+
+
+def build_sft_config(
+    output_dir: Path, task_sft: dict[str, Any], overrides: dict[str, Any], *, task_file: str, quiet: bool = False
+):
+    """The SFTConfig for this run. ``task_file`` names task.yaml in error messages."""
+    from trl import SFTConfig
+
+    check_sft_keys(task_sft, f"{task_file}: train.sft")
+    check_sft_keys(overrides, "--set")
+    merged = {**cpu_safe_defaults(output_dir, quiet=quiet), **task_sft, **overrides}
+    try:
+        return SFTConfig(**merged)
+    except (TypeError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"{task_file}: train.sft / --set: SFTConfig rejected the settings: {first}") from None
+
+
+def lora_config(lora: dict[str, Any] | None, task_file: str):
+    """peft.LoraConfig from ``train.lora`` (None when unset)."""
+    if not lora:
+        return None
+    from peft import LoraConfig
+
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{task_file}: train.lora: {' '.join(str(exc).split())[:300]}") from None
