@@ -1,0 +1,170 @@
+"""The evaluation set: real inputs with their gold answers, or the held-out split.
+
+Reads:  eval.source (JSONL/CSV/HF, with the field mapping) and eval.gold_field / eval.gold_map, or
+        data/<task>/versions/<v>/eval.jsonl (TrainRow) and data/<task>/generated/generated.jsonl
+Writes: nothing.
+
+Gold values are parsed like answers (a label from the set, a JSON object, or text), so a gold
+value that is none of the labels is an error naming the file, the row and the fix, not a silent
+miss. The gold field is removed from an input before it is prompted, so the prompt (and the
+teacher's cached answer) is the same as for the same input without a gold answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.task import TaskFolder
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.evaluation import metrics as m
+from pipeline.inputs import read_source
+from pipeline.paths import TaskPaths
+from pipeline.records import Message, Record, TrainRow, iter_jsonl_with_errors, read_jsonl
+
+
+@dataclass
+class EvalSet:
+    description: str  # where the inputs came from, for the report
+    ids: list[str]
+    inputs: list[dict[str, Any]]
+    prompts: list[list[Message]]  # exactly what the teacher was asked; the student gets the same
+    teacher_texts: list[str]
+    teacher_records: list[Record | None]  # None: no generation record (no latency or usage known)
+    golds: list[Any] | None  # parsed gold answers; None when the inputs have none
+    schema: dict | None = None
+    teacher_cached: int = 0
+    teacher_new: int = 0
+    input_hashes: dict[str, str] = field(default_factory=dict)  # {path: sha256} of the files read
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def load_json_schema(task: TaskFolder) -> dict | None:
+    out = task.config.output
+    if out.kind != "json":
+        return None
+    if out.json_schema is not None:
+        return out.json_schema
+    path = task.file(out.json_schema_file)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the JSON Schema ({exc.strerror}); fix output.json_schema_file") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: malformed JSON Schema ({exc.msg})") from None
+
+
+def parse_gold(value: Any, task: TaskFolder, where: str) -> Any:
+    """A gold value as its output kind's value, after eval.gold_map."""
+    cfg = task.config
+    raw = value
+    if cfg.eval.gold_map:
+        value = cfg.eval.gold_map.get(str(value), value)
+    kind = cfg.output.kind
+    if kind == "label":
+        label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)
+        if label is None:
+            raise InputDataError(
+                f"{where}: gold value {raw!r} is none of the labels {cfg.output.labels}; map it with eval.gold_map "
+                "or drop such rows with eval.source.where"
+            )
+        return label
+    if kind == "json":
+        obj = value if isinstance(value, dict) else m.parse_json_object(str(value))
+        if obj is None:
+            raise InputDataError(f"{where}: gold value is not a JSON object; fix the row or eval.gold_field")
+        return obj
+    return str(value)
+
+
+def read_eval_source(task: TaskFolder, limit: int | None) -> tuple[list[dict], list[Any] | None, Path]:
+    """The real inputs of eval.source (gold field split off and parsed), in file order."""
+    cfg = task.config.eval
+    path = task.file(cfg.source.path)
+    rows = read_source(cfg.source, task.path)
+    if limit:
+        rows = rows[:limit]
+    if not rows:
+        raise InputDataError(f"{path}: no eval inputs (check eval.source.where and the file)")
+    if cfg.gold_field is None:
+        return rows, None, path
+    golds = []
+    for i, row in enumerate(rows, start=1):
+        if cfg.gold_field not in row:
+            raise InputDataError(
+                f"{path}: input {i} has no field '{cfg.gold_field}' (eval.gold_field); "
+                "map it in eval.source.fields or unset eval.gold_field"
+            )
+        golds.append(parse_gold(row.pop(cfg.gold_field), task, f"{path}: input {i}"))
+    return rows, golds, path
+
+
+def read_generated_records(path: Path) -> dict[str, Record]:
+    """generated.jsonl by record id (bad lines are skipped: they only cost us latency figures)."""
+    if not path.exists():
+        return {}
+    return {row.id: row for _, row, err in iter_jsonl_with_errors(path, Record) if err is None}
+
+
+def held_out_set(task: TaskFolder, dataset_version: str | None, limit: int | None) -> EvalSet:
+    """The dataset's eval split: prompts and the teacher's answers as curated, with latency and
+    usage from the generation records. Nothing is sent to the teacher."""
+    paths = TaskPaths(task.name)
+    version_dir = paths.version_dir(dataset_version)
+    eval_path = version_dir / "eval.jsonl"
+    if not eval_path.exists():
+        raise InputDataError(
+            f"{eval_path}: no held-out split (dataset version '{version_dir.name}'); set eval.source to real inputs "
+            "or re-run `distill curate` with split.eval_fraction > 0"
+        )
+    rows: list[TrainRow] = list(read_jsonl(eval_path, TrainRow))[: limit or None]
+    if not rows:
+        raise InputDataError(f"{eval_path}: the held-out split is empty; set eval.source or raise split.eval_fraction")
+    by_id = read_generated_records(paths.generated_jsonl)
+    records = [by_id.get(r.id) for r in rows]
+    hashes = {str(eval_path): file_sha256(eval_path)}
+    if paths.generated_jsonl.exists():
+        hashes[str(paths.generated_jsonl)] = file_sha256(paths.generated_jsonl)
+    return EvalSet(
+        description=f"the held-out split of dataset {version_dir.name}",
+        ids=[r.id for r in rows],
+        inputs=[rec.inputs if rec else {} for rec in records],
+        prompts=[list(r.prompt) for r in rows],
+        teacher_texts=[r.completion[0].content if r.completion else "" for r in rows],
+        teacher_records=records,
+        golds=None,
+        schema=load_json_schema(task),
+        teacher_cached=len(rows),
+        input_hashes=hashes,
+    )
+
+
+def source_set(task: TaskFolder, inputs: list[dict], golds: list[Any] | None, records: list[Record],
+               path: Path) -> EvalSet:
+    """Real inputs with the teacher's answers (``records``, one per input, in order)."""
+    if len(records) != len(inputs):
+        raise RuntimeError(f"the generate stage answered {len(records)} of {len(inputs)} inputs")
+    return EvalSet(
+        description=f"{path.name} (eval.source)",
+        ids=[r.id for r in records],
+        inputs=inputs,
+        prompts=[list(r.messages) for r in records],
+        teacher_texts=[r.completion for r in records],
+        teacher_records=list(records),
+        golds=golds,
+        schema=load_json_schema(task),
+        teacher_cached=sum(r.cached for r in records),
+        teacher_new=sum(not r.cached for r in records),
+        input_hashes={str(path): file_sha256(path)},
+    )

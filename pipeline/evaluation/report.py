@@ -1,0 +1,211 @@
+"""Write the evaluation report: report.json (the numbers), report.md (for people), two PNG plots,
+and a one-screen terminal summary.
+
+Reads:  the report dict the evaluate stage builds (keys documented in docs/evaluate.md).
+Writes: <model folder>/report.json, report.md, quality_vs_cost.png, coverage_vs_quality.png.
+
+An unknown number (a teacher whose price is not in the table) is written as null and shown as
+"unknown", never as 0.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PLOT_QUALITY_COST = "quality_vs_cost.png"
+PLOT_COVERAGE = "coverage_vs_quality.png"
+
+
+def fmt_usd(x: float | None) -> str:
+    if x is None:
+        return "unknown"
+    return f"${x:.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def fmt_frac(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None:
+        return "unknown"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(what, student, teacher) lines shared by the Markdown table and the terminal table."""
+    q, lat, cost = report["quality"], report["latency"], report["cost_per_1000"]
+    rows = [(f"{q['metric']} (vs {report['reference']})", fmt_frac(q["student"]), fmt_frac(q["teacher"]))]
+    names = {"accuracy", "macro_f1", "agreement_with_teacher", "json_valid", "field_exact_match", "rouge_l"}
+    for name in sorted(set(report["metrics"]["student"]) & names - {q["metric"]}):
+        rows.append((name, fmt_frac(report["metrics"]["student"][name]), fmt_frac(report["metrics"]["teacher"].get(name))))
+    rows += [
+        ("latency p50", fmt_s(lat["student"]["p50_s"]), fmt_s(lat["teacher"]["p50_s"])),
+        ("latency p95", fmt_s(lat["student"]["p95_s"]), fmt_s(lat["teacher"]["p95_s"])),
+        ("cost / 1,000 requests", fmt_usd(cost["student_usd"]), fmt_usd(cost["teacher_usd"])),
+    ]
+    return rows
+
+
+def _routing_sentence(report: dict[str, Any]) -> str:
+    r = report["routing"]
+    target = f"{fmt_frac(r['target'])} {report['quality']['metric']} ({r['target_source']})"
+    if r["threshold"] is None:
+        return f"The student reaches the target {target} on no share of traffic: send every request to the teacher."
+    return (
+        f"Answer with the student when its confidence ({r['confidence']}) is at least "
+        f"**{r['threshold']:.4g}**: it then takes **{fmt_frac(r['coverage'])}** of traffic at "
+        f"{fmt_frac(r['student_quality'])} {report['quality']['metric']} (target {target}); the rest goes to "
+        f"the teacher, for {fmt_frac(r['routed_quality'])} overall at {fmt_usd(r['routed_cost_per_1000_usd'])} "
+        "per 1,000 requests."
+    )
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    p, q, c = report["params"], report["quality"], report["counts"]
+    lines = [
+        f"# Evaluation: {report['task']} — student vs teacher",
+        "",
+        (f"Student `{p['model_version']}` ({p.get('method') or 'unknown method'}, dataset `{p.get('dataset_version')}`) "
+        f"vs teacher `{p['teacher']}`, on {c['inputs']} inputs from {p['eval_source']}. "
+        f"Quality is measured against **{report['reference']}** answers."),
+        "",
+        (f"**The student reaches {'n/a' if q['student_pct_of_teacher'] is None else format(q['student_pct_of_teacher'], '.1f') + '%'}"
+        f" of the teacher's quality** ({q['metric']}: {fmt_frac(q['student'])} vs {fmt_frac(q['teacher'])})."),
+        "",
+        "| | student | teacher |",
+        "| --- | --- | --- |",
+        *[f"| {a} | {b} | {t} |" for a, b, t in _rows(report)],
+        "",
+        (f"Student throughput on this machine: {fmt_num(report['throughput']['student_rps'], 1)} requests/s "
+        f"(batch size {report['throughput']['batch_size']}); latency measured {report['latency']['student']['method']}. "
+        f"Student cost: {report['cost_per_1000']['student_basis']}. Teacher cost: {report['cost_per_1000']['teacher_basis']}. "
+        f"Teacher latency: {report['latency']['teacher']['source']}."),
+        "",
+        "## Routing",
+        "",
+        _routing_sentence(report),
+        "",
+        f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})",
+        "",
+        "## Counts",
+        "",
+        *[f"- {k}: {v}" for k, v in c.items()],
+    ]
+    if report.get("disagreements"):
+        lines += ["", "## Where the student and the teacher disagree (first few)", "",
+                  "| input | gold | teacher | student |", "| --- | --- | --- | --- |"]
+        for d in report["disagreements"]:
+            cells = [_cell(d["input"]), _cell(d.get("gold")), _cell(d["teacher"]), _cell(d["student"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_quality_vs_cost(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    cost, q, r = report["cost_per_1000"], report["quality"], report["routing"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [("student", cost["student_usd"], q["student"]), ("teacher", cost["teacher_usd"], q["teacher"])]
+    if r["threshold"] is not None:
+        points.append((f"routed ({fmt_frac(r['coverage'])} student)", r["routed_cost_per_1000_usd"], r["routed_quality"]))
+    unknown = []
+    for name, x, y in points:
+        if x is None or y is None:
+            unknown.append(name)
+            continue
+        ax.scatter([x], [y], s=60)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4))
+    ax.set_xlabel("USD per 1,000 requests")
+    ax.set_ylabel(f"{q['metric']} (vs {report['reference']})")
+    title = f"{report['task']}: quality vs cost"
+    if unknown:
+        title += f"\n(cost unknown, not plotted: {', '.join(unknown)})"
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_coverage_vs_quality(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r, metric = report["routing"], report["quality"]["metric"]
+    curve = r["curve"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [pt["coverage"] for pt in curve]
+    ax.plot(xs, [pt["student_quality"] for pt in curve], marker=".", label="student, on the share it answers")
+    # coverage 0 is the teacher alone
+    ax.plot([0.0, *xs], [report["quality"]["teacher"], *[pt["routed_quality"] for pt in curve]], marker=".",
+            label="routed: student + teacher for the rest")
+    ax.axhline(r["target"], color="grey", linestyle="--", label=f"target ({r['target_source']})")
+    if r["threshold"] is not None:
+        ax.axvline(r["coverage"], color="green", linestyle=":", label=f"threshold {r['threshold']:.3g}")
+    ax.set_xlabel("coverage: share of traffic the student answers")
+    ax.set_ylabel(metric)
+    ax.set_xlim(0, 1.02)
+    ax.set_title(f"{report['task']}: coverage vs quality\n(confidence: {r['confidence']})", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], folder: Path, extra_files: dict[str, Path] | None = None) -> dict[str, str]:
+    """Write the four files; returns their paths. report.json goes last, through a rename, so its
+    presence means the report is complete."""
+    folder = Path(folder)
+    files = {
+        "report_md": folder / "report.md",
+        "report_json": folder / "report.json",
+        "quality_vs_cost_png": folder / PLOT_QUALITY_COST,
+        "coverage_vs_quality_png": folder / PLOT_COVERAGE,
+    }
+    report["files"] = {k: str(v) for k, v in {**files, **(extra_files or {})}.items()}
+    plot_quality_vs_cost(report, files["quality_vs_cost_png"])
+    plot_coverage_vs_quality(report, files["coverage_vs_quality_png"])
+    files["report_md"].write_text(render_markdown(report), encoding="utf-8")
+    tmp = files["report_json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(files["report_json"])
+    return report["files"]
+
+
+def print_summary(report: dict[str, Any], console=None) -> None:
+    """One screen: the comparison table, the routing advice, and where the files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    q = report["quality"]
+    pct = "n/a" if q["student_pct_of_teacher"] is None else f"{q['student_pct_of_teacher']:.1f}%"
+    table = Table(title=f"{report['task']}: student vs teacher on {report['counts']['inputs']} inputs")
+    table.add_column("")
+    table.add_column("student", justify="right")
+    table.add_column("teacher", justify="right")
+    for row in _rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"Student quality: [bold]{pct}[/bold] of the teacher's. "
+                  f"Throughput: {fmt_num(report['throughput']['student_rps'], 1)} req/s.")
+    console.print(_routing_sentence(report).replace("**", ""))
+    console.print(f"Report: {report['files']['report_md']}")

@@ -1,0 +1,194 @@
+"""Run the trained student locally: batched greedy answers, per-request latency, throughput and
+the confidence the router needs.
+
+Reads:  a model folder from the train stage (config + weights + tokenizer with a chat template;
+        a peft adapter folder works too).
+Writes: nothing; returns a ``StudentRun``.
+
+Timing: one warm-up call is made first and not counted (it pays for lazy initialisation).
+Latency is measured one request at a time (batch size 1) on the first ``latency_samples``
+prompts, the way one caller experiences it; throughput and the cost basis come from the batched
+pass over all prompts. torch and transformers are imported inside functions (fast CLI start).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.records import Message
+
+
+@dataclass
+class StudentRun:
+    texts: list[str]
+    token_logprobs: list[list[float]]  # per answer: log P of each generated token (stop token included)
+    label_logprobs: list[dict[str, float]] | None  # label tasks: log P(label string + stop | prompt)
+    generate_s: float  # the batched pass, all prompts
+    confidence_s: float  # scoring the label strings (label tasks), all prompts
+    latencies_s: list[float] = field(default_factory=list)  # batch size 1, one per sampled prompt
+    batch_size: int = 1
+    max_new_tokens: int = 0
+    latency_method: str = "single"  # "single": batch size 1 on a sample; "batch": each request's batch time
+
+    @property
+    def throughput_rps(self) -> float | None:
+        return len(self.texts) / self.generate_s if self.generate_s > 0 else None
+
+    @property
+    def seconds_per_request(self) -> float | None:
+        """Machine seconds one request costs in batched serving, confidence scoring included."""
+        return (self.generate_s + self.confidence_s) / len(self.texts) if self.texts else None
+
+
+def load_student(model_dir: Path):
+    """(model, tokenizer) from a train-stage folder, in eval mode on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
+        raise ConfigError(f"{model_dir}: not a model folder (no config.json); pass --model a trained student's folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if (model_dir / "adapter_config.json").exists() and not (model_dir / "config.json").exists():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{model_dir}: cannot load the student ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not tokenizer.chat_template:
+        raise ConfigError(f"{model_dir}: the tokenizer has no chat template; re-run `distill train` (it saves one)")
+    tokenizer.padding_side = "left"  # generation appends on the right, so prompts align there
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def _stop_token_id(model, tokenizer) -> int:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    return eos if eos is not None else tokenizer.eos_token_id
+
+
+def _prompt_texts(tokenizer, prompts: Sequence[Sequence[Message]]) -> list[str]:
+    return [
+        tokenizer.apply_chat_template(
+            [m.model_dump() for m in msgs], add_generation_prompt=True, tokenize=False
+        )
+        for msgs in prompts
+    ]
+
+
+def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int) -> tuple[list[str], list[list[float]]]:
+    """Greedy answers to already-templated prompts, with each generated token's log-probability."""
+    import torch
+    from transformers import GenerationConfig
+
+    stop = _stop_token_id(model, tokenizer)
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    with torch.inference_mode():
+        out = model.generate(**enc, generation_config=gen_cfg)
+    new_tokens = out.sequences[:, enc["input_ids"].shape[1]:]
+    # raw logits, not the processed scores: greedy needs no processors, and we want true probabilities
+    logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
+    chosen = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+    answers, token_lps = [], []
+    for row, lps in zip(new_tokens.tolist(), chosen.tolist()):
+        end = row.index(stop) + 1 if stop in row else len(row)
+        answers.append(tokenizer.decode(row[:end], skip_special_tokens=True).strip())
+        token_lps.append(lps[:end])
+    return answers, token_lps
+
+
+def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:
+    """log P(label string, then the stop token | prompt) for every prompt and label: the
+    probability that the label is the student's whole answer, summed over its tokens."""
+    import torch
+
+    stop = _stop_token_id(model, tokenizer)
+    label_ids = [tokenizer(label, add_special_tokens=False)["input_ids"] + [stop] for label in labels]
+    prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    seqs = [(p, lab) for p in prompt_ids for lab in label_ids]
+    width = max(len(p) + len(lab) for p, lab in seqs)
+    pad = tokenizer.pad_token_id
+    # right padding: the scored positions then sit at known offsets after each prompt
+    ids = torch.tensor([p + lab + [pad] * (width - len(p) - len(lab)) for p, lab in seqs])
+    mask = torch.tensor([[1] * (len(p) + len(lab)) + [0] * (width - len(p) - len(lab)) for p, lab in seqs])
+    with torch.inference_mode():
+        logprobs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    out: list[dict[str, float]] = []
+    for j, (p, lab) in enumerate(seqs):
+        positions = range(len(p) - 1, len(p) + len(lab) - 1)  # logits at t predict token t+1
+        total = sum(logprobs[j, pos, tok].item() for pos, tok in zip(positions, lab))
+        if j % len(labels) == 0:
+            out.append({})
+        out[-1][labels[j % len(labels)]] = total
+    return out
+
+
+def run_student(
+    model_dir: Path,
+    prompts: Sequence[Sequence[Message]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    labels: Sequence[str] | None = None,
+    latency_samples: int = 32,
+    on_batch=None,
+) -> StudentRun:
+    """Answer every prompt (batched, greedy), score the label strings for label tasks, and time
+    single requests on the first ``latency_samples`` prompts."""
+    model, tokenizer = load_student(model_dir)
+    texts = _prompt_texts(tokenizer, prompts)
+    if not texts:
+        return StudentRun([], [], [] if labels else None, 0.0, 0.0, [], batch_size, max_new_tokens)
+    generate_batch(model, tokenizer, texts[:1], 1)  # warm-up, not timed
+
+    answers: list[str] = []
+    token_lps: list[list[float]] = []
+    batch_times: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        t0 = time.perf_counter()
+        a, lp = generate_batch(model, tokenizer, chunk, max_new_tokens)
+        batch_times.append(time.perf_counter() - t0)
+        answers += a
+        token_lps += lp
+        if on_batch:
+            on_batch(len(answers), len(texts))
+
+    label_lps = None
+    confidence_s = 0.0
+    if labels:
+        label_lps = []
+        t0 = time.perf_counter()
+        for start in range(0, len(texts), batch_size):
+            label_lps += score_label_strings(model, tokenizer, texts[start : start + batch_size], labels)
+        confidence_s = time.perf_counter() - t0
+
+    if latency_samples > 0:
+        latencies = []
+        for text in texts[:latency_samples]:
+            t0 = time.perf_counter()
+            generate_batch(model, tokenizer, [text], max_new_tokens)
+            latencies.append(time.perf_counter() - t0)
+    else:  # each request waits for its whole batch
+        latencies = [t for start, t in zip(range(0, len(texts), batch_size), batch_times)
+                     for _ in texts[start : start + batch_size]]
+    return StudentRun(answers, token_lps, label_lps, sum(batch_times), confidence_s, latencies, batch_size,
+                      max_new_tokens, "single" if latency_samples > 0 else "batch")

@@ -1,0 +1,244 @@
+"""``distill evaluate <task>``: the trained student against the teacher on real inputs.
+
+Reads:  models/<task>/<version>/ (the student; train_manifest.json names its dataset version)
+        eval.source (real inputs, with gold answers when eval.gold_field is set), or else the
+        held-out split data/<task>/versions/<dataset version>/eval.jsonl plus
+        data/<task>/generated/generated.jsonl (the teacher's latency and token usage)
+        the teacher's answers through the generate stage's cache (answers already bought are
+        reused; only inputs never asked are sent, and cached for next time)
+Writes: models/<task>/<version>/report.json (also this stage's manifest), report.md,
+        quality_vs_cost.png, coverage_vs_quality.png, eval_predictions.jsonl
+
+Quality is measured against gold answers when every input has one, else against the teacher's
+answers (the teacher then scores 100%). Costs per 1,000 requests: the student's is its measured
+machine seconds x eval.student_price_per_hour; the teacher's comes from the price table and the
+recorded token usage (unknown when the model has no price), or, for a local teacher with
+eval.teacher_price_per_hour set, from its recorded latency.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.task import TaskFolder, load_task
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.evaluation import metrics as m
+from pipeline.evaluation import routing as rt
+from pipeline.evaluation.eval_inputs import EvalSet, file_sha256, held_out_set, read_eval_source, source_set
+from pipeline.paths import TaskPaths
+from pipeline.pricing import FREE, price_for
+
+HELP = "Compare the trained student with the teacher on real inputs: quality, latency, cost, routing."
+LOCAL_BACKENDS = ("hf", "vllm")
+DISAGREEMENTS_SHOWN = 5
+
+
+def load_eval_set(task: TaskFolder, dataset_version: str | None, limit: int | None, *, quiet: bool) -> EvalSet:
+    """eval.source with the teacher's answers (through the generate stage's cache), else the held-out split."""
+    if task.config.eval.source is None:
+        return held_out_set(task, dataset_version, limit)
+    from pipeline.stages.generate import answer_inputs
+
+    inputs, golds, path = read_eval_source(task, limit)
+    records = answer_inputs(task, [dict(x) for x in inputs], quiet=quiet)
+    return source_set(task, inputs, golds, records, path)
+
+
+def resolve_model_dir(task: TaskFolder, model: str | Path | None) -> Path:
+    """--model PATH, else the folder models/<task>/latest names."""
+    if model is not None:
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"--model {model}: no such folder; pass a trained student's folder (models/<task>/<version>)")
+        return path
+    models_dir = TaskPaths(task.name).models_dir
+    pointer = models_dir / "latest"
+    if not pointer.exists():
+        raise ConfigError(f"{pointer}: no trained student for task '{task.name}'; run `distill train {task.name}` "
+                          "or pass --model PATH")
+    path = models_dir / pointer.read_text(encoding="utf-8").strip()
+    if not path.is_dir():
+        raise ConfigError(f"{pointer}: names '{path.name}', which is not in {models_dir}; re-run `distill train {task.name}`")
+    return path
+
+
+def read_train_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "train_manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputDataError(f"{path}: malformed JSON ({exc.msg}); re-run `distill train`") from None
+
+
+def _max_new_tokens(task: TaskFolder) -> int:
+    cfg = task.config
+    if cfg.eval.max_new_tokens:
+        return cfg.eval.max_new_tokens
+    params = cfg.teacher.params
+    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+        if isinstance(params.get(key), int):
+            return params[key]
+    return 256
+
+
+def teacher_cost(task: TaskFolder, eval_set: EvalSet) -> tuple[float | None, str]:
+    """(USD per 1,000 requests or None when unknown, how it was computed)."""
+    teacher, cfg = task.config.teacher, task.config.eval
+    records = [r for r in eval_set.teacher_records if r is not None]
+    if not records:
+        return None, "unknown: no generation records for these inputs"
+    if teacher.backend in LOCAL_BACKENDS and cfg.teacher_price_per_hour is not None:
+        latency = m.mean([r.latency_s for r in records if r.latency_s is not None])
+        usd = m.machine_cost_per_1000(latency, cfg.teacher_price_per_hour)
+        return usd, f"recorded latency x ${cfg.teacher_price_per_hour}/h (eval.teacher_price_per_hour)"
+    price = price_for(teacher.backend, teacher.model)
+    if price is None:
+        return None, (f"unknown: '{teacher.model}' has no price in the price table; add it to a file named by "
+                      "DISTILL_PRICES")
+    usd = m.token_cost_per_1000([price.cost(r.usage.prompt_tokens, r.usage.completion_tokens) for r in records])
+    if price == FREE:
+        return usd, f"0 per token ({teacher.backend} runs locally); set eval.teacher_price_per_hour to price its machine"
+    return usd, (f"price table (${price.input_per_mtok}/${price.output_per_mtok} per 1M input/output tokens) "
+                 "x recorded token usage")
+
+
+def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: EvalSet, run, scored,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """Every number of the report; ``run`` is a StudentRun, ``scored`` a Scored."""
+    cfg = task.config
+    kind = cfg.output.kind
+    scored_idx = scored.scored
+    if kind == "label":
+        confidence = [rt.label_confidence(lps)[1] for lps in run.label_logprobs]
+        confidence_name = "highest renormalised label probability"
+    else:
+        confidence = [rt.mean_token_logprob(lps) for lps in run.token_logprobs]
+        confidence_name = "mean token logprob"
+    q_student, q_teacher = scored.quality("student"), scored.quality("teacher")
+    target = cfg.eval.target_quality if cfg.eval.target_quality is not None else q_teacher
+    student_usd = m.machine_cost_per_1000(run.seconds_per_request, cfg.eval.student_price_per_hour)
+    teacher_usd, teacher_basis = teacher_cost(task, eval_set)
+    routing: dict[str, Any] = {"confidence": confidence_name, "target": target,
+                               "target_source": "eval.target_quality" if cfg.eval.target_quality is not None
+                               else "the teacher's quality", "threshold": None, "coverage": 0.0,
+                               "student_quality": None, "routed_quality": q_teacher,
+                               "routed_cost_per_1000_usd": rt.routed_cost_per_1000(0.0, student_usd, teacher_usd),
+                               "curve": []}
+    if scored_idx and target is not None:
+        curve = rt.coverage_curve([confidence[i] for i in scored_idx], [scored.student_scores[i] for i in scored_idx],
+                                  [scored.teacher_scores[i] for i in scored_idx])
+        routing["curve"] = [p.as_dict() for p in curve]
+        best = rt.best_threshold(curve, target)
+        if best is not None:
+            routing.update(threshold=best.threshold, coverage=best.coverage, student_quality=best.student_quality,
+                           routed_quality=best.routed_quality,
+                           routed_cost_per_1000_usd=rt.routed_cost_per_1000(best.coverage, student_usd, teacher_usd))
+    teacher_lat = [r.latency_s for r in eval_set.teacher_records if r is not None and r.latency_s is not None]
+    pct = m.quality_percent(q_student, q_teacher)
+    n = len(eval_set.prompts)
+    disagreements = [
+        {"input": eval_set.inputs[i] or eval_set.prompts[i][-1].content, "gold": eval_set.golds[i] if eval_set.golds else None,
+         "teacher": eval_set.teacher_texts[i], "student": run.texts[i]}
+        for i in range(n) if scored.student_parsed[i] != scored.teacher_parsed[i]
+    ][:DISAGREEMENTS_SHOWN]
+    return {
+        "stage": "evaluate",
+        "task": task.name,
+        "created_at": datetime.now(UTC).isoformat(),
+        "config": {k: getattr(cfg, k).model_dump(mode="json") for k in ("eval", "output", "teacher")},
+        "inputs": eval_set.input_hashes,
+        "params": {
+            "model_dir": str(model_dir), "model_version": model_dir.name,
+            "dataset_version": manifest.get("dataset_version"), "method": manifest.get("method"),
+            "teacher": f"{cfg.teacher.backend}:{cfg.teacher.model}", "eval_source": eval_set.description,
+            "max_new_tokens": run.max_new_tokens, "batch_size": run.batch_size, "templates": task.template_hashes(),
+        },
+        "counts": {"inputs": n, "scored": len(scored_idx), "with_gold": len(eval_set.golds or []),
+                   "student_unparsed": sum(p is None for p in scored.student_parsed),
+                   "teacher_unparsed": sum(p is None for p in scored.teacher_parsed),
+                   "teacher_cached": eval_set.teacher_cached, "teacher_new": eval_set.teacher_new},
+        "timings": timings,
+        "kind": kind,
+        "reference": scored.reference,
+        "quality": {"metric": scored.metric, "student": q_student, "teacher": q_teacher, "student_pct_of_teacher": pct},
+        "metrics": {"student": scored.student_metrics, "teacher": scored.teacher_metrics},
+        "latency": {
+            "student": {**m.latency_summary(run.latencies_s),
+                        "method": "one request at a time" if run.latency_method == "single" else "per batch"},
+            "teacher": {**m.latency_summary(teacher_lat), "source": "the generation records"},
+        },
+        "throughput": {"student_rps": run.throughput_rps, "batch_size": run.batch_size},
+        "cost_per_1000": {
+            "student_usd": student_usd, "teacher_usd": teacher_usd, "teacher_basis": teacher_basis,
+            "student_basis": (f"{1000 * (run.seconds_per_request or 0):.1f} ms of this machine per request "
+                              f"(batched) x ${cfg.eval.student_price_per_hour}/h"),
+        },
+        "routing": routing,
+        "disagreements": disagreements,
+        "summary": {"quality_pct_of_teacher": pct, "student_usd_per_1000": student_usd,
+                    "teacher_usd_per_1000": teacher_usd, "routing_coverage": routing["coverage"]},
+    }
+
+
+def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | None = None,
+                 limit: int | None = None) -> dict[str, Any]:
+    """Evaluate the student in ``model`` (default: the task's latest) and write its report."""
+    from pipeline.evaluation.report import print_summary, write_report
+    from pipeline.evaluation.scoring import score_answers
+    from pipeline.evaluation.student import run_student
+    from pipeline.records import write_jsonl
+
+    started = time.perf_counter()
+    model_dir = resolve_model_dir(task, model)
+    manifest = read_train_manifest(model_dir)
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"evaluate: {msg}", flush=True))
+    eval_set = load_eval_set(task, manifest.get("dataset_version"), limit or task.config.eval.limit, quiet=quiet)
+    if (model_dir / "train_manifest.json").exists():  # names the weights' training run
+        eval_set.input_hashes[str(model_dir / "train_manifest.json")] = file_sha256(model_dir / "train_manifest.json")
+    timings = {"teacher_s": round(time.perf_counter() - started, 3)}
+    say(f"{len(eval_set.prompts)} inputs from {eval_set.description}; teacher answers ready "
+        f"({eval_set.teacher_cached} cached, {eval_set.teacher_new} new)")
+
+    t0 = time.perf_counter()
+    cfg = task.config
+    run = run_student(model_dir, eval_set.prompts, max_new_tokens=_max_new_tokens(task), batch_size=cfg.eval.batch_size,
+                      labels=cfg.output.labels if cfg.output.kind == "label" else None,
+                      latency_samples=cfg.eval.latency_samples,
+                      on_batch=None if quiet else (lambda done, total: say(f"student {done}/{total}")))
+    timings["student_s"] = round(time.perf_counter() - t0, 3)
+    scored = score_answers(cfg.output, run.texts, eval_set.teacher_texts, eval_set.golds, eval_set.schema)
+    timings["total_s"] = round(time.perf_counter() - started, 3)
+    report = build_report(task, model_dir, manifest, eval_set, run, scored, timings)
+    write_jsonl(model_dir / "eval_predictions.jsonl", [
+        {"id": eval_set.ids[i], "inputs": eval_set.inputs[i], "gold": eval_set.golds[i] if eval_set.golds else None,
+         "teacher": eval_set.teacher_texts[i], "student": run.texts[i], "teacher_parsed": scored.teacher_parsed[i],
+         "student_parsed": scored.student_parsed[i], "student_score": scored.student_scores[i],
+         "teacher_score": scored.teacher_scores[i],
+         "confidence": (rt.label_confidence(run.label_logprobs[i])[1] if run.label_logprobs
+                        else rt.mean_token_logprob(run.token_logprobs[i]))}
+        for i in range(len(run.texts))
+    ])
+    write_report(report, model_dir, extra_files={"predictions_jsonl": model_dir / "eval_predictions.jsonl"})
+    if not quiet:
+        print_summary(report)
+    return report
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="Task folder (prompts/<task>) or task name.")
+    parser.add_argument("--model", metavar="PATH", help="Student model folder (default: models/<task>/latest).")
+    parser.add_argument("--limit", type=int, metavar="N", help="Evaluate on the first N inputs (overrides eval.limit).")
+    parser.add_argument("--quiet", action="store_true", help="No progress or summary; just write the report.")
+
+
+def main(args) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: must be at least 1")
+    task = load_task(args.task)
+    run_evaluate(task, quiet=args.quiet, model=args.model, limit=args.limit)
+    return 0

@@ -1,0 +1,166 @@
+"""The evaluate stage end to end on a tiny real student: report files, consistent numbers, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config.task import load_task
+from pipeline.errors import ConfigError, InputDataError
+from pipeline.records import Message, Record, TeacherInfo, TrainRow, Usage, write_jsonl
+
+LABELS = ["positive", "negative"]
+REVIEWS = ["This movie was great and I loved the acting.", "A dull, boring film with a terrible plot.",
+           "The acting was great.", "A terrible, boring plot.", "I loved this film.", "Dull and boring."]
+
+
+def make_task(root: Path, name: str = "senti", *, eval_section: dict | None = None, teacher: dict | None = None,
+              output: dict | None = None, user: str = "Review: {{ text }}\nSentiment:") -> Path:
+    folder = root / "prompts" / name
+    folder.mkdir(parents=True)
+    (folder / "user.j2").write_text(user)
+    (folder / "system.j2").write_text("Answer with one word: {{ labels | join(' or ') }}.")
+    cfg = {
+        "name": name,
+        "teacher": teacher or {"backend": "openai", "model": "gpt-4o-mini", "params": {"temperature": 0, "max_tokens": 3}},
+        "inputs": {"source": {"path": "inputs.jsonl"}},
+        "output": output or {"kind": "label", "labels": LABELS},
+        "eval": {"batch_size": 4, "latency_samples": 3, "student_price_per_hour": 0.36, **(eval_section or {})},
+    }
+    (folder / "inputs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in REVIEWS))
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg))
+    return folder
+
+
+def install_student(tiny_model_dir: Path, data_root: Path, task: str, version: str = "20260101T000000Z",
+                    dataset_version: str | None = "20251231T000000Z") -> Path:
+    """A trained student as the train stage leaves it: the model folder, its manifest, the pointer."""
+    models = data_root / "models" / task
+    dst = models / version
+    shutil.copytree(tiny_model_dir, dst)
+    (dst / "train_manifest.json").write_text(json.dumps(
+        {"stage": "train", "task": task, "dataset_version": dataset_version, "method": "kd"}))
+    (models / "latest").write_text(version)
+    return dst
+
+
+def write_held_out(data_root: Path, task_folder: Path, version: str = "20251231T000000Z") -> list[Record]:
+    """A curated version's eval.jsonl plus the generation records it came from (latency 1-6 s)."""
+    task = load_task(task_folder)
+    from pipeline.prompts import PromptRenderer
+
+    renderer = PromptRenderer.for_task(task)
+    records, rows = [], []
+    for i, text in enumerate(REVIEWS):
+        messages = renderer.render({"text": text})
+        label = LABELS[i % 2]
+        rec = Record(id=f"{i:016x}", task=task.name, inputs={"text": text}, messages=messages, completion=label,
+                     teacher=TeacherInfo(backend="openai", model="gpt-4o-mini"), latency_s=float(i + 1),
+                     usage=Usage(prompt_tokens=1000, completion_tokens=100), request_hash=f"{i:064x}")
+        records.append(rec)
+        rows.append(TrainRow(id=rec.id, prompt=messages, completion=[Message(role="assistant", content=label)],
+                             label=label))
+    root = data_root / "data" / task.name
+    write_jsonl(root / "versions" / version / "eval.jsonl", rows)
+    write_jsonl(root / "generated" / "generated.jsonl", records)
+    (root / "latest").write_text(version)
+    return records
+
+
+def test_held_out_report_files_exist_and_numbers_are_consistent(tmp_path, data_root, tiny_model_dir):
+    folder = make_task(tmp_path)
+    write_held_out(data_root, folder)
+    model_dir = install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.stages.evaluate import run_evaluate
+
+    report = run_evaluate(load_task(folder), quiet=True)
+
+    for name in ("report.md", "report.json", "quality_vs_cost.png", "coverage_vs_quality.png", "eval_predictions.jsonl"):
+        assert (model_dir / name).stat().st_size > 0, name
+    assert (model_dir / "quality_vs_cost.png").read_bytes()[:4] == b"\x89PNG"
+    on_disk = json.loads((model_dir / "report.json").read_text())
+    assert on_disk["quality"] == report["quality"]
+    for key in ("stage", "task", "created_at", "config", "inputs", "params", "counts", "timings"):
+        assert key in on_disk
+    assert on_disk["params"]["dataset_version"] == "20251231T000000Z"
+    assert on_disk["counts"]["inputs"] == 6 and on_disk["counts"]["teacher_new"] == 0
+
+    # no gold: the reference is the teacher, whose quality is 100%; the student's is its agreement
+    assert report["reference"] == "teacher" and report["quality"]["teacher"] == 1.0
+    predictions = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    agree = sum(p["student_parsed"] == p["teacher_parsed"] for p in predictions) / 6
+    assert report["quality"]["student"] == pytest.approx(agree)
+    assert report["quality"]["student_pct_of_teacher"] == pytest.approx(100 * agree)
+
+    # teacher latency from the generation records (1..6 s); cost from the price table: gpt-4o-mini
+    # at $0.15 / $0.60 per 1M tokens x (1000 in, 100 out) = $0.00021 per request
+    assert report["latency"]["teacher"]["p50_s"] == pytest.approx(3.5)
+    assert report["cost_per_1000"]["teacher_usd"] == pytest.approx(0.21)
+    # student: measured machine seconds per request x $0.36/h
+    lat = report["latency"]["student"]
+    assert lat["n"] == 3 and 0 < lat["p50_s"] <= lat["p95_s"]
+    assert report["throughput"]["student_rps"] > 0
+    assert report["cost_per_1000"]["student_usd"] > 0
+
+    # routing: the curve ends at full coverage with the student's overall quality, and the chosen
+    # point reaches the target
+    r = report["routing"]
+    assert r["curve"][-1]["coverage"] == 1.0
+    assert r["curve"][-1]["student_quality"] == pytest.approx(report["quality"]["student"])
+    assert all(0 <= p["threshold"] <= 1 for p in r["curve"])  # a probability for label tasks
+    if r["threshold"] is not None:
+        assert r["student_quality"] >= r["target"] - 1e-9
+    md = (model_dir / "report.md").read_text()
+    assert "## Routing" in md and "$0.2100" in md
+
+
+def test_unknown_teacher_price_is_reported_as_unknown_not_zero(tmp_path, data_root, tiny_model_dir):
+    folder = make_task(tmp_path, teacher={"backend": "openai", "model": "my-private-model", "params": {"max_tokens": 3}})
+    write_held_out(data_root, folder)
+    model_dir = install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.stages.evaluate import run_evaluate
+
+    report = run_evaluate(load_task(folder), quiet=True, limit=2)
+    assert report["counts"]["inputs"] == 2
+    assert report["cost_per_1000"]["teacher_usd"] is None
+    assert "unknown" in report["cost_per_1000"]["teacher_basis"]
+    assert "| cost / 1,000 requests |" in (model_dir / "report.md").read_text()
+    assert "| unknown |" in (model_dir / "report.md").read_text()
+
+
+def test_missing_student_is_a_one_line_error_naming_the_fix(tmp_path, data_root):
+    folder = make_task(tmp_path)
+    from pipeline.stages.evaluate import run_evaluate
+
+    with pytest.raises(ConfigError, match="distill train senti"):
+        run_evaluate(load_task(folder), quiet=True)
+    with pytest.raises(ConfigError, match="--model"):
+        run_evaluate(load_task(folder), quiet=True, model=tmp_path / "nowhere")
+
+
+def test_gold_value_outside_the_label_set_names_the_row_and_gold_map(tmp_path, data_root, tiny_model_dir):
+    folder = make_task(tmp_path, eval_section={
+        "source": {"path": "real.csv", "fields": {"text": "text", "gold": "category"}},
+        "gold_field": "gold", "gold_map": {"fresh": "positive", "rotten": "negative"}})
+    (folder / "real.csv").write_text("text,category\nGreat fun.,fresh\nMeh.,stale\n")
+    install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.stages.evaluate import run_evaluate
+
+    with pytest.raises(InputDataError, match=r"real.csv: input 2: gold value 'stale'.*eval.gold_map"):
+        run_evaluate(load_task(folder), quiet=True)
+
+
+def test_cli_writes_the_report_and_prints_a_summary(tmp_path, data_root, tiny_model_dir, capsys):
+    folder = make_task(tmp_path)
+    write_held_out(data_root, folder)
+    model_dir = install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.cli import main
+
+    assert main(["evaluate", str(folder), "--limit", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "student vs teacher" in out and "Report:" in out
+    assert json.loads((model_dir / "report.json").read_text())["counts"]["inputs"] == 4
+    assert main(["evaluate", str(folder), "--limit", "0"]) == 2
