@@ -32,6 +32,9 @@ class DedupeConfig(Section):
     threshold: float = Field(0.5, gt=0, le=1, description="Estimated Jaccard similarity above which two are duplicates.")
     shingle_size: int = Field(3, ge=1, description="Words per shingle.")
     num_perm: int = Field(128, ge=16, description="MinHash permutations.")
+    num_bands: int | None = Field(
+        None, ge=1, description="LSH bands (must divide num_perm); default: chosen from threshold and num_perm."
+    )
 
 
 class DecontamConfig(Section):

@@ -15,6 +15,12 @@ class NormalizeConfig(Section):
     strip: bool = True
     strip_punctuation: bool = True
     first_line_only: bool = True
+    prefix_match: bool = Field(
+        True, description="Also accept an answer that starts with exactly one label as a whole word ('Positive. Great film')."
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="Other answers that mean a label, e.g. {pos: positive, '1': positive}."
+    )
 
 
 class OutputConfig(Section):
@@ -44,6 +50,13 @@ class OutputConfig(Section):
                 raise ValueError(f"label '{label}' is repeated; each label must appear once")
             seen.add(key)
         return v
+
+    @model_validator(mode="after")
+    def _aliases_name_labels(self) -> "OutputConfig":
+        for alias, label in self.normalize.aliases.items():
+            if self.labels is not None and label not in self.labels:
+                raise ValueError(f"normalize.aliases: '{alias}' maps to '{label}', which is not in labels {self.labels}")
+        return self
 
     @model_validator(mode="after")
     def _kind_needs(self) -> "OutputConfig":

@@ -1,0 +1,174 @@
+"""Build a dataset version: a deterministic split, TrainRows, a DatasetDict, and the dataset card.
+
+The split is by hash: each record's place is SHA-256(split.seed, record id), so the same records
+always give the same split, byte for byte, on any machine. With a label, each label is split on
+its own (the first round(eval_fraction * n) records by hash go to eval), so both splits keep the
+label distribution.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.records import Message, Record, TokenPosition, TrainRow
+
+
+def split_key(record_id: str, seed: str) -> str:
+    return hashlib.sha256(f"{seed}\x00{record_id}".encode("utf-8")).hexdigest()
+
+
+def assign_split(ids: list[str], strata: list[str | None], eval_fraction: float, seed: str) -> list[str]:
+    """'train' or 'eval' for each id, in order."""
+    by_stratum: dict[str | None, list[int]] = {}
+    for i, s in enumerate(strata):
+        by_stratum.setdefault(s, []).append(i)
+    out = ["train"] * len(ids)
+    for members in by_stratum.values():
+        members.sort(key=lambda i: split_key(ids[i], seed))
+        for i in members[: int(eval_fraction * len(members) + 0.5)]:
+            out[i] = "eval"
+    return out
+
+
+def tokens_within(positions: list[TokenPosition] | None, text: str, span: tuple[int, int] | None):
+    """The token positions covering ``text[span]``, when the tokens spell ``text`` exactly (so a
+    stripped code fence or a leading space does not leave stray tokens); otherwise all of them."""
+    if not positions or span is None or "".join(p.token for p in positions) != text:
+        return positions
+    out, at = [], 0
+    for p in positions:
+        end = at + len(p.token)
+        if end > span[0] and at < span[1]:
+            out.append(p)
+        at = end
+    return out
+
+
+def to_train_row(record: Record, completion: str, span: tuple[int, int] | None, label: str | None) -> TrainRow:
+    return TrainRow(
+        id=record.id,
+        prompt=record.messages,
+        completion=[Message(role="assistant", content=completion)],
+        label=label,
+        soft_label=record.soft_label,
+        soft_label_kind=record.soft_label_kind,
+        token_logprobs=tokens_within(record.logprobs, record.completion, span),
+        teacher_model=record.teacher.model,
+        teacher_backend=record.teacher.backend,
+    )
+
+
+def new_version_name(versions_dir: Path, now: datetime | None = None) -> str:
+    """UTC timestamp YYYYmmddTHHMMSSZ; a second build in the same second gets a -2, -3... suffix."""
+    base = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    name, k = base, 1
+    while (versions_dir / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
+def save_dataset_dict(folder: Path, train_rows: list[TrainRow], eval_rows: list[TrainRow]) -> None:
+    """A datasets.DatasetDict (splits 'train' and 'eval') saved with save_to_disk."""
+    import datasets
+    from datasets import Dataset, DatasetDict
+
+    def rows(items):
+        return [r.model_dump(mode="json") for r in items]
+
+    all_rows = rows(train_rows) + rows(eval_rows)
+    # one schema for both splits, inferred from every row, so an empty split still has the columns
+    features = Dataset.from_list(all_rows).features if all_rows else None
+
+    def split(items):
+        if items or features is None:
+            return Dataset.from_list(rows(items), features=features)
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+
+    dd = DatasetDict({"train": split(train_rows), "eval": split(eval_rows)})
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a progress bar per split is noise next to the stage's summary
+    try:
+        dd.save_to_disk(str(folder))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def dataset_card(manifest: dict[str, Any]) -> str:
+    """The README.md of a version: what went in, what was dropped and why, and what came out."""
+    counts = manifest["counts"]
+    task = manifest["task"]
+    front = "\n".join([
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: train.jsonl",
+        "  - split: eval",
+        "    path: eval.jsonl",
+        "---",
+    ])
+    parts = [front, f"# {task} — dataset version {manifest['version']}", ""]
+    if manifest.get("description"):
+        parts += [manifest["description"], ""]
+    parts += [
+        f"Built by `distill curate` from `{manifest['source']}` at {manifest['created_at']}.",
+        "Rows are in TRL's conversational prompt-completion form (`prompt`, `completion`); side "
+        "columns: `label`, `soft_label`, `soft_label_kind`, `token_logprobs`, `teacher_model`, `teacher_backend`.",
+        "Load with `datasets.load_from_disk('dataset')` or `load_dataset('json', data_files=...)`.",
+        "",
+        "## Counts",
+        "",
+        _table(
+            [("records read", counts["read"]), ("corrupt lines", counts["corrupt_lines"]),
+             ("rejected", counts["rejected_total"]), ("kept", counts["kept"]),
+             ("train", counts["train"]), ("eval", counts["eval"])],
+            ("", "records"),
+        ),
+        "",
+    ]
+    dist = manifest.get("label_distribution")
+    if dist:
+        labels = sorted(set(dist["train"]) | set(dist["eval"]))
+        parts += ["## Label distribution", "",
+                  _table([(lab, dist["train"].get(lab, 0), dist["eval"].get(lab, 0)) for lab in labels],
+                         ("label", "train", "eval")), ""]
+        kinds = manifest.get("soft_label_kinds", {})
+        parts += [f"Soft labels: {kinds.get('logprobs', 0)} from teacher logprobs, "
+                  f"{kinds.get('one_hot', 0)} one-hot (no usable logprobs).", ""]
+    rejected = counts["rejected"]
+    parts += ["## Dropped examples", "", "Every dropped record is in `rejected.jsonl` with its reason.", ""]
+    parts += [_table(sorted(rejected.items()), ("reason", "records")) if rejected else "None.", ""]
+    dd = manifest["dedupe"]
+    parts += ["## Dedupe", "",
+              f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {dd['near']} (MinHash LSH, "
+              f"threshold {dd['threshold']}, {dd['shingle_size']}-word shingles, {dd['num_perm']} permutations, "
+              f"{dd['bands']} bands). Removed {rejected.get('exact_duplicate', 0)} exact and "
+              f"{rejected.get('near_duplicate', 0)} near duplicates; each cluster kept its most confident record.", ""]
+    dc = manifest["decontam"]
+    sources = ", ".join(f"{k} ({v} texts)" for k, v in dc["sources"].items()) or "none"
+    parts += ["## Decontamination", "",
+              f"{dc['ngram']}-word n-gram overlap against: {sources}. Removed {rejected.get('contaminated', 0)}.", ""]
+    teachers = manifest["teachers"]
+    parts += ["## Teacher", "", _table([(t["backend"], t["model"], json.dumps(t["params"], sort_keys=True),
+                                        t["top_logprobs"], t["records"]) for t in teachers],
+                                       ("backend", "model", "params", "top_logprobs", "records")), ""]
+    parts += ["## Templates (SHA-256, first 16 hex digits)", "",
+              _table(sorted(manifest["template_hashes"].items()), ("file", "sha256")), ""]
+    return "\n".join(parts)
+
+
+def label_distribution(rows: list[TrainRow]) -> dict[str, int]:
+    return dict(sorted(Counter(r.label for r in rows if r.label is not None).items()))

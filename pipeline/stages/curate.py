@@ -1,0 +1,266 @@
+"""``distill curate <task>``: turn the teacher's raw answers into a versioned dataset.
+
+Reads:  data/<task>/generated/generated.jsonl (Record per line); the task's eval.source and
+        decontam.extra_files (for decontamination); prompts/<task>/ (config, templates, schema).
+Writes: data/<task>/versions/<YYYYmmddTHHMMSSZ>/
+            train.jsonl, eval.jsonl   TrainRow per line (TRL conversational prompt-completion)
+            rejected.jsonl            every dropped record (or corrupt line) with its reason
+            dataset/                  datasets.DatasetDict (train, eval), save_to_disk
+            README.md                 the dataset card
+            manifest.json             inputs, config, counts per reason, timings
+        data/<task>/latest           the new version's folder name
+
+Steps: parse + filter each answer (pipeline/curation/screen.py), dedupe (exact, then MinHash LSH),
+decontaminate against the eval inputs, split by hash, write. A corrupt line in generated.jsonl
+stops the stage with ``--strict``; otherwise it is reported (stderr, rejected.jsonl, manifest).
+The version is written to a hidden folder and renamed at the end, so a failed build leaves nothing
+half-written and ``latest`` is untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.task import TaskFolder, load_task
+from pipeline.curation import build, decontam
+from pipeline.curation.dedupe import dedupe, lsh_bands
+from pipeline.curation.screen import Screener
+from pipeline.errors import InputDataError
+from pipeline.inputs import read_source
+from pipeline.paths import TaskPaths
+from pipeline.records import Record, iter_jsonl_with_errors, write_jsonl
+
+HELP = "Parse, filter, dedupe and decontaminate generated answers into a versioned dataset."
+MAX_REPORTED = 10  # corrupt lines printed one by one before summarising
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_generated(path: Path, *, strict: bool, quiet: bool) -> tuple[list[Record], list[dict]]:
+    """The records, and one rejected row per corrupt line (never skipped silently)."""
+    if not path.exists():
+        raise InputDataError(f"{path}: no generated answers; run `distill generate` first")
+    records, corrupt = [], []
+    for lineno, record, err in iter_jsonl_with_errors(path, Record):
+        if err is None:
+            records.append(record)
+            continue
+        if strict:
+            raise InputDataError(f"{path}:{lineno}: {err}; or rerun with --no-strict to report and skip bad lines")
+        corrupt.append({"reason": "corrupt_line", "detail": err, "line": lineno})
+        if not quiet and len(corrupt) <= MAX_REPORTED:
+            print(f"warning: {path}:{lineno}: {err}; skipped (see rejected.jsonl)", file=sys.stderr)
+    if corrupt:
+        lines = {c["line"] for c in corrupt}
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            raw = {n: line.rstrip("\n") for n, line in enumerate(fh, start=1) if n in lines}
+        for c in corrupt:
+            c["raw"] = raw.get(c["line"], "")[:2000]
+        if not quiet:
+            print(f"warning: {len(corrupt)} corrupt line(s) in {path} skipped; --strict stops on the first",
+                  file=sys.stderr)
+    return records, corrupt
+
+
+def compare_text(record: Record, compare: str) -> str:
+    inputs = "\n".join(str(record.inputs[k]) for k in sorted(record.inputs) if isinstance(record.inputs[k], str))
+    if compare == "input":
+        return inputs
+    if compare == "output":
+        return record.completion
+    return inputs + "\n" + record.completion
+
+
+def build_eval_index(task: TaskFolder) -> decontam.EvalIndex:
+    cfg = task.config
+    index = decontam.EvalIndex(n=cfg.decontam.ngram)
+    if cfg.eval.source is not None:
+        try:
+            rows = read_source(cfg.eval.source, task.path)
+        except InputDataError as exc:
+            raise InputDataError(
+                f"eval.source (read for decontamination): {exc}; fetch the file (make data) or set decontam.enabled: false"
+            ) from None
+        for row in rows:
+            for key, value in row.items():
+                if key != cfg.eval.gold_field and isinstance(value, str):
+                    index.add(value, "eval.source")
+    for extra in cfg.decontam.extra_files:
+        for text in decontam.read_extra_file(task.file(extra), cfg.decontam.field):
+            index.add(text, extra)
+    return index
+
+
+def contamination(record: Record, index: decontam.EvalIndex) -> tuple[str, str] | None:
+    texts = [v for v in record.inputs.values() if isinstance(v, str)] + [record.completion]
+    for text in texts:
+        hit = index.match(text)
+        if hit:
+            return hit
+    return None
+
+
+def rejected_row(record: Record, reason: str, detail: str | None, **extra: Any) -> dict:
+    return {"reason": reason, "detail": detail, **extra, "record": record.model_dump(mode="json")}
+
+
+def run_curate(task: TaskFolder, *, quiet: bool = False, strict: bool = False) -> dict:
+    cfg = task.config
+    paths = TaskPaths(task.name)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    screener = Screener(task)  # bad schema / regex fail here, before any work
+    index = build_eval_index(task) if cfg.decontam.enabled else decontam.EvalIndex(n=cfg.decontam.ngram)
+
+    records, rejected = read_generated(paths.generated_jsonl, strict=strict, quiet=quiet)
+    timings["read"] = time.perf_counter() - t_start
+
+    t = time.perf_counter()
+    kept: list[tuple[Record, Any]] = []
+    repairs: Counter = Counter()
+    for record in records:
+        verdict = screener.screen(record)
+        if verdict.reason:
+            rejected.append(rejected_row(record, verdict.reason, verdict.detail))
+        else:
+            kept.append((record, verdict))
+            if verdict.repair:
+                repairs[verdict.repair] += 1
+    timings["parse_filter"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    dcfg = cfg.dedupe
+    if dcfg.enabled and kept:
+        result = dedupe(
+            [compare_text(r, dcfg.compare) for r, _ in kept], [v.confidence for _, v in kept],
+            exact=dcfg.exact, near=dcfg.near, threshold=dcfg.threshold, shingle_size=dcfg.shingle_size,
+            num_perm=dcfg.num_perm, num_bands=dcfg.num_bands,
+        )
+        for i, reason in sorted(result.reason.items()):
+            record = kept[i][0]
+            rejected.append(rejected_row(record, reason, f"duplicate of {kept[result.kept_by[i]][0].id}",
+                                         duplicate_of=kept[result.kept_by[i]][0].id))
+        kept = [kept[i] for i in result.kept]
+    timings["dedupe"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if cfg.decontam.enabled:
+        clean = []
+        for record, verdict in kept:
+            hit = contamination(record, index)
+            if hit:
+                rejected.append(rejected_row(record, "contaminated", f"shares {hit[1]!r} with {hit[0]}", source=hit[0]))
+            else:
+                clean.append((record, verdict))
+        kept = clean
+    timings["decontam"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    splits = build.assign_split(
+        [r.id for r, _ in kept],
+        [v.label if cfg.split.stratify else None for _, v in kept],
+        cfg.split.eval_fraction, cfg.split.seed,
+    )
+    rows = {"train": [], "eval": []}
+    for (record, verdict), split in zip(kept, splits):
+        rows[split].append(build.to_train_row(record, verdict.completion, verdict.span, verdict.label))
+
+    paths.versions_dir.mkdir(parents=True, exist_ok=True)
+    version = build.new_version_name(paths.versions_dir)
+    tmp = paths.versions_dir / f".tmp-{version}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_jsonl(tmp / "train.jsonl", rows["train"])
+    write_jsonl(tmp / "eval.jsonl", rows["eval"])
+    write_jsonl(tmp / "rejected.jsonl", rejected)
+    build.save_dataset_dict(tmp / "dataset", rows["train"], rows["eval"])
+
+    inputs = {str(paths.generated_jsonl): sha256_file(paths.generated_jsonl)}
+    if cfg.decontam.enabled:
+        if cfg.eval.source is not None:
+            src = task.file(cfg.eval.source.path)
+            if src.is_file():
+                inputs[str(src)] = sha256_file(src)
+        for extra in cfg.decontam.extra_files:
+            inputs[str(task.file(extra))] = sha256_file(task.file(extra))
+    reasons = Counter(r["reason"] for r in rejected)
+    teachers: dict[tuple, dict] = {}
+    for record, _ in kept:
+        key = (record.teacher.backend, record.teacher.model, json.dumps(record.teacher.params, sort_keys=True))
+        entry = teachers.setdefault(key, {**record.teacher.model_dump(mode="json"), "records": 0})
+        entry["records"] += 1
+    manifest = {
+        "stage": "curate",
+        "task": task.name,
+        "description": cfg.description,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": str(paths.generated_jsonl),
+        "config": {k: getattr(cfg, k).model_dump(mode="json") for k in ("output", "filters", "dedupe", "decontam", "split")},
+        "inputs": inputs,
+        "params": {"strict": strict},
+        "counts": {
+            "read": len(records) + reasons.get("corrupt_line", 0),
+            "corrupt_lines": reasons.get("corrupt_line", 0),
+            "rejected_total": len(rejected),
+            "rejected": dict(sorted(reasons.items())),
+            "kept": len(kept),
+            "train": len(rows["train"]),
+            "eval": len(rows["eval"]),
+        },
+        "label_distribution": {s: build.label_distribution(rows[s]) for s in rows} if cfg.output.kind == "label" else None,
+        "soft_label_kinds": dict(Counter(r.soft_label_kind for r, _ in kept if r.soft_label_kind)),
+        "json_repairs": dict(repairs),
+        "dedupe": {**dcfg.model_dump(mode="json"), "bands": dcfg.num_bands or lsh_bands(dcfg.threshold, dcfg.num_perm)[0]},
+        "decontam": {"enabled": cfg.decontam.enabled, "ngram": cfg.decontam.ngram, "sources": index.texts_per_source},
+        "teachers": list(teachers.values()),
+        "template_hashes": task.template_hashes(),
+        "timings": timings,
+    }
+    (tmp / "README.md").write_text(build.dataset_card(manifest), encoding="utf-8")
+    timings["build"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.rename(paths.versions_dir / version)
+    if not kept:  # keep the version for inspection, but do not point training at an empty dataset
+        raise InputDataError(
+            f"{paths.generated_jsonl}: all {len(records)} records were rejected {dict(reasons)}; see "
+            f"{paths.versions_dir / version / 'rejected.jsonl'}, fix the task (labels, filters) and rerun"
+        )
+    pointer_tmp = paths.latest_pointer.with_suffix(".tmp")
+    pointer_tmp.write_text(version + "\n", encoding="utf-8")
+    pointer_tmp.replace(paths.latest_pointer)
+    if not quiet:
+        c = manifest["counts"]
+        print(f"curate: {c['read']} read, {c['rejected_total']} rejected {dict(reasons)}, "
+              f"{c['train']} train + {c['eval']} eval -> {paths.versions_dir / version}")
+    return manifest
+
+
+def add_arguments(parser) -> None:
+    import argparse
+
+    parser.add_argument("task", help="task folder (prompts/<task>) or its name")
+    parser.add_argument(
+        "--strict", action=argparse.BooleanOptionalAction, default=False,
+        help="stop at the first corrupt line of generated.jsonl (default: report it, skip it, keep going)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def main(args) -> int:
+    run_curate(load_task(args.task), quiet=args.quiet, strict=args.strict)
+    return 0

@@ -1,0 +1,72 @@
+"""Dedupe: planted exact and near duplicates are found, distinct records kept, the best one wins."""
+from __future__ import annotations
+
+import random
+
+from bench.dedupe import make_records
+from pipeline.config.curate import DedupeConfig
+from pipeline.curation.dedupe import EXACT, NEAR, dedupe, lsh_bands, normalise_text, word_shingles
+
+BASE = ("The acting in this quiet drama is superb and the ending stayed with me for days. "
+        "Every scene feels honest, the score never pushes too hard, and the two leads share a warmth "
+        "that carries the slower middle act without any trouble at all.")
+
+
+def _defaults() -> dict:
+    c = DedupeConfig()
+    return dict(threshold=c.threshold, shingle_size=c.shingle_size, num_perm=c.num_perm, num_bands=c.num_bands)
+
+
+def test_exact_duplicates_differ_only_in_case_and_whitespace():
+    assert normalise_text("  The  Film\n\tWAS good ") == normalise_text("the film was GOOD")
+    texts = [BASE, BASE.upper(), "  " + BASE.replace(" ", "\n  "), "A different review altogether, short."]
+    result = dedupe(texts, near=False)
+    assert result.kept == [0, 3]
+    assert result.reason == {1: EXACT, 2: EXACT}
+
+
+def test_near_duplicate_with_edits_and_reordered_sentences_is_found():
+    words = BASE.split()
+    rng = random.Random(1)
+    edited = list(words)
+    for _ in range(4):  # ~10% of the words replaced
+        edited[rng.randrange(len(edited))] = "banana"
+    sentences = " ".join(edited).split(". ")
+    near = ". ".join(reversed(sentences))
+    other = ("A loud, messy action movie with a plot that makes no sense and explosions every five minutes; "
+             "the villain is forgettable and the jokes land flat, but the car chase near the end is fun.")
+    result = dedupe([BASE, near, other], **_defaults())
+    assert result.reason == {1: NEAR}
+    assert result.kept == [0, 2]
+
+
+def test_the_most_confident_record_of_a_cluster_is_kept():
+    texts = [BASE, BASE.lower(), BASE + " Truly."]
+    result = dedupe(texts, [0.2, 0.9, 0.5], **_defaults())
+    assert result.kept == [1]
+    assert result.kept_by == [1, 1, 1]
+
+
+def test_missing_confidence_ranks_last_and_ties_keep_the_first():
+    assert dedupe([BASE, BASE], [None, 0.1], near=False).kept == [1]
+    assert dedupe([BASE, BASE], [0.5, 0.5], near=False).kept == [0]
+
+
+def test_synthetic_corpus_planted_duplicates_found_distinct_records_kept():
+    texts, groups, kinds = make_records(1500, seed=3)
+    result = dedupe(texts, **_defaults())
+    rep = {g: result.kept_by[i] for i, (g, k) in enumerate(zip(groups, kinds)) if k == "original"}
+    exact = [i for i, k in enumerate(kinds) if k == "exact"]
+    near = [i for i, k in enumerate(kinds) if k == "near"]
+    assert all(result.kept_by[i] == rep[groups[i]] for i in exact)
+    assert sum(result.kept_by[i] == rep[groups[i]] for i in near) >= 0.6 * len(near)
+    dropped = [i for i in range(len(texts)) if result.kept_by[i] != i]
+    assert all(groups[result.kept_by[i]] == groups[i] for i in dropped)  # no distinct record dropped
+    assert {groups[i] for i in result.kept} == set(groups)  # every distinct text keeps one record
+
+
+def test_shingles_and_bands():
+    assert word_shingles("Hello, world! Hello", 2) == ["hello world", "world hello"]
+    assert word_shingles("one", 3) == ["one"]
+    bands, rows = lsh_bands(0.5, 128)
+    assert bands * rows == 128 and (1 / bands) ** (1 / rows) <= 0.45

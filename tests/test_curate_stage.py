@@ -1,0 +1,194 @@
+"""The curate stage end to end, on generated.jsonl files written by the tests."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main as cli_main
+from pipeline.config.task import load_task
+from pipeline.errors import InputDataError
+from pipeline.records import TrainRow, read_jsonl
+from pipeline.stages.curate import run_curate
+from tests.curate_fixtures import (
+    edit_task_yaml, make_record, negative_first_token, position, positive_first_token, write_generated,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL_REVIEW = ("an unforgettable journey through grief and hope that reminds us why we go to the movies "
+               "in the first place and why we keep going back")
+REVIEWS = [
+    ("a warm and funny comedy with a great cast", "positive"),
+    ("the plot drags and the ending is a mess", "negative"),
+    ("gorgeous animation and a moving score", "Positive"),
+    ("dull, loud and far too long", "negative"),
+    ("the best thriller I have seen this year", "positive"),
+    ("a tedious documentary with nothing to say", "Negative."),
+    ("charming leads and a clever script", "positive"),
+    ("wooden acting and a predictable twist", "negative"),
+    ("a tender romance that earns its tears", "positive"),
+    ("the jokes never land and the pacing is off", "negative"),
+]
+
+
+def sentiment_records():
+    records = []
+    for i, (text, answer) in enumerate(REVIEWS):
+        lp = positive_first_token() if answer.lower().startswith("positive") else negative_first_token()
+        records.append(make_record(text, answer, logprobs=lp if i % 3 else None))  # every third: no logprobs
+    records += [
+        make_record(REVIEWS[0][0].upper() + "  ", "positive", logprobs=positive_first_token(-0.01), salt="dup"),
+        make_record("what a film", "I'm sorry, I can't help with that.", salt="refusal"),
+        make_record("so so", "neutral", salt="unknown label"),
+        make_record("Critics agree: " + EVAL_REVIEW + ", truly.", "positive", salt="leak"),
+        make_record("cut off", "The sentiment", finish_reason="length", salt="cut"),
+    ]
+    return records
+
+
+@pytest.fixture
+def sentiment(task_copy, data_root):
+    folder = task_copy("sentiment")
+    (folder / "eval.csv").write_text(f'text,category\n"{EVAL_REVIEW}",fresh\n"dreadful",rotten\n', encoding="utf-8")
+    edit_task_yaml(
+        folder,
+        filters={"drop_truncated": True},
+        eval={"source": {"path": "eval.csv", "fields": {"text": "text", "gold": "category"}}, "gold_field": "gold",
+              "gold_map": {"fresh": "positive", "rotten": "negative"}},
+        split={"eval_fraction": 0.2},
+    )
+    return load_task(folder)
+
+
+def test_stage_writes_a_version_with_every_drop_explained(sentiment, data_root):
+    write_generated(data_root / "data", "sentiment", sentiment_records())
+    manifest = run_curate(sentiment, quiet=True)
+    root = data_root / "data" / "sentiment"
+    version = (root / "latest").read_text().strip()
+    folder = root / "versions" / version
+    assert version == manifest["version"] and (folder / "dataset" / "dataset_dict.json").exists()
+
+    counts = manifest["counts"]
+    assert counts["rejected"] == {"contaminated": 1, "exact_duplicate": 1, "label_unknown": 1, "refusal": 1,
+                                  "truncated": 1}
+    assert counts["kept"] == 10 and counts["train"] + counts["eval"] == 10 and counts["eval"] == 2
+    assert manifest["label_distribution"]["eval"] == {"negative": 1, "positive": 1}  # stratified
+    rejected = [json.loads(line) for line in (folder / "rejected.jsonl").read_text().splitlines()]
+    assert sorted(r["reason"] for r in rejected) == sorted(counts["rejected"])
+    assert all(r["detail"] and r["record"]["id"] for r in rejected)
+    dup = next(r for r in rejected if r["reason"] == "exact_duplicate")
+    assert dup["record"]["completion"] == REVIEWS[0][1]  # the copy with higher label probability was kept
+
+    rows = list(read_jsonl(folder / "train.jsonl", TrainRow)) + list(read_jsonl(folder / "eval.jsonl", TrainRow))
+    assert {r.completion[0].content for r in rows} == {"positive", "negative"}  # canonical labels
+    assert rows[0].prompt[-1].role == "user" and rows[0].completion[0].role == "assistant"
+    kinds = {r.soft_label_kind for r in rows}
+    assert kinds == {"logprobs", "one_hot"}
+    for r in rows:
+        assert sum(r.soft_label.values()) == pytest.approx(1.0)
+        if r.soft_label_kind == "one_hot":
+            assert r.soft_label[r.label] == 1.0 and r.token_logprobs is None
+        else:
+            assert r.soft_label[r.label] > 0.9 and r.token_logprobs
+
+    card = (folder / "README.md").read_text()
+    for needle in ("gpt-4o-mini", "user.j2", "exact_duplicate", "| positive |", "13-word", "eval.source (2 texts)"):
+        assert needle in card
+    for key in ("stage", "task", "created_at", "config", "inputs", "params", "counts", "timings"):
+        assert key in manifest
+    assert any(p.endswith("generated.jsonl") for p in manifest["inputs"])
+
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(folder / "dataset"))
+    assert dd["train"].num_rows == counts["train"] and "soft_label" in dd["train"].column_names
+
+
+def test_same_input_gives_byte_identical_files(sentiment, data_root):
+    write_generated(data_root / "data", "sentiment", sentiment_records())
+    first = run_curate(sentiment, quiet=True)["version"]
+    second = run_curate(sentiment, quiet=True)["version"]
+    assert first != second
+    versions = data_root / "data" / "sentiment" / "versions"
+    for name in ("train.jsonl", "eval.jsonl", "rejected.jsonl"):
+        assert (versions / first / name).read_bytes() == (versions / second / name).read_bytes()
+
+
+def test_corrupt_line_stops_with_strict_and_is_reported_otherwise(sentiment, data_root, capsys):
+    path = write_generated(data_root / "data", "sentiment", sentiment_records()[:4],
+                           extra_lines={3: '{"id": "abc", "task": ', 5: '{"id": "x"}'})
+    with pytest.raises(InputDataError, match=r"generated.jsonl:3: malformed JSON.*--no-strict"):
+        run_curate(sentiment, quiet=True, strict=True)
+    assert not (data_root / "data" / "sentiment" / "latest").exists()
+
+    manifest = run_curate(sentiment, strict=False)
+    err = capsys.readouterr().err
+    assert f"{path}:3: malformed JSON" in err and f"{path}:5: field" in err
+    assert manifest["counts"]["corrupt_lines"] == 2 and manifest["counts"]["kept"] == 4
+    folder = data_root / "data" / "sentiment" / "versions" / manifest["version"]
+    corrupt = [json.loads(x) for x in (folder / "rejected.jsonl").read_text().splitlines()]
+    assert [(c["line"], c["raw"]) for c in corrupt if c["reason"] == "corrupt_line"] == [
+        (3, '{"id": "abc", "task": '), (5, '{"id": "x"}')]
+
+
+def test_cli_strict_flag_exits_nonzero_with_one_line(sentiment, data_root):
+    write_generated(data_root / "data", "sentiment", sentiment_records()[:2], extra_lines={2: "not json"})
+    proc = subprocess.run(
+        [sys.executable, "scripts/02_curate.py", str(sentiment.path), "--strict"], cwd=REPO,
+        capture_output=True, text=True, env={**__import__("os").environ},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "generated.jsonl:2: malformed JSON" in proc.stderr
+    assert cli_main(["curate", str(sentiment.path), "--no-strict", "-q"]) == 0
+
+
+def test_every_record_rejected_is_an_error_and_latest_is_not_moved(sentiment, data_root):
+    write_generated(data_root / "data", "sentiment", [make_record("a", "maybe"), make_record("b", "unsure", salt="2")])
+    with pytest.raises(InputDataError, match="all 2 records were rejected"):
+        run_curate(sentiment, quiet=True)
+    assert not (data_root / "data" / "sentiment" / "latest").exists()
+
+
+def test_decontaminates_against_extra_files_by_ngram(sentiment, data_root, tmp_path):
+    extra = tmp_path / "benchmark.jsonl"
+    extra.write_text(json.dumps({"review": "the best thriller I have seen this year", "id": 1}) + "\n")
+    edit_task_yaml(sentiment.path, decontam={"ngram": 5, "extra_files": [str(extra)], "field": "review"})
+    task = load_task(sentiment.path)
+    write_generated(data_root / "data", "sentiment", sentiment_records()[:10])
+    manifest = run_curate(task, quiet=True)
+    assert manifest["counts"]["rejected"] == {"contaminated": 1}
+    assert manifest["decontam"]["sources"] == {"eval.source": 2, str(extra): 1}
+
+
+def test_missing_eval_source_names_the_fix(sentiment, data_root):
+    (sentiment.path / "eval.csv").unlink()
+    write_generated(data_root / "data", "sentiment", sentiment_records()[:3])
+    with pytest.raises(InputDataError, match="decontam.enabled: false"):
+        run_curate(sentiment, quiet=True)
+
+
+def test_json_task_repairs_fences_validates_and_trims_token_logprobs(task_copy, data_root):
+    folder = task_copy("ticket_extraction")
+    task = load_task(folder)
+    schema = json.loads((folder / "schema.json").read_text())
+    good = {"product": "kettle", "category": schema["properties"]["category"]["enum"][0], "priority": "high",
+            "order_id": "A-1"}
+    body = json.dumps(good)
+    fenced = "```json\n" + body + "\n```"
+    tokens = [position("```json\n", -0.1, []), position(body, -0.2, []), position("\n```", -0.1, [])]
+    records = [
+        make_record("ticket one", fenced, task="ticket_extraction", logprobs=tokens),
+        make_record("ticket two", "not json at all", task="ticket_extraction"),
+        make_record("ticket three", json.dumps({"unexpected": 1}), task="ticket_extraction"),
+    ]
+    write_generated(data_root / "data", "ticket_extraction", records)
+    manifest = run_curate(task, quiet=True)
+    assert manifest["counts"]["rejected"] == {"json_invalid": 1, "json_schema": 1}
+    assert manifest["json_repairs"] == {"code_fence": 1}
+    folder = data_root / "data" / "ticket_extraction" / "versions" / manifest["version"]
+    rows = list(read_jsonl(folder / "train.jsonl", TrainRow)) + list(read_jsonl(folder / "eval.jsonl", TrainRow))
+    assert rows[0].completion[0].content == body
+    assert [p.token for p in rows[0].token_logprobs] == [body]
