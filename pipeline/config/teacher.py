@@ -40,7 +40,11 @@ class TeacherConfig(Section):
     requests_per_minute: float | None = Field(None, gt=0, description="Starting RPM limit; learnt from headers when unset.")
     tokens_per_minute: float | None = Field(None, gt=0, description="Starting TPM limit; learnt from headers when unset.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout for one request, in seconds.")
-    max_retries: int = Field(8, ge=0, description="Retries on 429, 5xx, timeouts and connection errors.")
+    max_retries: int = Field(
+        8, ge=0, description="Retries on 5xx, timeouts, connection errors and malformed bodies (429s are waited out)."
+    )
+    retry_initial_s: float = Field(0.5, gt=0, description="First retry backoff in seconds; doubles per retry, with jitter.")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest backoff between two retries, in seconds.")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass for the in-process backends (hf, vllm).")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm only: GPUs to shard the model over.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
@@ -54,7 +58,7 @@ class TeacherConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _anthropic_has_no_logprobs(self) -> "TeacherConfig":
+    def _anthropic_has_no_logprobs(self) -> TeacherConfig:
         if self.backend == "anthropic" and self.top_logprobs:
             raise ValueError(
                 "the Anthropic Messages API returns no logprobs; remove top_logprobs or use an openai/vllm/hf teacher"

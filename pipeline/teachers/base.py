@@ -74,22 +74,27 @@ class RetryableError(Exception):
 
 
 def request_payload(backend: str, model: str, params: dict[str, Any], top_logprobs: int | None,
-                    messages: list[Message]) -> dict[str, Any]:
+                    messages: list[Message], variant: int = 0) -> dict[str, Any]:
     """The canonical request: what decides the answer, hence what the cache key hashes.
-    The base URL and the API key are deliberately left out: replicas of one model answer alike."""
-    return {
+    The base URL and the API key are deliberately left out: replicas of one model answer alike.
+    ``variant`` > 0 marks a deliberate repeat of the same prompt (teacher-written inputs sample
+    one prompt several times), so each repeat has its own cache entry."""
+    payload = {
         "backend": backend,
         "model": model,
         "params": params,
         "top_logprobs": top_logprobs,
         "messages": [m.model_dump() for m in messages],
     }
+    if variant:
+        payload["variant"] = variant
+    return payload
 
 
 def make_request(backend: str, model: str, messages: list[Message], params: dict[str, Any],
-                 top_logprobs: int | None = None) -> tuple[TeacherRequest, dict[str, Any]]:
+                 top_logprobs: int | None = None, variant: int = 0) -> tuple[TeacherRequest, dict[str, Any]]:
     """A request plus its canonical payload (stored next to the answer in the cache)."""
-    payload = request_payload(backend, model, params, top_logprobs, messages)
+    payload = request_payload(backend, model, params, top_logprobs, messages, variant)
     req = TeacherRequest(messages=messages, params=dict(params), top_logprobs=top_logprobs,
                          request_hash=request_hash(payload))
     return req, payload
@@ -110,8 +115,8 @@ def parse_retry_after(headers: dict[str, str]) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        from email.utils import parsedate_to_datetime
         import time
+        from email.utils import parsedate_to_datetime
 
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())

@@ -1,0 +1,312 @@
+"""``distill generate <task>``: ask the teacher for an answer to every input.
+
+Reads   prompts/<task>/ (task.yaml, *.j2, examples.yaml, the inputs file) and data/<task>/cache.sqlite
+Writes  data/<task>/cache.sqlite            every answer, committed as it arrives (resume = re-run)
+        data/<task>/generated/inputs.jsonl  the inputs answered (teacher-written with inputs.generate)
+        data/<task>/generated/generated.jsonl  one Record per answered request, in input order
+        data/<task>/generated/manifest.json teacher, params, template hashes, counts, tokens, cost,
+                                            wall time, retries, 429s
+
+With ``inputs.generate`` the teacher first writes the inputs (seeds x grid, one request per
+combination and variant), then answers them; both passes go through the same execution layer
+(pipeline/teachers/executor.py), cache and budget. A budget stop or a failure still writes
+everything answered so far, then exits non-zero.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import sys
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.config import TaskFolder, load_task
+from pipeline.errors import DistillError, LockedError
+from pipeline.inputs import input_writing_variables, read_source
+from pipeline.orchestration.fingerprint import file_sha256
+from pipeline.paths import TaskPaths
+from pipeline.pricing import price_for
+from pipeline.prompts import PromptRenderer
+from pipeline.records import Message, Record, TeacherInfo, write_jsonl
+from pipeline.teachers.base import TeacherResponse, make_request
+from pipeline.teachers.budget import Budget, price_or_refuse
+from pipeline.teachers.cache import AnswerCache
+from pipeline.teachers.executor import ExecutionStats, Executor, Job, RetriesExhausted
+from pipeline.teachers.progress import GenerateProgress, format_cost
+
+HELP = "Ask the teacher for every input's answer (cached, resumable, rate-limited, within budget)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("task", help="task folder (prompts/<task>) or its name")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (for cron)")
+    parser.add_argument("--batch", action="store_true", help="use the provider's batch API (half price, slower)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="answer only the first N inputs")
+
+
+def main(args) -> int:
+    if args.limit is not None and args.limit < 1:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"--limit {args.limit}: must be a positive number of inputs")
+    run_generate(load_task(args.task), quiet=args.quiet, batch=args.batch, limit=args.limit)
+    return 0
+
+
+@contextmanager
+def generate_lock(paths: TaskPaths):
+    """Two generate runs of one task would pay twice for the answers both have in flight."""
+    path = paths.root / "generate.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"{path}: another `distill generate {paths.task}` is running; wait for it to finish") from None
+        yield
+
+
+class _Session:
+    """One run's shared state: cache, budget, and the counters of both passes."""
+
+    def __init__(self, task: TaskFolder, cache: AnswerCache, *, quiet: bool, batch: bool):
+        cfg = task.config.teacher
+        self.task, self.cfg, self.cache, self.quiet, self.batch = task, cfg, cache, quiet, batch
+        self.budget = Budget(cfg.budget, price_or_refuse(cfg.backend, cfg.model, cfg.budget), batch=batch)
+        self.passes: dict[str, dict[str, Any]] = {}
+        self.new_hashes: set[str] = set()
+        self.failed: dict[str, str] = {}
+
+    def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
+             variants: list[int] | None = None) -> list[Job]:
+        out = []
+        for i, msgs in enumerate(messages):
+            req, payload = make_request(self.cfg.backend, self.cfg.model, msgs, params, top_logprobs,
+                                        variants[i] if variants else 0)
+            out.append(Job(req, payload))
+        return out
+
+    def answer(self, name: str, jobs: list[Job]) -> dict[str, TeacherResponse]:
+        """Answer every job (cache first), record the pass's counters, return {hash: response}."""
+        start = time.perf_counter()
+        stats = self._answer_batch(jobs) if self.batch else self._answer_live(name, jobs)
+        self.failed.update(stats.failed)
+        answers = self.cache.get_many(j.req.request_hash for j in jobs)
+        self.passes[name] = {**stats.as_dict(), "requests": len({j.req.request_hash for j in jobs}),
+                             "answered": len(answers), "wall_s": round(time.perf_counter() - start, 3)}
+        return answers
+
+    def _answer_live(self, name: str, jobs: list[Job]) -> ExecutionStats:
+        from pipeline.teachers import make_teacher
+
+        probe = Executor(_NoTeacher(), self.cfg, self.cache, self.budget)
+        todo = probe.pending(jobs)
+        if not todo:  # everything cached: don't even load the teacher (an in-process model is slow to load)
+            return probe.stats
+        teacher = make_teacher(self.cfg)
+
+        async def go() -> ExecutionStats:
+            try:
+                with GenerateProgress(name, len(todo), quiet=self.quiet, priced=self.budget.price is not None) as bar:
+                    ex = Executor(teacher, self.cfg, self.cache, self.budget, on_answer=bar.answer)
+                    stats = await ex.run(todo)
+            finally:
+                await teacher.aclose()
+            stats.cached = probe.stats.cached
+            return stats
+
+        stats = asyncio.run(go())
+        self.new_hashes.update(j.req.request_hash for j in todo if j.req.request_hash in self.cache)
+        return stats
+
+    def _answer_batch(self, jobs: list[Job]) -> ExecutionStats:
+        try:
+            from pipeline.teachers.batch import run_batch
+        except ModuleNotFoundError as exc:
+            if exc.name != "pipeline.teachers.batch":
+                raise
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("--batch: the batch API support (pipeline/teachers/batch.py) is not installed") from None
+        probe = Executor(_NoTeacher(), self.cfg, self.cache, self.budget)
+        todo = probe.pending(jobs)
+        admitted = [j for j in todo if self.budget.admit(*j.estimated_tokens)]
+        start = time.perf_counter()
+        counts = asyncio.run(run_batch(self.cfg, [j.req for j in admitted], self.cache, quiet=self.quiet)) if admitted else {}
+        stats = probe.stats
+        stats.wall_s = time.perf_counter() - start
+        stats.requests_sent = int(counts.get("submitted", 0)) + int(counts.get("resubmitted", 0))
+        stats.failed = dict(counts.get("failed_requests") or {})
+        stats.budget_stopped = self.budget.stopped
+        for job in admitted:
+            resp = self.cache.get(job.req.request_hash)
+            usage = (resp.usage.prompt_tokens, resp.usage.completion_tokens) if resp else None
+            cost = self.budget.settle(job.estimated_tokens, usage)
+            if resp:
+                self.new_hashes.add(job.req.request_hash)
+                stats.new_answers += 1
+                stats.prompt_tokens += usage[0]
+                stats.completion_tokens += usage[1]
+                if stats.cost_usd is not None:
+                    stats.cost_usd = None if cost is None else stats.cost_usd + cost
+        return stats
+
+
+class _NoTeacher:
+    backend = model = "none"
+
+
+def _record(session: _Session, job: Job, inputs: dict, resp: TeacherResponse) -> Record:
+    cfg, h = session.cfg, job.req.request_hash
+    price = price_for(cfg.backend, cfg.model)
+    batch = session.cache.is_batch(h)
+    return Record(
+        id=h[:16], task=session.task.name, inputs=inputs, messages=job.req.messages, completion=resp.text,
+        finish_reason=resp.finish_reason,
+        teacher=TeacherInfo(backend=cfg.backend, model=cfg.model, params=job.req.params, top_logprobs=job.req.top_logprobs),
+        logprobs=resp.logprobs, usage=resp.usage,
+        cost_usd=None if price is None else price.cost(resp.usage.prompt_tokens, resp.usage.completion_tokens, batch=batch),
+        latency_s=resp.latency_s, request_hash=h, cached=h not in session.new_hashes,
+    )
+
+
+def _teacher_written_inputs(session: _Session, limit: int | None) -> list[dict[str, Any]]:
+    """Pass 1: the teacher writes one input per (seed x grid combination, variant)."""
+    gen = session.task.config.inputs.generate
+    renderer = PromptRenderer.for_task(session.task)
+    template = renderer.template(gen.template)
+    variables = input_writing_variables(gen)[: limit or None]
+    messages = [[Message(role="user", content=renderer.render_template(template, v))] for v in variables]
+    params = gen.params if gen.params is not None else {**session.cfg.params, "temperature": 1.0}
+    jobs = session.jobs(messages, params, None, [v["variant"] for v in variables])
+    answers = session.answer("writing inputs", jobs)
+    inputs = []
+    for v, job in zip(variables, jobs):
+        resp = answers.get(job.req.request_hash)
+        if resp is not None and resp.text.strip():
+            attrs = {k: val for k, val in v.items() if k != "variant"}
+            inputs.append({gen.field: resp.text.strip(), **attrs})
+    return inputs
+
+
+def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str = "answering") -> list[Record]:
+    renderer = PromptRenderer.for_task(session.task)
+    cfg = session.cfg
+    jobs = session.jobs([renderer.render(x) for x in inputs], cfg.params, cfg.top_logprobs)
+    answers = session.answer(name, jobs)
+    records, seen = [], set()
+    for x, job in zip(inputs, jobs):
+        h = job.req.request_hash
+        if h in answers and h not in seen:
+            seen.add(h)
+            records.append(_record(session, job, x, answers[h]))
+    return records
+
+
+def answer_inputs(task: TaskFolder, inputs: list[dict], *, quiet: bool = True) -> list[Record]:
+    """Render and answer ``inputs`` (from the cache where possible): one Record per input, in order."""
+    paths = TaskPaths(task.name)
+    with AnswerCache(paths.cache_db) as cache:
+        session = _Session(task, cache, quiet=quiet, batch=False)
+        renderer = PromptRenderer.for_task(task)
+        jobs = session.jobs([renderer.render(x) for x in inputs], session.cfg.params, session.cfg.top_logprobs)
+        answers = session.answer("answering", jobs)
+        _raise_if_incomplete(session, len(inputs) - sum(j.req.request_hash in answers for j in jobs), len(inputs))
+        return [_record(session, job, x, answers[job.req.request_hash]) for x, job in zip(inputs, jobs)]
+
+
+def _raise_if_incomplete(session: _Session, missing: int, total: int) -> None:
+    if session.budget.stopped:
+        raise session.budget.exceeded(total - missing, total)
+    if session.failed:
+        example = next(iter(session.failed.values()))
+        raise RetriesExhausted(
+            f"{len(session.failed)} prompts still failed after {session.cfg.max_retries} retries (last: {example}); "
+            "everything else is saved; re-run to retry only these"
+        )
+
+
+def _files_read(task: TaskFolder) -> dict[str, str]:
+    files = sorted(task.path.glob("*.j2")) + sorted(task.path.glob("*.yaml")) + sorted(task.path.glob("*.json"))
+    src = task.config.inputs.source
+    if src is not None:
+        files.append(task.file(src.path))  # a folder (an HF dataset) hashes as a whole
+    return {str(p): file_sha256(p) for p in files if p.exists()}
+
+
+def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, limit: int | None = None) -> dict:
+    """Answer every input of ``task``; returns the manifest written to generated/manifest.json."""
+    paths = TaskPaths(task.name)
+    cfg = task.config
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    with generate_lock(paths), AnswerCache(paths.cache_db) as cache:
+        session = _Session(task, cache, quiet=quiet, batch=batch)
+        error: DistillError | None = None
+        records: list[Record] = []
+        try:
+            if cfg.inputs.generate is not None:
+                inputs = _teacher_written_inputs(session, limit)
+            else:
+                inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
+            write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
+            if not session.budget.stopped:
+                records = _answer_records(session, inputs)
+            _raise_if_incomplete(session, len(inputs) - len(records), len(inputs))
+        except DistillError as exc:
+            if session.passes.get("answering") is None and not session.passes:
+                raise  # nothing was asked yet (config, template, input errors): nothing to save
+            error = exc
+        write_jsonl(paths.generated_jsonl, records)
+        manifest = _manifest(task, session, records, started, time.perf_counter() - t0, batch, limit, error)
+        (paths.generated_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if not quiet:
+        print(_summary(task, manifest), file=sys.stderr)
+    if error is not None:
+        raise error
+    return manifest
+
+
+def _manifest(task, session: _Session, records: list[Record], started, wall_s: float, batch: bool,
+              limit: int | None, error: DistillError | None) -> dict:
+    cfg = task.config
+    passes = session.passes
+    total = lambda key: sum(p.get(key) or 0 for p in passes.values())
+    costs = [p.get("cost_usd") for p in passes.values()]
+    price = session.budget.price
+    return {
+        "stage": "generate",
+        "task": task.name,
+        "created_at": started.isoformat(),
+        "config": {"teacher": cfg.teacher.model_dump(mode="json"), "inputs": cfg.inputs.model_dump(mode="json")},
+        "inputs": _files_read(task),
+        "params": {"backend": cfg.teacher.backend, "model": cfg.teacher.model, "params": cfg.teacher.params,
+                   "top_logprobs": cfg.teacher.top_logprobs, "batch": batch, "limit": limit},
+        "teacher": {"backend": cfg.teacher.backend, "model": cfg.teacher.model,
+                    "base_url": cfg.teacher.base_url, "price_known": price is not None},
+        "template_hashes": task.template_hashes(),
+        "counts": {"records": len(records), "new": sum(not r.cached for r in records),
+                   "cached": sum(r.cached for r in records), "requests_sent": total("requests_sent"),
+                   "failed": len(session.failed), "retries": total("retries"), "rate_limited_429": total("rate_limited_429")},
+        "passes": passes,
+        "tokens": {"prompt": total("prompt_tokens"), "completion": total("completion_tokens")},
+        "cost_usd": None if price is None or None in costs else round(sum(c or 0 for c in costs), 6),
+        "dataset_cost_usd": None if price is None else round(sum(r.cost_usd or 0 for r in records), 6),
+        "retries": total("retries"),
+        "rate_limited_429": total("rate_limited_429"),
+        "timings": {"wall_s": round(wall_s, 3), **{f"{k}_s": v.get("wall_s") for k, v in passes.items()}},
+        "complete": error is None,
+        "stopped_by": None if error is None else str(error),
+    }
+
+
+def _summary(task, m: dict) -> str:
+    c = m["counts"]
+    status = "done" if m["complete"] else "STOPPED"
+    return (f"generate {task.name}: {status}: {c['records']} records ({c['new']} new, {c['cached']} cached), "
+            f"{c['failed']} failed, {m['tokens']['prompt'] + m['tokens']['completion']} tokens, "
+            f"{format_cost(m['cost_usd'])}, {c['retries']} retries, {c['rate_limited_429']} 429s, "
+            f"{m['timings']['wall_s']:.1f}s")

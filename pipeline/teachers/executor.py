@@ -1,0 +1,255 @@
+"""The execution layer, written once around every backend: cache, budget, concurrency, adaptive
+rate limits, retries and timeouts.
+
+Reads and writes the answer cache only. Each answer is committed to the cache the moment it
+arrives, so a crash loses at most the requests in flight and a re-run sends only the rest.
+
+- 429, 5xx, timeouts, connection errors and malformed bodies are retried (tenacity: exponential
+  backoff with full jitter, or the server's ``Retry-After``); 429s do not use up ``max_retries``
+  (a storm is waited out, up to ``MAX_RATE_LIMITED_ATTEMPTS``).
+- A ``TeacherError`` (400/401/403/404) stops everything at once.
+- In-process backends with ``complete_batch`` get groups of ``batch_size`` requests instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from pipeline.config.teacher import TeacherConfig
+from pipeline.errors import DistillError
+from pipeline.teachers.base import RetryableError, Teacher, TeacherRequest, TeacherResponse
+from pipeline.teachers.budget import Budget, completion_cap, estimate_prompt_tokens
+from pipeline.teachers.cache import AnswerCache
+from pipeline.teachers.limits import AdaptiveLimiter
+
+MAX_RATE_LIMITED_ATTEMPTS = 50  # a 429 storm is waited out, but not forever
+
+
+class RetriesExhausted(DistillError):
+    """Some prompts still failed after every retry; the rest are saved and a re-run retries these."""
+
+    exit_code = 5
+
+
+@dataclass
+class Job:
+    """One request to answer, with its canonical payload (stored next to the answer)."""
+
+    req: TeacherRequest
+    payload: dict[str, Any]
+
+    @property
+    def estimated_tokens(self) -> tuple[int, int]:
+        chars = sum(len(m.content) for m in self.req.messages)
+        return estimate_prompt_tokens(chars), completion_cap(self.req.params)
+
+
+@dataclass
+class ExecutionStats:
+    requests_sent: int = 0       # HTTP attempts / batch items actually sent
+    new_answers: int = 0
+    cached: int = 0
+    retries: int = 0
+    rate_limited: int = 0        # 429s received
+    errors: Counter = field(default_factory=Counter)  # retryable failures by kind
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    wall_s: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)  # request hash -> last error
+    budget_stopped: str | None = None
+    learned_rps: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests_sent": self.requests_sent, "new_answers": self.new_answers, "cached": self.cached,
+            "retries": self.retries, "rate_limited_429": self.rate_limited, "errors": dict(self.errors),
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd, "wall_s": round(self.wall_s, 3), "failed": len(self.failed),
+            "budget_stopped": self.budget_stopped, "learned_rps": self.learned_rps,
+        }
+
+
+OnAnswer = Callable[[TeacherResponse, float | None], None]
+
+
+def _wait(initial: float, maximum: float):
+    exponential = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after_s is not None:
+            # The server said when; a little jitter keeps retries from arriving together.
+            return exc.retry_after_s + random.uniform(0, 0.05 + 0.1 * exc.retry_after_s)
+        return exponential(state)
+
+    return wait
+
+
+def _stop(max_retries: int):
+    """A fresh stop rule per request. Called once per failed attempt; 429s don't use up
+    max_retries (the limiter slows everyone down instead), up to MAX_RATE_LIMITED_ATTEMPTS."""
+    non_429 = 0
+
+    def stop(state: RetryCallState) -> bool:
+        nonlocal non_429
+        exc = state.outcome.exception() if state.outcome else None
+        if not (isinstance(exc, RetryableError) and exc.kind == "rate_limit"):
+            non_429 += 1
+        return non_429 > max_retries or state.attempt_number >= MAX_RATE_LIMITED_ATTEMPTS + max_retries
+
+    return stop
+
+
+class Executor:
+    """Answers jobs through one teacher. ``await run(jobs)`` returns ExecutionStats."""
+
+    def __init__(self, teacher: Teacher, cfg: TeacherConfig, cache: AnswerCache, budget: Budget,
+                 *, on_answer: OnAnswer | None = None):
+        self.teacher, self.cfg, self.cache, self.budget = teacher, cfg, cache, budget
+        self.on_answer = on_answer or (lambda resp, cost: None)
+        self.stats = ExecutionStats(cost_usd=0.0 if budget.price else None)
+        self.limiter = AdaptiveLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        self._semaphore = asyncio.Semaphore(cfg.concurrency)
+
+    def pending(self, jobs: list[Job]) -> list[Job]:
+        """Jobs with no cached answer, each request once."""
+        unique = list({j.req.request_hash: j for j in jobs}.values())
+        cached = set(self.cache.get_many(j.req.request_hash for j in unique))
+        self.stats.cached = len(cached)
+        return [j for j in unique if j.req.request_hash not in cached]
+
+    async def run(self, jobs: list[Job]) -> ExecutionStats:
+        start = time.perf_counter()
+        todo = self.pending(jobs)
+        try:
+            if hasattr(self.teacher, "complete_batch"):
+                await self._run_batched(todo)
+            else:
+                await self._run_concurrent(todo)
+        finally:
+            self.stats.wall_s = time.perf_counter() - start
+            self.stats.budget_stopped = self.budget.stopped
+            self.stats.rate_limited = self.limiter.rate_limited
+            self.stats.learned_rps = round(self.limiter.rps, 3) if self.limiter.rps else None
+        return self.stats
+
+    # -- one request at a time, many in flight -----------------------------------------------
+    async def _run_concurrent(self, todo: list[Job]) -> None:
+        it = iter(todo)
+        # Twice as many workers as slots, so requests sleeping before a retry don't idle the slots.
+        n_workers = min(len(todo), 2 * self.cfg.concurrency)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(n_workers):
+                    group.create_task(self._worker(it))
+        except BaseExceptionGroup as eg:
+            fatal = [e for e in eg.exceptions if isinstance(e, DistillError)]
+            raise (fatal[0] if fatal else eg.exceptions[0]) from None
+
+    async def _worker(self, it) -> None:
+        for job in it:
+            reserved = job.estimated_tokens
+            if not self.budget.admit(*reserved):
+                return
+            try:
+                resp = await self._with_retries(self._attempt, job)
+            except RetryableError as exc:
+                self.budget.settle(reserved, None)
+                self.stats.failed[job.req.request_hash] = str(exc)
+                continue
+            except BaseException:
+                self.budget.settle(reserved, None)
+                raise
+            self._store(job, resp, reserved)
+
+    async def _attempt(self, job: Job) -> TeacherResponse:
+        await self.limiter.acquire(sum(job.estimated_tokens) if self.limiter.tps else 0)
+        async with self._semaphore:
+            self.stats.requests_sent += 1
+            try:
+                # The SDK has its own timeout; this one also covers backends that have none.
+                resp = await asyncio.wait_for(self.teacher.complete(job.req), self.cfg.timeout_s * 1.5 + 5)
+            except TimeoutError:
+                self.stats.errors["timeout"] += 1
+                raise RetryableError("timeout", f"no answer within {self.cfg.timeout_s}s") from None
+            except RetryableError as exc:
+                self.stats.errors[exc.kind] += 1
+                if exc.kind == "rate_limit":
+                    self.limiter.on_rate_limited(exc.retry_after_s, exc.headers)
+                raise
+            finally:
+                self.limiter.release_probe()
+        self.limiter.on_success(resp.headers)
+        return resp
+
+    async def _with_retries(self, attempt: Callable, *args: Any):
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableError),
+            wait=_wait(self.cfg.retry_initial_s, self.cfg.retry_max_s),
+            stop=_stop(self.cfg.max_retries),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(attempt, *args)
+
+    def _store(self, job: Job, resp: TeacherResponse, reserved: tuple[int, int]) -> None:
+        cost = self.budget.settle(reserved, (resp.usage.prompt_tokens, resp.usage.completion_tokens))
+        self.cache.put(job.req.request_hash, job.payload, resp)
+        self.stats.new_answers += 1
+        self.stats.prompt_tokens += resp.usage.prompt_tokens
+        self.stats.completion_tokens += resp.usage.completion_tokens
+        if self.stats.cost_usd is not None and cost is not None:
+            self.stats.cost_usd += cost
+        self.on_answer(resp, cost)
+
+    # -- in-process backends: groups of batch_size ---------------------------------------------
+    async def _run_batched(self, todo: list[Job]) -> None:
+        size = self.cfg.batch_size
+        for i in range(0, len(todo), size):
+            group = []
+            for job in todo[i : i + size]:
+                if not self.budget.admit(*job.estimated_tokens):
+                    break
+                group.append(job)
+            if group:
+                await self._answer_group(group)
+            if self.budget.stopped:
+                return
+
+    async def _answer_group(self, group: list[Job]) -> None:
+        async def attempt() -> list[TeacherResponse]:
+            self.stats.requests_sent += len(group)
+            try:
+                out = await self.teacher.complete_batch([j.req for j in group])
+            except RetryableError as exc:
+                self.stats.errors[exc.kind] += 1
+                raise
+            if len(out) != len(group):
+                self.stats.errors["malformed"] += 1
+                raise RetryableError("malformed", f"complete_batch returned {len(out)} answers for {len(group)} prompts")
+            return out
+
+        try:
+            answers = await self._with_retries(attempt)
+        except RetryableError as exc:
+            for job in group:
+                self.budget.settle(job.estimated_tokens, None)
+                self.stats.failed[job.req.request_hash] = str(exc)
+            return
+        except BaseException:
+            for job in group:
+                self.budget.settle(job.estimated_tokens, None)
+            raise
+        for job, resp in zip(group, answers):
+            self._store(job, resp, job.estimated_tokens)

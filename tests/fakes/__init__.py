@@ -1,0 +1,1 @@
+"""Test doubles that speak the hosted APIs' real wire protocols over real sockets."""
