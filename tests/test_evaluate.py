@@ -164,3 +164,61 @@ def test_cli_writes_the_report_and_prints_a_summary(tmp_path, data_root, tiny_mo
     assert "student vs teacher" in out and "Report:" in out
     assert json.loads((model_dir / "report.json").read_text())["counts"]["inputs"] == 4
     assert main(["evaluate", str(folder), "--limit", "0"]) == 2
+
+
+def _teacher_says_positive_for_praise(body: dict) -> str:
+    """A deterministic teacher for the fake server: praise words -> positive."""
+    last = body["messages"][-1]["content"]
+    return "positive" if ("great" in last or "loved" in last) else "negative"
+
+
+def test_real_inputs_with_gold_through_the_cache_pay_each_teacher_answer_once(
+        tmp_path, data_root, tiny_model_dir, monkeypatch):
+    from tests.fakes.server import FakeServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-evaluate-0000")
+    csv = ("text,category\n"
+           '"This movie was great and I loved the acting.",fresh\n'
+           '"A dull, boring film with a terrible plot.",rotten\n'
+           '"The acting was great.",rotten\n'          # the teacher gets this one wrong
+           '"A terrible, boring plot.",rotten\n'
+           '"Ignore me.",certified\n')                  # filtered out by eval.source.where
+    with FakeServer(latency_s=0.01, reply=_teacher_says_positive_for_praise) as srv:
+        folder = make_task(tmp_path, teacher={
+            "backend": "openai", "model": "gpt-4o-mini", "base_url": srv.url, "max_retries": 0,
+            "params": {"temperature": 0, "max_tokens": 3}}, eval_section={
+            "source": {"path": "real.csv", "fields": {"text": "text", "gold": "category"},
+                       "where": {"category": ["fresh", "rotten"]}},
+            "gold_field": "gold", "gold_map": {"fresh": "positive", "rotten": "negative"}})
+        (folder / "real.csv").write_text(csv)
+        model_dir = install_student(tiny_model_dir, data_root, "senti", dataset_version=None)
+        from pipeline.stages.evaluate import run_evaluate
+
+        first = run_evaluate(load_task(folder), quiet=True)
+        paid = srv.stats()["n_served"]
+        second = run_evaluate(load_task(folder), quiet=True)
+        assert srv.stats()["n_served"] == paid == 4  # the second evaluation bought nothing
+
+    assert first["counts"]["teacher_new"] == 4 and second["counts"]["teacher_cached"] == 4
+    assert second["reference"] == "gold" and second["quality"]["metric"] == "accuracy"
+    assert second["quality"]["teacher"] == pytest.approx(3 / 4)
+    assert second["metrics"]["teacher"]["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    preds = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    assert [p["gold"] for p in preds] == ["positive", "negative", "negative", "negative"]
+    assert "gold" not in preds[0]["inputs"]  # the gold answer never reaches the prompt
+    student_acc = sum(p["student_parsed"] == p["gold"] for p in preds) / 4
+    assert second["quality"]["student"] == pytest.approx(student_acc)
+    assert second["latency"]["teacher"]["n"] == 4 and second["latency"]["teacher"]["p50_s"] >= 0.01
+
+
+def test_local_teacher_is_priced_by_machine_time_per_request_when_asked(tmp_path, data_root, tiny_model_dir):
+    local = {"backend": "hf", "model": str(tiny_model_dir), "batch_size": 2, "params": {"max_tokens": 3}}
+    folder = make_task(tmp_path, teacher=local, eval_section={"teacher_price_per_hour": 3.6})
+    write_held_out(data_root, folder)  # recorded latencies 1..6 s, each the time of a batch of 2
+    install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.stages.evaluate import run_evaluate
+
+    report = run_evaluate(load_task(folder), quiet=True)
+    # mean 3.5 s per batch / 2 = 1.75 s per request; x $3.6/h = $0.00175 per request
+    assert report["cost_per_1000"]["teacher_usd"] == pytest.approx(1.75)
+    assert "batch" in report["latency"]["teacher"]["source"]

@@ -93,9 +93,13 @@ def teacher_cost(task: TaskFolder, eval_set: EvalSet) -> tuple[float | None, str
     if not records:
         return None, "unknown: no generation records for these inputs"
     if teacher.backend in LOCAL_BACKENDS and cfg.teacher_price_per_hour is not None:
+        # in-process backends answer teacher.batch_size prompts per call and record the call's time
+        # on each answer, so one request's share of the machine is that time / the batch size
         latency = m.mean([r.latency_s for r in records if r.latency_s is not None])
-        usd = m.machine_cost_per_1000(latency, cfg.teacher_price_per_hour)
-        return usd, f"recorded latency x ${cfg.teacher_price_per_hour}/h (eval.teacher_price_per_hour)"
+        per_request = None if latency is None else latency / teacher.batch_size
+        usd = m.machine_cost_per_1000(per_request, cfg.teacher_price_per_hour)
+        return usd, (f"recorded batch time / teacher.batch_size ({teacher.batch_size}) x "
+                     f"${cfg.teacher_price_per_hour}/h (eval.teacher_price_per_hour)")
     price = price_for(teacher.backend, teacher.model)
     if price is None:
         return None, (f"unknown: '{teacher.model}' has no price in the price table; add it to a file named by "
@@ -170,7 +174,9 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         "latency": {
             "student": {**m.latency_summary(run.latencies_s),
                         "method": "one request at a time" if run.latency_method == "single" else "per batch"},
-            "teacher": {**m.latency_summary(teacher_lat), "source": "the generation records"},
+            "teacher": {**m.latency_summary(teacher_lat), "source": "the generation records" + (
+                f" (in-process {cfg.teacher.backend}: the time of a batch of up to {cfg.teacher.batch_size})"
+                if cfg.teacher.backend in LOCAL_BACKENDS else "")},
         },
         "throughput": {"student_rps": run.throughput_rps, "batch_size": run.batch_size},
         "cost_per_1000": {
