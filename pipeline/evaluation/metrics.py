@@ -5,52 +5,33 @@ value or another model's answer. Every rate is a fraction in [0, 1]; ``None`` me
 """
 from __future__ import annotations
 
-import json
 import math
 import re
-import string
 from collections.abc import Sequence
 from typing import Any
 
 import jsonschema
 
 from pipeline.config.output import NormalizeConfig
+from pipeline.curation import parse as curate_parse
 
 # ---------------------------------------------------------------------------------------- parsing
 
 
 def parse_label(text: str, labels: Sequence[str], normalize: NormalizeConfig | None = None) -> str | None:
-    """The label ``text`` names (as spelt in ``labels``), or None when it names none of them."""
-    norm = normalize or NormalizeConfig()
-
-    def clean(s: str) -> str:
-        if norm.first_line_only:
-            s = s.strip().split("\n", 1)[0] if s.strip() else ""
-        if norm.strip:
-            s = s.strip()
-        if norm.lowercase:
-            s = s.lower()
-        if norm.strip_punctuation:
-            s = s.strip(string.punctuation + " ")
-        return s
-
-    by_key = {clean(label): label for label in labels}
-    return by_key.get(clean(text))
+    """The label ``text`` names (as spelt in ``labels``), or None. The curate stage's parser, so a
+    student's answer is read exactly as the teacher's answers were when the dataset was built."""
+    return curate_parse.parse_label(text, list(labels), normalize or NormalizeConfig()).value
 
 
-_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
+_ANY_JSON = jsonschema.Draft202012Validator({})
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object in ``text`` (a Markdown code fence around it is allowed), or None."""
-    s = text.strip()
-    fenced = _FENCE.match(s)
-    if fenced:
-        s = fenced.group(1).strip()
-    try:
-        value = json.loads(s)
-    except (json.JSONDecodeError, ValueError):
-        return None
+    """The JSON object in ``text`` (a code fence or prose around it is removed, as curate does), or
+    None. The schema is checked separately (``is_schema_valid``), so an answer that breaks it can
+    still earn field-level credit."""
+    value = curate_parse.parse_json(text, _ANY_JSON).value
     return value if isinstance(value, dict) else None
 
 
