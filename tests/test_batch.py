@@ -3,6 +3,7 @@ batch server (tests/fakes/batch_routes.py), which speaks their wire protocol ove
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -299,3 +300,82 @@ def test_kill_9_mid_poll_then_rerun_sends_nothing_twice(fake, url, tmp_path):
         counts = batch(cfg, requests_for(cfg, 4), cache)
     assert counts["resumed_batches"] == 1 and counts["submitted"] == 0 and counts["completed"] == 4
     assert fake.calls["batches.create"] == 1 and fake.duplicates() == {}
+
+
+def test_repeats_of_one_prompt_are_separate_items_stored_with_their_own_payload(fake, url, tmp_path):
+    cfg = teacher("openai", url)
+    msgs = [Message(role="user", content="write one product review")]
+    pairs = [make_request(cfg.backend, cfg.model, msgs, cfg.params, cfg.top_logprobs, variant=v) for v in (0, 1, 2)]
+    reqs, payloads = [r for r, _ in pairs], {r.request_hash: p for r, p in pairs}
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = asyncio.run(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, payloads=payloads))
+        stored = [json.loads(cache.execute("SELECT request FROM answers WHERE request_hash=?", [r.request_hash])[0][0])
+                  for r in reqs]
+    assert counts["completed"] == 3 and [p.get("variant", 0) for p in stored] == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------- the stage
+def test_distill_generate_batch_answers_every_input_at_the_batch_price(fake, url, data_root, tmp_path, task_copy):
+    from pipeline.cli import main
+    from pipeline.records import Record, read_jsonl
+
+    task = task_copy("sentiment")
+    (task / "inputs.jsonl").write_text("".join(json.dumps({"text": f"movie {i} was {'great' if i % 2 else 'dull'}"})
+                                               + "\n" for i in range(6)))
+    (task / "task.yaml").write_text(textwrap.dedent(f"""
+        name: sentiment
+        description: Label the sentiment of a short movie review as positive or negative.
+        teacher:
+          backend: openai
+          model: gpt-4o-mini
+          base_url: {url}/v1
+          params: {{temperature: 0.0, max_tokens: 3}}
+          top_logprobs: 2
+          max_retries: 0
+        inputs:
+          source: {{path: inputs.jsonl}}
+        output:
+          kind: label
+          labels: [positive, negative]
+    """))
+    first_line = {}
+
+    def outcome(cid, attempt):  # the first item submitted expires once
+        first_line.setdefault("cid", cid)
+        return "expired" if attempt == 1 and cid == first_line["cid"] else "ok"
+
+    fake.outcome = outcome
+    assert main(["generate", str(task), "--batch", "--quiet"]) == 0
+    records = list(read_jsonl(data_root / "data" / "sentiment" / "generated" / "generated.jsonl", Record))
+    assert len(records) == 6 and all(r.completion.startswith("answer to") and r.logprobs for r in records)
+    assert len(fake.openai_batches) == 2 and fake.submissions[first_line["cid"]] == 2 and len(fake.duplicates()) == 1
+    manifest = json.loads((data_root / "data" / "sentiment" / "generated" / "manifest.json").read_text())
+    assert manifest["params"]["batch"] is True
+    # Priced at the batch discount (gpt-4o-mini: 0.15/0.60 per 1M tokens, batch_discount 0.5).
+    r = records[0]
+    assert r.cost_usd == pytest.approx((r.usage.prompt_tokens * 0.15 + r.usage.completion_tokens * 0.60) / 1e6 * 0.5)
+    # A re-run answers from the cache and submits nothing.
+    assert main(["generate", str(task), "--batch", "--quiet"]) == 0
+    assert len(fake.openai_batches) == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_outage_while_polling_stops_cleanly_and_the_rerun_resumes(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)  # max_retries 0: the SDK gives up at once
+    reqs = requests_for(cfg, 3)
+    fake.poll_faults = 1
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError) as err:
+        batch(cfg, reqs, cache)
+    assert "re-run to resume" in str(err.value) and "\n" not in str(err.value)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+    assert counts["resumed_batches"] == 1 and counts["submitted"] == 0 and counts["completed"] == 3
+    assert fake.duplicates() == {}
+
+
+def test_the_sdk_retries_a_poll_that_hits_a_503(fake, url, tmp_path):
+    cfg = teacher("openai", url, max_retries=2)
+    fake.poll_faults = 1
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, requests_for(cfg, 2), cache)
+    assert counts["completed"] == 2 and fake.calls["batches.retrieve"] == 2

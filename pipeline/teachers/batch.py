@@ -52,8 +52,12 @@ def make_batch_api(cfg: TeacherConfig, limits: tuple[int, int] | None = None):
 
 async def run_batch(cfg: TeacherConfig, requests: list[TeacherRequest], cache: AnswerCache, *,
                     quiet: bool = False, poll_interval_s: float | None = None,
-                    max_rounds: int = MAX_ROUNDS, limits: tuple[int, int] | None = None) -> dict:
+                    max_rounds: int = MAX_ROUNDS, limits: tuple[int, int] | None = None,
+                    payloads: dict[str, dict] | None = None) -> dict:
     """Answer ``requests`` through the provider's batch API, caching each answer.
+
+    ``payloads`` maps request hashes to the canonical payloads to store with the answers (as
+    ``make_request`` returns them); a request missing from it gets ``request_payload`` of its fields.
 
     Returns counts: ``submitted`` (requests in first submissions), ``resubmitted``, ``completed``
     (answers cached), ``expired`` (items that came back expired), ``failed`` (requests of this run
@@ -62,7 +66,8 @@ async def run_batch(cfg: TeacherConfig, requests: list[TeacherRequest], cache: A
     api = make_batch_api(cfg, limits)
     store = BatchJobStore(cache.path)
     try:
-        return await _BatchRun(cfg, api, store, cache, quiet, poll_interval_s, max_rounds).run(requests)
+        run = _BatchRun(cfg, api, store, cache, quiet, poll_interval_s, max_rounds, payloads or {})
+        return await run.run(requests)
     finally:
         store.close()
         await api.aclose()
@@ -70,9 +75,10 @@ async def run_batch(cfg: TeacherConfig, requests: list[TeacherRequest], cache: A
 
 class _BatchRun:
     def __init__(self, cfg, api, store: BatchJobStore, cache: AnswerCache, quiet: bool,
-                 poll_interval_s: float | None, max_rounds: int):
+                 poll_interval_s: float | None, max_rounds: int, payloads: dict[str, dict]):
         self.cfg, self.api, self.store, self.cache = cfg, api, store, cache
         self.quiet, self.poll_interval_s, self.max_rounds = quiet, poll_interval_s, max(1, max_rounds)
+        self.payloads = payloads
         self.counts: Counter = Counter()
         self.wanted: set[str] = set()
         self.failures: dict[str, str] = {}
@@ -128,8 +134,7 @@ class _BatchRun:
         sizes = [len(self.api.entry_bytes(e)) for e in entries]
         jobs = []
         for part in split_by_limits(sizes, self.api.max_requests, self.api.max_bytes, where=f"{self.api.provider} batch"):
-            items = [(r.request_hash, request_payload(self.cfg.backend, self.cfg.model, r.params, r.top_logprobs,
-                                                      r.messages)) for r in reqs[part]]
+            items = [(r.request_hash, self.payload(r)) for r in reqs[part]]
             job = self.store.begin_job(self.api.provider, self.cfg.model, round_, items)
             try:
                 ids = await self.api.submit(entries[part], job)
@@ -142,6 +147,10 @@ class _BatchRun:
             self.say(f"submitted {job.batch_id} ({len(items)} requests, round {round_})")
             jobs.append(job)
         return jobs
+
+    def payload(self, req: TeacherRequest) -> dict:
+        return self.payloads.get(req.request_hash) or request_payload(
+            self.cfg.backend, self.cfg.model, req.params, req.top_logprobs, req.messages)
 
     async def drive(self, job: Job) -> None:
         """Poll ``job`` to its end, cache its answers, resubmit what may yet succeed, and follow that."""

@@ -8,22 +8,20 @@ so a batch created just before a crash is found again (``find``) by its creation
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, AsyncIterator
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError
-from pipeline.records import Usage
-from pipeline.teachers.base import TeacherRequest, TeacherResponse
+from pipeline.teachers.anthropic_backend import response_from_body
+from pipeline.teachers.base import RetryableError, TeacherRequest
 from pipeline.teachers.batch_jobs import ItemResult, Job, Polled, sdk_error
+from pipeline.teachers.openai_backend import api_key_for
 
 # The Message Batches limits (docs.anthropic.com/en/docs/build-with-claude/batch-processing).
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
 # Error types a resubmission may fix; an invalid_request_error would only fail again.
 _RETRYABLE_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
-# Anthropic's stop reasons in the OpenAI words the rest of the pipeline reads (curate's truncation filter).
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
 
 def message_params(model: str, req: TeacherRequest) -> dict[str, Any]:
@@ -38,22 +36,14 @@ def message_params(model: str, req: TeacherRequest) -> dict[str, Any]:
     return params
 
 
-def response_from_message(message: Any, latency_s: float) -> TeacherResponse:
-    text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
-    return TeacherResponse(
-        text=text,
-        finish_reason=_FINISH.get(message.stop_reason, message.stop_reason),
-        usage=Usage(prompt_tokens=message.usage.input_tokens, completion_tokens=message.usage.output_tokens),
-        latency_s=latency_s,
-        logprobs=None,
-        model=message.model,
-    )
-
-
 def item_result(row: Any, latency_s: float) -> ItemResult:
     result = row.result
     if result.type == "succeeded":
-        return ItemResult(row.custom_id, "ok", response=response_from_message(result.message, latency_s))
+        try:
+            return ItemResult(row.custom_id, "ok",
+                              response=response_from_body(result.message.model_dump(mode="json"), latency_s, {}))
+        except RetryableError as exc:  # a malformed message: paid for, but unusable; ask again
+            return ItemResult(row.custom_id, "retry", reason=str(exc)[:200])
     if result.type == "expired":
         return ItemResult(row.custom_id, "expired", reason="batch expired before this request ran")
     if result.type == "canceled":
@@ -70,10 +60,7 @@ class AnthropicBatchAPI:
         import anthropic
 
         self._errors = (anthropic.APIError,)
-        env = cfg.api_key_env or "ANTHROPIC_API_KEY"
-        key = os.environ.get(env)
-        if not key:
-            raise ConfigError(f"teacher.api_key_env: ${env} is not set; put the key in the environment or .env")
+        key = api_key_for(cfg, "ANTHROPIC_API_KEY")
         base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
         self.model = cfg.model
         # The limit is on the whole request body: leave room for the {"requests": [...]} around the entries.

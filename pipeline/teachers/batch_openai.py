@@ -9,14 +9,12 @@ cached the moment it is read.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, AsyncIterator
 
 from pipeline.config.teacher import TeacherConfig
-from pipeline.errors import ConfigError
-from pipeline.records import TokenLogprob, TokenPosition, Usage
-from pipeline.teachers.base import TeacherRequest, TeacherResponse
+from pipeline.teachers.base import RetryableError, TeacherRequest
 from pipeline.teachers.batch_jobs import ItemResult, Job, Polled, sdk_error
+from pipeline.teachers.openai_backend import api_key_for, response_from_body
 
 # The Batch API's input file limits (platform.openai.com/docs/guides/batch).
 MAX_REQUESTS = 50_000
@@ -37,31 +35,6 @@ def chat_body(model: str, req: TeacherRequest) -> dict[str, Any]:
     return body
 
 
-def _token(entry: dict) -> dict[str, Any]:
-    return {"token": entry["token"], "logprob": float(entry["logprob"]), "bytes": entry.get("bytes")}
-
-
-def response_from_chat_completion(body: dict, latency_s: float) -> TeacherResponse:
-    """Normalise a chat completion (JSON as returned in the batch output file)."""
-    choice = body["choices"][0]
-    content = (choice.get("logprobs") or {}).get("content")
-    logprobs = None
-    if content is not None:
-        logprobs = [
-            TokenPosition(**_token(pos), top=[TokenLogprob(**_token(t)) for t in pos.get("top_logprobs") or []])
-            for pos in content
-        ]
-    usage = body.get("usage") or {}
-    return TeacherResponse(
-        text=choice["message"].get("content") or "",
-        finish_reason=choice.get("finish_reason"),
-        usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
-        latency_s=latency_s,
-        logprobs=logprobs,
-        model=body.get("model") or "",
-    )
-
-
 def item_result(line: dict, latency_s: float) -> ItemResult:
     """One line of an output or error file -> its outcome."""
     cid = line["custom_id"]
@@ -76,9 +49,9 @@ def item_result(line: dict, latency_s: float) -> ItemResult:
     status = (response or {}).get("status_code")
     if status == 200:
         try:
-            return ItemResult(cid, "ok", response=response_from_chat_completion(response["body"], latency_s))
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            return ItemResult(cid, "retry", reason=f"malformed completion in the output file ({exc!r})"[:200])
+            return ItemResult(cid, "ok", response=response_from_body(response.get("body"), latency_s, {}, True))
+        except RetryableError as exc:  # a malformed completion: paid for, but unusable; ask again
+            return ItemResult(cid, "retry", reason=str(exc)[:200])
     message = (((response or {}).get("body") or {}).get("error") or {}).get("message", "")
     outcome = "retry" if status in _RETRYABLE_STATUS else "failed"
     return ItemResult(cid, outcome, reason=f"HTTP {status}: {message}"[:200])
@@ -91,10 +64,7 @@ class OpenAIBatchAPI:
         import openai
 
         self._errors = (openai.APIError,)
-        env = cfg.api_key_env or "OPENAI_API_KEY"
-        key = os.environ.get(env)
-        if not key:
-            raise ConfigError(f"teacher.api_key_env: ${env} is not set; put the key in the environment or .env")
+        key = api_key_for(cfg, "OPENAI_API_KEY")
         base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
         self.model = cfg.model
         self.max_requests, self.max_bytes = max_requests, max_bytes

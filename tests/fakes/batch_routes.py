@@ -10,6 +10,7 @@ the real ``openai`` / ``anthropic`` clients over a real socket. What a test cont
                         or "expired" (the batch ran out of time before this item)
     max_requests/bytes  the provider's per-batch limits (defaults: the real ones)
     api_key             when set, other keys get a 401 in the provider's error shape
+    poll_faults         the next N batch GETs answer 503 (an outage while polling)
 
 and what it counts: ``submissions[custom_id]`` (times an item was sent in any batch), ``calls``
 (per route), so a test can assert that nothing was submitted twice.
@@ -100,6 +101,7 @@ class BatchFake:
     anthropic_max_requests: int = ANTHROPIC_MAX_REQUESTS
     anthropic_max_bytes: int = ANTHROPIC_MAX_BYTES
     api_key: str | None = None
+    poll_faults: int = 0
     base_url: str = ""  # set when served: Anthropic's results_url is absolute
     files: dict[str, bytes] = field(default_factory=dict)
     openai_batches: dict[str, dict] = field(default_factory=dict)
@@ -237,6 +239,9 @@ def install(app: web.Application, fake: BatchFake) -> None:
         fake.calls["batches.retrieve"] += 1
         if (denied := openai_auth(request)) is not None:
             return denied
+        if fake.poll_faults > 0:
+            fake.poll_faults -= 1
+            return _openai_error(503, "The server is overloaded")
         batch = fake.openai_batches.get(request.match_info["batch_id"])
         if batch is None:
             return _openai_error(404, "No such Batch object")
@@ -309,6 +314,9 @@ def install(app: web.Application, fake: BatchFake) -> None:
         fake.calls["messages.batches.retrieve"] += 1
         if (denied := anthropic_auth(request)) is not None:
             return denied
+        if fake.poll_faults > 0:
+            fake.poll_faults -= 1
+            return _anthropic_error(529, "Overloaded")
         batch = fake.anthropic_batches.get(request.match_info["batch_id"])
         if batch is None:
             return _anthropic_error(404, "batch not found")
