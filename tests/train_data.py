@@ -28,41 +28,39 @@ def prompt_for(text: str) -> list[Message]:
     return [Message(role="system", content=SYSTEM), Message(role="user", content=text)]
 
 
-def teacher_rows(teacher_dir: Path, n: int = 8, k: int = 5, *, with_ids: bool = True) -> list[TrainRow]:
-    """Rows answered with the gold label, carrying the teacher's real top-k at each answer token."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def teacher_rows(
+    tokenizer_dir: Path, n: int = 8, *, with_ids: bool = True, seed: int = 0, p_positive: float | None = None
+) -> list[TrainRow]:
+    """Rows answered with the gold label. At each answer token a peaked teacher (as a real one is)
+    gives the answer token 0.6 and four other real ids 0.15/0.1/0.06/0.04, leaving a 0.05 tail.
+    Ids and token strings are the tiny tokenizer's; ``with_ids=False`` mimics an API teacher.
+    The soft label is P(positive) = 0.8 / 0.25 by the gold label, or ``p_positive`` for every row."""
+    import math
+    import random
 
-    from pipeline.training.data import encode_prompt_completion
+    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(teacher_dir)
-    model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rng = random.Random(seed)
     rows = []
     for i in range(n):
         text, label = REVIEWS[i % len(REVIEWS)]
-        prompt = prompt_for(text)
-        completion = [Message(role="assistant", content=label)]
-        ids, start = encode_prompt_completion(tok, prompt, completion)
-        answer_ids = tok(label, add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
         positions = []
-        for j, tid in enumerate(answer_ids):
-            dist = logp[start + j - 1]
-            top_lp, top_ids = dist.topk(k)
+        for tid in tok(label, add_special_tokens=False)["input_ids"]:
+            others = rng.sample([t for t in range(10, 400) if t != tid], 4)
+            probs = [0.6, 0.15, 0.1, 0.06, 0.04]
             top = [
-                TokenLogprob(token=tok.decode([int(t)]), logprob=float(v), id=int(t) if with_ids else None)
-                for v, t in zip(top_lp, top_ids)
+                TokenLogprob(token=tok.decode([t]), logprob=math.log(p), id=t if with_ids else None)
+                for t, p in zip([tid, *others], probs)
             ]
-            positions.append(
-                TokenPosition(token=tok.decode([tid]), logprob=float(dist[tid]), id=tid if with_ids else None, top=top)
-            )
-        p_pos = 0.8 if label == "positive" else 0.25
+            positions.append(TokenPosition(token=tok.decode([tid]), logprob=math.log(0.6), id=tid if with_ids else None,
+                                           top=top))
+        p_pos = p_positive if p_positive is not None else (0.8 if label == "positive" else 0.25)
         rows.append(
             TrainRow(
-                id=f"row{i:03d}", prompt=prompt, completion=completion, label=label,
-                soft_label={"positive": p_pos, "negative": 1 - p_pos}, soft_label_kind="logprobs",
-                token_logprobs=positions, teacher_model=str(teacher_dir), teacher_backend="hf",
+                id=f"row{i:03d}", prompt=prompt_for(text), completion=[Message(role="assistant", content=label)],
+                label=label, soft_label={"positive": p_pos, "negative": 1 - p_pos}, soft_label_kind="logprobs",
+                token_logprobs=positions, teacher_model="tiny-teacher", teacher_backend="hf" if with_ids else "openai",
             )
         )
     return rows
