@@ -19,7 +19,8 @@ from pipeline.teachers.base import make_request
 from pipeline.teachers.batch import run_batch
 from pipeline.teachers.batch_jobs import BatchJobStore, split_by_limits
 from pipeline.teachers.cache import AnswerCache
-from tests.fakes.batch_routes import BatchFake, BatchServer, fake_answer
+from tests.fakes.batch_routes import BatchFake, fake_answer
+from tests.fakes.server import FakeServer
 
 KEY = "sk-test-batchkey-0123456789"
 POLL = 0.05
@@ -33,8 +34,10 @@ def fake():
 
 @pytest.fixture
 def url(fake):
-    with BatchServer(fake) as base:
-        yield base
+    """The shared fake API server (chat completions, messages) with the batch routes added."""
+    with FakeServer(extra_routes=[fake.hook]) as srv:
+        fake.base_url = srv.base  # Anthropic's results_url is absolute
+        yield srv.base
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +48,9 @@ def keys(monkeypatch):
 
 def teacher(provider: str, url: str, **over) -> TeacherConfig:
     if provider == "openai":
-        base = dict(backend="openai", model="gpt-4o-mini", base_url=url + "/v1", top_logprobs=3)
+        base = {"backend": "openai", "model": "gpt-4o-mini", "base_url": url + "/v1", "top_logprobs": 3}
     else:
-        base = dict(backend="anthropic", model="claude-haiku-4-5", base_url=url)
+        base = {"backend": "anthropic", "model": "claude-haiku-4-5", "base_url": url}
     return TeacherConfig(**{**base, "params": {"temperature": 0.0, "max_tokens": 16}, "max_retries": 0, **over})
 
 
@@ -62,6 +65,16 @@ def requests_for(cfg: TeacherConfig, n: int, start: int = 0):
 
 def batch(cfg, reqs, cache, **kw):
     return asyncio.run(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, **kw))
+
+
+def stop_mid_poll(cfg, reqs, path, seconds=0.4, **kw):
+    """A run cut off while it polls (the batches never end while it watches)."""
+    async def go():
+        with AnswerCache(path) as cache:
+            await asyncio.wait_for(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, **kw), seconds)
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(go())
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -199,7 +212,7 @@ def test_401_stops_at_once_with_the_key_redacted(provider, fake, url, tmp_path):
     message = str(err.value)
     assert "401" in message and KEY not in message and "\n" not in message
     store = BatchJobStore(tmp_path / "cache.sqlite")
-    assert store.open_jobs(cfg.backend, cfg.model) == []  # refused: nothing left to look for
+    assert store.open_jobs(cfg.backend, cfg.base_url) == []  # refused: nothing left to look for
     store.close()
 
 
@@ -229,23 +242,18 @@ def test_answered_requests_are_never_submitted(provider, fake, url, tmp_path):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_restart_mid_poll_resumes_polling_without_resubmitting(provider, fake, url, tmp_path):
+def test_restart_mid_poll_resumes_polling_without_resubmitting(provider, fake, url, tmp_path, capsys):
     cfg = teacher(provider, url)
     reqs = requests_for(cfg, 5)
     fake.polls_to_complete = 10**6  # never ends while the first run watches
-
-    async def stopped_mid_poll():
-        with AnswerCache(tmp_path / "cache.sqlite") as cache:
-            await asyncio.wait_for(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, limits=(3, 10**9)), 0.6)
-
-    with pytest.raises(asyncio.TimeoutError):
-        asyncio.run(stopped_mid_poll())
+    stop_mid_poll(cfg, reqs, tmp_path / "cache.sqlite", limits=(3, 10**9))
     creates = fake.calls["batches.create"] + fake.calls["messages.batches.create"]
     assert creates == 2
     fake.polls_to_complete = 0  # the provider finishes the batches
     with AnswerCache(tmp_path / "cache.sqlite") as cache:
-        counts = batch(cfg, reqs, cache, limits=(3, 10**9))
+        counts = asyncio.run(run_batch(cfg, reqs, cache, poll_interval_s=POLL, limits=(3, 10**9)))
         assert all(r.request_hash in cache for r in reqs)
+    assert "resuming 2 batch(es) submitted earlier; polling, not resubmitting" in capsys.readouterr().err
     assert counts["submitted"] == 0 and counts["resumed_batches"] == 2 and counts["completed"] == 5
     assert fake.calls["batches.create"] + fake.calls["messages.batches.create"] == creates
     assert fake.duplicates() == {}
@@ -379,3 +387,30 @@ def test_the_sdk_retries_a_poll_that_hits_a_503(fake, url, tmp_path):
     with AnswerCache(tmp_path / "cache.sqlite") as cache:
         counts = batch(cfg, requests_for(cfg, 2), cache)
     assert counts["completed"] == 2 and fake.calls["batches.retrieve"] == 2
+
+
+def test_a_batch_left_by_an_earlier_config_is_still_collected(fake, url, tmp_path):
+    old = teacher("openai", url)
+    old_reqs = requests_for(old, 2)
+    fake.polls_to_complete = 10**6
+    stop_mid_poll(old, old_reqs, tmp_path / "cache.sqlite")
+    fake.polls_to_complete = 0
+    new = teacher("openai", url, model="gpt-4.1-mini")  # the user switched models meanwhile
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(new, requests_for(new, 1), cache)
+        assert all(r.request_hash in cache for r in old_reqs)  # paid for: kept
+    assert counts["resumed_batches"] == 1 and counts["submitted"] == 1 and counts["failed"] == 0
+
+
+def test_a_batch_the_provider_no_longer_knows_is_reported_and_its_requests_go_out_next_run(fake, url, tmp_path):
+    cfg = teacher("openai", url)
+    reqs = requests_for(cfg, 2)
+    fake.polls_to_complete = 10**6
+    stop_mid_poll(cfg, reqs, tmp_path / "cache.sqlite")
+    fake.openai_batches.clear()  # deleted at the provider
+    fake.polls_to_complete = 0
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError, match="404"):
+        batch(cfg, reqs, cache)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+    assert counts["submitted"] == 2 and counts["completed"] == 2 and counts["resumed_batches"] == 0

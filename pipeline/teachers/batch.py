@@ -92,10 +92,10 @@ class _BatchRun:
         by_hash = {r.request_hash: r for r in requests}
         self.wanted = set(by_hash)
         await self.recover_interrupted_submits()
-        held = self.store.hashes_in_open_jobs(self.api.provider, self.cfg.model)
+        held = self.store.hashes_in_open_jobs(self.api.provider, self.api.endpoint)
         cached = {h for h in by_hash if h in self.cache}
         todo = [r for h, r in by_hash.items() if h not in cached and h not in held]
-        resumed = self.store.open_jobs(self.api.provider, self.cfg.model)
+        resumed = self.store.open_jobs(self.api.provider, self.api.endpoint)
         self.counts.update(already_cached=len(cached), resumed_batches=len(resumed))
         if resumed:
             self.say(f"resuming {len(resumed)} batch(es) submitted earlier; polling, not resubmitting")
@@ -117,7 +117,9 @@ class _BatchRun:
 
     async def recover_interrupted_submits(self) -> None:
         """A job still ``submitting`` was cut off between asking the provider and recording its answer."""
-        for job in self.store.open_jobs(self.api.provider, self.cfg.model):
+        for elsewhere in self.store.open_elsewhere(self.api.provider, self.api.endpoint):
+            self.say(f"batches sent to {elsewhere} are still open; set teacher.base_url back to collect them")
+        for job in self.store.open_jobs(self.api.provider, self.api.endpoint):
             if job.status != "submitting":
                 continue
             batch_id = await self.api.find(job, self.store.claimed_batch_ids(self.api.provider))
@@ -135,7 +137,7 @@ class _BatchRun:
         jobs = []
         for part in split_by_limits(sizes, self.api.max_requests, self.api.max_bytes, where=f"{self.api.provider} batch"):
             items = [(r.request_hash, self.payload(r)) for r in reqs[part]]
-            job = self.store.begin_job(self.api.provider, self.cfg.model, round_, items)
+            job = self.store.begin_job(self.api.provider, self.api.endpoint, self.cfg.model, round_, items)
             try:
                 ids = await self.api.submit(entries[part], job)
             except DistillError as err:
@@ -177,7 +179,13 @@ class _BatchRun:
     async def poll_until_ended(self, job: Job) -> Polled:
         interval = self.poll_interval_s or FIRST_POLL_S
         while True:
-            polled = await self.api.poll(job)
+            try:
+                polled = await self.api.poll(job)
+            except TeacherError as err:
+                if getattr(err, "status", None) != 404:
+                    raise
+                # Deleted or archived at the provider: nothing more will come from it.
+                return Polled(ended=True, status="not_found", fatal="the provider no longer knows this batch (404)")
             if polled.status != job.provider_status:
                 self.store.update_job(job, provider_status=polled.status)
                 self.say(f"{job.batch_id}: {polled.status} ({polled.done}/{polled.total})")

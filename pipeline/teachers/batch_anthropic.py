@@ -8,7 +8,8 @@ so a batch created just before a crash is found again (``find``) by its creation
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError
@@ -63,6 +64,7 @@ class AnthropicBatchAPI:
         key = api_key_for(cfg, "ANTHROPIC_API_KEY")
         base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
         self.model = cfg.model
+        self.endpoint = base_url or "default"
         # The limit is on the whole request body: leave room for the {"requests": [...]} around the entries.
         self.max_requests, self.max_bytes = max_requests, max_bytes - 64
         self.client = anthropic.AsyncAnthropic(api_key=key, base_url=base_url, max_retries=cfg.max_retries,

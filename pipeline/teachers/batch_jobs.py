@@ -2,7 +2,7 @@
 
 Reads and writes two tables of ``data/<task>/cache.sqlite`` (next to ``answers``):
 
-    batch_jobs   one row per batch: local id, provider, model, provider batch id, status, file ids,
+    batch_jobs   one row per batch: local id, provider, endpoint, model, provider batch id, status, file ids,
                  round (0 = first submission, 1 = first resubmission, ...), timestamps
     batch_items  one row per request in a batch: its hash, the canonical request payload (so a paid
                  answer can be cached even by a later run that no longer asks for it), its state
@@ -18,9 +18,10 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline.errors import TeacherError
 
@@ -28,6 +29,7 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS batch_jobs (
         local_id       TEXT PRIMARY KEY,
         provider       TEXT NOT NULL,      -- openai | anthropic
+        endpoint       TEXT NOT NULL,      -- teacher.base_url, or "default": a batch is polled where it was sent
         model          TEXT NOT NULL,
         batch_id       TEXT,               -- the provider's id; NULL while submitting
         status         TEXT NOT NULL,      -- submitting | live | ended | failed
@@ -59,6 +61,7 @@ OPEN_STATUSES = ("submitting", "live")
 class Job:
     local_id: str
     provider: str
+    endpoint: str
     model: str
     batch_id: str | None
     status: str
@@ -119,13 +122,14 @@ class BatchJobStore:
             raise
 
     # -- writing -------------------------------------------------------------------------
-    def begin_job(self, provider: str, model: str, round_: int, items: list[tuple[str, dict]]) -> Job:
+    def begin_job(self, provider: str, endpoint: str, model: str, round_: int, items: list[tuple[str, dict]]) -> Job:
         """Record a job as ``submitting`` with its (hash, payload) items, before the provider hears of it."""
         now = time.time()
-        job = Job(uuid.uuid4().hex, provider, model, None, "submitting", round_, len(items), now)
+        job = Job(uuid.uuid4().hex, provider, endpoint, model, None, "submitting", round_, len(items), now)
         self._tx([
-            ("INSERT INTO batch_jobs (local_id, provider, model, status, round, n_requests, created_at, updated_at) "
-             "VALUES (?,?,?,?,?,?,?,?)", (job.local_id, provider, model, "submitting", round_, len(items), now, now)),
+            (("INSERT INTO batch_jobs (local_id, provider, endpoint, model, status, round, n_requests, created_at, "
+             "updated_at) VALUES (?,?,?,?,?,?,?,?,?)"),
+             (job.local_id, provider, endpoint, model, "submitting", round_, len(items), now, now)),
             ("INSERT INTO batch_items (local_id, request_hash, payload, state) VALUES (?,?,?,'pending')",
              [(job.local_id, h, json.dumps(p, sort_keys=True, ensure_ascii=False, default=str)) for h, p in items]),
         ])
@@ -149,12 +153,14 @@ class BatchJobStore:
                        [(state, reason, job.local_id, h) for h, reason in hashes_reasons])])
 
     # -- reading -------------------------------------------------------------------------
-    def open_jobs(self, provider: str, model: str) -> list[Job]:
+    def open_jobs(self, provider: str, endpoint: str) -> list[Job]:
+        """Jobs not yet collected at this provider and endpoint, whatever their model: a batch paid
+        for under an earlier config is still collected."""
         rows = self.conn.execute(
-            "SELECT local_id, provider, model, batch_id, status, round, n_requests, created_at, input_file_id, "
-            "output_file_id, error_file_id, provider_status FROM batch_jobs "
-            "WHERE provider=? AND model=? AND status IN ('submitting','live') ORDER BY created_at",
-            (provider, model),
+            "SELECT local_id, provider, endpoint, model, batch_id, status, round, n_requests, created_at, "
+            "input_file_id, output_file_id, error_file_id, provider_status FROM batch_jobs "
+            "WHERE provider=? AND endpoint=? AND status IN ('submitting','live') ORDER BY created_at",
+            (provider, endpoint),
         ).fetchall()
         return [Job(*row) for row in rows]
 
@@ -165,13 +171,21 @@ class BatchJobStore:
             sql, params = sql + " AND state=?", params + [state]
         return {h: json.loads(p) for h, p in self.conn.execute(sql, params).fetchall()}
 
-    def hashes_in_open_jobs(self, provider: str, model: str) -> set[str]:
+    def hashes_in_open_jobs(self, provider: str, endpoint: str) -> set[str]:
         rows = self.conn.execute(
             "SELECT i.request_hash FROM batch_items i JOIN batch_jobs j ON i.local_id=j.local_id "
-            "WHERE j.provider=? AND j.model=? AND j.status IN ('submitting','live') AND i.state='pending'",
-            (provider, model),
+            "WHERE j.provider=? AND j.endpoint=? AND j.status IN ('submitting','live') AND i.state='pending'",
+            (provider, endpoint),
         ).fetchall()
         return {r[0] for r in rows}
+
+    def open_elsewhere(self, provider: str, endpoint: str) -> list[str]:
+        """Endpoints other than ``endpoint`` that still hold open jobs (the user switched base_url)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT endpoint FROM batch_jobs WHERE provider=? AND endpoint!=? AND status IN ('submitting','live')",
+            (provider, endpoint),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def claimed_batch_ids(self, provider: str) -> set[str]:
         rows = self.conn.execute("SELECT batch_id FROM batch_jobs WHERE provider=? AND batch_id IS NOT NULL",
@@ -212,6 +226,7 @@ def sdk_error(exc: Exception, where: str) -> TeacherError:
     err = _sdk_error(exc, status, where)
     # An HTTP answer means the provider decided; without one (timeout, reset) a submit may have landed.
     err.provider_answered = status is not None
+    err.status = status
     return err
 
 

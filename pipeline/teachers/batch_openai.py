@@ -9,7 +9,8 @@ cached the moment it is read.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.teachers.base import RetryableError, TeacherRequest
@@ -67,6 +68,7 @@ class OpenAIBatchAPI:
         key = api_key_for(cfg, "OPENAI_API_KEY")
         base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
         self.model = cfg.model
+        self.endpoint = base_url or "default"
         self.max_requests, self.max_bytes = max_requests, max_bytes
         # Uploads run to 200 MB: give them far longer than one chat request.
         self.client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=cfg.max_retries,

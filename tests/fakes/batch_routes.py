@@ -15,20 +15,19 @@ the real ``openai`` / ``anthropic`` clients over a real socket. What a test cont
 and what it counts: ``submissions[custom_id]`` (times an item was sent in any batch), ``calls``
 (per route), so a test can assert that nothing was submitted twice.
 
-Use ``install(app, fake)`` on any aiohttp app (``extra_routes`` hook: ``fake.hook``), or
-``BatchServer(fake)`` as a context manager that serves it on 127.0.0.1 from a thread.
+Add them to the shared fake server with ``FakeServer(extra_routes=[fake.hook])`` (then set
+``fake.base_url = srv.base``), or to any aiohttp app with ``install(app, fake)``.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -89,7 +88,7 @@ def anthropic_message(params: dict) -> dict:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -353,34 +352,3 @@ def install(app: web.Application, fake: BatchFake) -> None:
     app.router.add_get("/v1/messages/batches", list_anthropic_batches)
     app.router.add_get("/v1/messages/batches/{batch_id}", get_anthropic_batch)
     app.router.add_get("/v1/messages/batches/{batch_id}/results", anthropic_results)
-
-
-class BatchServer:
-    """Serve a ``BatchFake`` on 127.0.0.1 from a background thread: ``with BatchServer(fake) as url:``.
-    A thread (not the test's loop) so the code under test may run in its own loop or process."""
-
-    def __init__(self, fake: BatchFake):
-        self.fake = fake
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    async def _start(self) -> str:
-        app = web.Application(client_max_size=1024**3)
-        install(app, self.fake)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        self.fake.base_url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self.fake.base_url
-
-    def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
