@@ -222,3 +222,20 @@ def test_local_teacher_is_priced_by_machine_time_per_request_when_asked(tmp_path
     # mean 3.5 s per batch / 2 = 1.75 s per request; x $3.6/h = $0.00175 per request
     assert report["cost_per_1000"]["teacher_usd"] == pytest.approx(1.75)
     assert "batch" in report["latency"]["teacher"]["source"]
+
+
+def test_text_task_routes_on_mean_token_logprob_and_scores_rouge_l(tmp_path, data_root, tiny_model_dir):
+    folder = make_task(tmp_path, output={"kind": "text"}, user="Summarize: {{ text }}")
+    write_held_out(data_root, folder)  # the teacher's "summaries" are the words positive / negative
+    model_dir = install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.stages.evaluate import run_evaluate
+
+    report = run_evaluate(load_task(folder), quiet=True, limit=4)
+    assert report["quality"]["metric"] == "rouge_l" and report["reference"] == "teacher"
+    assert report["routing"]["confidence"] == "mean token logprob"
+    assert all(p["threshold"] <= 0 for p in report["routing"]["curve"])  # log-probabilities
+    preds = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    from pipeline.evaluation.metrics import rouge_l
+
+    expected = sum(rouge_l(p["student"] or None, p["teacher"]) for p in preds) / 4
+    assert report["quality"]["student"] == pytest.approx(expected)
