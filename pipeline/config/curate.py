@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.config.base import Section
 
@@ -23,18 +23,30 @@ class FiltersConfig(Section):
 
 
 class DedupeConfig(Section):
-    """Parameters that control exact and near-duplicate removal (MinHash LSH)."""
+    """Parameters that control exact and near-duplicate removal (MinHash LSH, rensa).
+
+    The defaults (2-word shingles, threshold 0.5, 128 permutations, 32 bands of 4) catch rewrites
+    with 5-15% of the words changed and sentences reordered, which the usual 5-word shingles at a
+    0.7-0.8 threshold miss almost entirely; bench/dedupe.py measures both and docs/curate.md says why."""
 
     enabled: bool = True
     compare: Literal["input", "output", "both"] = Field("input", description="Which text is compared: the input, the answer, or both.")
-    exact: bool = Field(True, description="Remove duplicates of the normalised text.")
+    exact: bool = Field(True, description="Remove duplicates of the normalised text (case, whitespace, Unicode form).")
     near: bool = Field(True, description="Remove near duplicates with MinHash LSH.")
-    threshold: float = Field(0.5, gt=0, le=1, description="Estimated Jaccard similarity above which two are duplicates.")
-    shingle_size: int = Field(3, ge=1, description="Words per shingle.")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations.")
+    threshold: float = Field(
+        0.5, gt=0, le=1, description="Estimated Jaccard similarity of the shingle sets at or above which two are duplicates."
+    )
+    shingle_size: int = Field(2, ge=1, description="Words per shingle (a text with fewer words is one shingle).")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (signature length).")
     num_bands: int | None = Field(
         None, ge=1, description="LSH bands (must divide num_perm); default: chosen from threshold and num_perm."
     )
+
+    @model_validator(mode="after")
+    def _bands_divide_perms(self) -> "DedupeConfig":
+        if self.num_bands is not None and self.num_perm % self.num_bands:
+            raise ValueError(f"num_bands {self.num_bands} must divide num_perm {self.num_perm} (e.g. 16, 32, 64)")
+        return self
 
 
 class DecontamConfig(Section):

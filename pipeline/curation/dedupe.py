@@ -15,6 +15,10 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+
+from pipeline.curation.shingles import hash_texts
+
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
 
@@ -22,6 +26,7 @@ _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 # Fixed, so the same records always give the same signatures and the same dataset.
 MINHASH_SEED = 42
+_BUCKET_REACH = 8
 
 
 def normalise_text(text: str) -> str:
@@ -69,6 +74,7 @@ class DedupeResult:
 
     kept_by: list[int]
     reason: dict[int, str] = field(default_factory=dict)  # dropped index -> EXACT | NEAR
+    flagged: int = 0  # texts sharing an LSH band with another
     candidate_pairs: int = 0
     verified_pairs: int = 0
 
@@ -111,31 +117,77 @@ def _clusters(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def _band_pairs(digests: np.ndarray, bands: int) -> np.ndarray:
+    """Candidate pairs (i < j), as an (m, 2) array: rows that agree on every value of some band.
+    Within a bucket, each row is paired with the next ``_BUCKET_REACH`` rows of the bucket, so small
+    buckets give all their pairs and a large one is still linked up without quadratic cost."""
+    n, num_perm = digests.shape
+    rows = num_perm // bands
+    found = []
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            block = digests[:, b * rows : (b + 1) * rows].astype(np.uint64)
+            key = np.zeros(n, dtype=np.uint64)
+            for c in range(rows):
+                key = (key ^ block[:, c]) * np.uint64(0x100000001B3)
+            order = np.argsort(key, kind="stable")
+            sorted_key = key[order]
+            for reach in range(1, _BUCKET_REACH + 1):
+                same = np.flatnonzero(sorted_key[reach:] == sorted_key[:-reach])
+                if len(same) == 0:
+                    break
+                found.append(np.stack((order[same], order[same + reach]), axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.sort(np.concatenate(found), axis=1)
+    return np.unique(pairs, axis=0)
+
+
+def _rows(flat: np.ndarray, offsets: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle rows of the texts ``pick``, as a new (flat, offsets) pair."""
+    starts = offsets[pick].astype(np.int64)
+    lengths = (offsets[pick + 1] - offsets[pick]).astype(np.int64)
+    new_offsets = np.zeros(len(pick) + 1, dtype=np.uint64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    index = np.repeat(starts - new_offsets[:-1].astype(np.int64), lengths) + np.arange(int(new_offsets[-1]))
+    return flat[index], new_offsets
+
+
 def near_duplicate_pairs(
-    texts: Sequence[str], *, threshold: float, shingle_size: int, num_perm: int, num_bands: int | None = None
-) -> tuple[list[tuple[int, int]], int]:
-    """Pairs (i, j), i < j, whose estimated Jaccard similarity of word shingles is >= threshold.
-    Returns the pairs and the number of LSH candidate pairs checked."""
+    flat: np.ndarray, offsets: np.ndarray, *, threshold: float, num_perm: int, num_bands: int | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Pairs (i, j) of texts (given as shingle-hash rows) whose estimated Jaccard similarity is
+    >= threshold, and counts of the work done.
+
+    rensa computes every signature in one call and flags the texts that share an LSH band with any
+    other; only those (usually a small share) have their signatures read back into numpy, where the
+    bands give candidate pairs and the signatures verify them."""
     import rensa
 
-    if len(texts) < 2:
-        return [], 0
-    shingle_sets = [word_shingles(t, shingle_size) for t in texts]
-    minhashes = rensa.RMinHash.from_token_sets(shingle_sets, num_perm, MINHASH_SEED)
+    n = len(offsets) - 1
+    stats = {"flagged": 0, "candidate_pairs": 0, "verified_pairs": 0}
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64), stats
     bands = num_bands or lsh_bands(threshold, num_perm)[0]
-    lsh = rensa.RMinHashLSH(threshold, num_perm, bands)
-    lsh.insert_many(minhashes)
-    pairs: list[tuple[int, int]] = []
-    checked = 0
-    for i, candidates in enumerate(lsh.query_all(minhashes)):
-        mh = minhashes[i]
-        for j in candidates:
-            if j <= i:
-                continue
-            checked += 1
-            if mh.jaccard(minhashes[j]) >= threshold:
-                pairs.append((i, j))
-    return pairs, checked
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, num_perm, MINHASH_SEED)
+    flags = rensa.RMinHashLSH(threshold, num_perm, bands).query_duplicate_flags_matrix_one_shot(matrix)
+    flagged = np.flatnonzero(np.asarray(flags, dtype=bool))
+    stats["flagged"] = len(flagged)
+    if len(flagged) < 2:
+        return np.zeros((0, 2), dtype=np.int64), stats
+    sub_flat, sub_offsets = _rows(flat, offsets, flagged)
+    sub = rensa.RMinHash.digest_matrix_from_flat_token_hashes(sub_flat, sub_offsets, num_perm, MINHASH_SEED)
+    digests = np.array(sub.to_rows(), dtype=np.uint64)
+    candidates = _band_pairs(digests, bands)
+    stats["candidate_pairs"] = len(candidates)
+    keep = np.zeros(len(candidates), dtype=bool)
+    for lo in range(0, len(candidates), 4096):  # bounded memory: 4096 x num_perm comparisons at a time
+        part = candidates[lo : lo + 4096]
+        agree = (digests[part[:, 0]] == digests[part[:, 1]]).mean(axis=1)
+        keep[lo : lo + 4096] = agree >= threshold
+    verified = flagged[candidates[keep]]
+    stats["verified_pairs"] = len(verified)
+    return verified, stats
 
 
 def dedupe(
@@ -154,40 +206,42 @@ def dedupe(
     n = len(texts)
     conf = list(confidences) if confidences is not None else [None] * n
     kept_by = list(range(n))
-    reason: dict[int, str] = {}
-    alive = list(range(n))
+    result = DedupeResult(kept_by=kept_by)
+    if n == 0:
+        return result
+    keys, flat, offsets = hash_texts(list(texts), shingle_size)
+    alive = np.arange(n)
     if exact:
-        best_of_key: dict[str, int] = {}
-        members: dict[str, list[int]] = {}
-        for i, t in enumerate(texts):
-            key = exact_key(t)
-            members.setdefault(key, []).append(i)
-            best_of_key[key] = i if key not in best_of_key else _better(best_of_key[key], i, conf)
-        for key, idx in members.items():
-            for i in idx:
-                if i != best_of_key[key]:
-                    kept_by[i] = best_of_key[key]
-                    reason[i] = EXACT
-        alive = [i for i in range(n) if kept_by[i] == i]
-    result = DedupeResult(kept_by=kept_by, reason=reason)
+        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
+        groups: dict[int, list[int]] = {}
+        for i in np.flatnonzero(counts[inverse] > 1).tolist():
+            groups.setdefault(int(inverse[i]), []).append(i)
+        for members in groups.values():
+            best = members[0]
+            for i in members[1:]:
+                best = _better(best, i, conf)
+            for i in members:
+                if i != best:
+                    kept_by[i] = best
+                    result.reason[i] = EXACT
+        alive = np.array([i for i in range(n) if kept_by[i] == i], dtype=np.int64)
     if near and len(alive) > 1:
-        pairs, checked = near_duplicate_pairs(
-            [texts[i] for i in alive],
-            threshold=threshold,
-            shingle_size=shingle_size,
-            num_perm=num_perm,
-            num_bands=num_bands,
+        sub_flat, sub_offsets = _rows(flat, offsets, alive)
+        pairs, stats = near_duplicate_pairs(
+            sub_flat, sub_offsets, threshold=threshold, num_perm=num_perm, num_bands=num_bands
         )
-        result.candidate_pairs, result.verified_pairs = checked, len(pairs)
-        for cluster in _clusters(len(alive), pairs):
-            idx = [alive[c] for c in cluster]
+        result.flagged, result.candidate_pairs, result.verified_pairs = (
+            stats["flagged"], stats["candidate_pairs"], stats["verified_pairs"])
+        for cluster in _clusters(len(alive), pairs.tolist()):
+            idx = [int(alive[c]) for c in cluster]
             best = idx[0]
             for i in idx[1:]:
                 best = _better(best, i, conf)
             for i in idx:
                 if i != best:
                     kept_by[i] = best
-                    reason[i] = NEAR
+                    result.reason[i] = NEAR
         # exact duplicates follow their representative if it was itself dropped as a near duplicate
         for i in range(n):
             if kept_by[i] != i and kept_by[kept_by[i]] != kept_by[i]:
