@@ -414,3 +414,27 @@ def test_a_batch_the_provider_no_longer_knows_is_reported_and_its_requests_go_ou
     with AnswerCache(tmp_path / "cache.sqlite") as cache:
         counts = batch(cfg, reqs, cache)
     assert counts["submitted"] == 2 and counts["completed"] == 2 and counts["resumed_batches"] == 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_create_answered_with_503_is_retried_and_makes_one_batch(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url, max_retries=1)
+    fake.create_faults = 1
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, requests_for(cfg, 2), cache)
+    assert counts["batches"] == 1 and counts["completed"] == 2
+    assert len(fake.openai_batches) + len(fake.anthropic_batches) == 1 and fake.duplicates() == {}
+
+
+def test_a_create_that_times_out_is_found_by_the_next_run_not_sent_again(fake, url, tmp_path):
+    cfg = teacher("openai", url, timeout_s=0.3, max_retries=3)
+    reqs = requests_for(cfg, 2)
+    fake.create_delay_s = 1.0  # the batch exists, but its id never reaches us
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError, match="re-run"):
+        batch(cfg, reqs, cache)
+    assert fake.calls["batches.create"] == 1  # a timed-out create is not retried blind
+    fake.create_delay_s = 0.0
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+    assert counts["resumed_batches"] == 1 and counts["submitted"] == 0 and counts["completed"] == 2
+    assert fake.calls["batches.create"] == 1 and fake.duplicates() == {}

@@ -15,7 +15,7 @@ from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError
 from pipeline.teachers.anthropic_backend import response_from_body
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import ItemResult, Job, Polled, sdk_error
+from pipeline.teachers.batch_jobs import UPLOAD_TIMEOUT_S, ItemResult, Job, Polled, create_batch_once, sdk_error
 from pipeline.teachers.openai_backend import api_key_for
 
 # The Message Batches limits (docs.anthropic.com/en/docs/build-with-claude/batch-processing).
@@ -67,8 +67,9 @@ class AnthropicBatchAPI:
         self.endpoint = base_url or "default"
         # The limit is on the whole request body: leave room for the {"requests": [...]} around the entries.
         self.max_requests, self.max_bytes = max_requests, max_bytes - 64
+        self.timeout_s, self.max_retries = cfg.timeout_s, cfg.max_retries
         self.client = anthropic.AsyncAnthropic(api_key=key, base_url=base_url, max_retries=cfg.max_retries,
-                                               timeout=max(cfg.timeout_s, 600.0))
+                                               timeout=cfg.timeout_s)
 
     def entry(self, req: TeacherRequest) -> dict:
         return {"custom_id": req.request_hash, "params": message_params(self.model, req)}
@@ -78,10 +79,10 @@ class AnthropicBatchAPI:
         return (json.dumps(entry, ensure_ascii=False) + ",").encode("utf-8")  # one element of the JSON array
 
     async def submit(self, entries: list[dict], job: Job) -> dict[str, str]:
-        try:
-            batch = await self.client.messages.batches.create(requests=entries)
-        except self._errors as exc:
-            raise sdk_error(exc, "anthropic batch submit") from None
+        batch = await create_batch_once(
+            lambda: self.client.with_options(max_retries=0).messages.batches.create(
+                requests=entries, timeout=max(self.timeout_s, UPLOAD_TIMEOUT_S)),
+            self._errors, "anthropic batch submit", self.max_retries)
         return {"batch_id": batch.id}
 
     async def find(self, job: Job, claimed: set[str] = frozenset()) -> str | None:

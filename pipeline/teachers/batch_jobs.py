@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipeline.errors import TeacherError
@@ -217,6 +218,31 @@ class ItemResult:
     outcome: str
     response: Any = None  # TeacherResponse when ok
     reason: str | None = None
+
+
+# Answers that a retry may fix. To a create call they also prove nothing was created.
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+UPLOAD_TIMEOUT_S = 600.0  # a batch body runs to 200-256 MB: far longer than one chat request
+
+
+async def create_batch_once(create: Callable[[], Awaitable[Any]], sdk_errors: tuple, where: str,
+                            max_retries: int) -> Any:
+    """Call a batch-creating POST whose client has SDK retries off. Neither SDK sends an
+    idempotency key, so its retry of a timed-out create could start a second, paid batch; here only
+    answers that prove nothing was created (429, 5xx) are retried, with tenacity's backoff. A
+    timeout is raised as is: the job stays ``submitting`` and the next run looks for it."""
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(lambda exc: getattr(exc, "status_code", None) in RETRYABLE_STATUS),
+        stop=stop_after_attempt(max_retries + 1), wait=wait_exponential_jitter(multiplier=0.5, max=60), reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await create()
+    except sdk_errors as exc:
+        raise sdk_error(exc, where) from None
 
 
 def sdk_error(exc: Exception, where: str) -> TeacherError:

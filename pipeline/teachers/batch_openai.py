@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import ItemResult, Job, Polled, sdk_error
+from pipeline.teachers.batch_jobs import RETRYABLE_STATUS, UPLOAD_TIMEOUT_S, ItemResult, Job, Polled, create_batch_once, sdk_error
 from pipeline.teachers.openai_backend import api_key_for, response_from_body
 
 # The Batch API's input file limits (platform.openai.com/docs/guides/batch).
@@ -23,8 +23,6 @@ MAX_BYTES = 200 * 1024 * 1024
 ENDPOINT = "/v1/chat/completions"
 # Statuses after which a batch changes no more.
 _ENDED = {"completed", "expired", "cancelled", "failed"}
-# Per-item HTTP statuses a resubmission may fix; any other non-200 is the request's own fault.
-_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
 def chat_body(model: str, req: TeacherRequest) -> dict[str, Any]:
@@ -54,7 +52,7 @@ def item_result(line: dict, latency_s: float) -> ItemResult:
         except RetryableError as exc:  # a malformed completion: paid for, but unusable; ask again
             return ItemResult(cid, "retry", reason=str(exc)[:200])
     message = (((response or {}).get("body") or {}).get("error") or {}).get("message", "")
-    outcome = "retry" if status in _RETRYABLE_STATUS else "failed"
+    outcome = "retry" if status in RETRYABLE_STATUS else "failed"  # any other is the request's own fault
     return ItemResult(cid, outcome, reason=f"HTTP {status}: {message}"[:200])
 
 
@@ -70,9 +68,9 @@ class OpenAIBatchAPI:
         self.model = cfg.model
         self.endpoint = base_url or "default"
         self.max_requests, self.max_bytes = max_requests, max_bytes
-        # Uploads run to 200 MB: give them far longer than one chat request.
+        self.timeout_s, self.max_retries = cfg.timeout_s, cfg.max_retries
         self.client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=cfg.max_retries,
-                                         timeout=max(cfg.timeout_s, 600.0))
+                                         timeout=cfg.timeout_s)
 
     def entry(self, req: TeacherRequest) -> dict:
         return {"custom_id": req.request_hash, "method": "POST", "url": ENDPOINT, "body": chat_body(self.model, req)}
@@ -83,14 +81,16 @@ class OpenAIBatchAPI:
 
     async def submit(self, entries: list[dict], job: Job) -> dict[str, str]:
         data = b"".join(self.entry_bytes(e) for e in entries)
-        try:
-            upload = await self.client.files.create(file=(f"distill-{job.local_id}.jsonl", data), purpose="batch")
-            batch = await self.client.batches.create(
-                input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h",
-                metadata={"distill_local_id": job.local_id},
-            )
+        try:  # a repeated upload costs nothing: the SDK may retry it
+            upload = await self.client.files.create(file=(f"distill-{job.local_id}.jsonl", data), purpose="batch",
+                                                    timeout=max(self.timeout_s, UPLOAD_TIMEOUT_S))
         except self._errors as exc:
-            raise sdk_error(exc, "openai batch submit") from None
+            raise sdk_error(exc, "openai batch upload") from None
+        batch = await create_batch_once(
+            lambda: self.client.with_options(max_retries=0).batches.create(
+                input_file_id=upload.id, endpoint=ENDPOINT, completion_window="24h",
+                metadata={"distill_local_id": job.local_id}),
+            self._errors, "openai batch submit", self.max_retries)
         return {"batch_id": batch.id, "input_file_id": upload.id}
 
     async def find(self, job: Job, claimed: set[str] = frozenset()) -> str | None:

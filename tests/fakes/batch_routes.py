@@ -11,6 +11,9 @@ the real ``openai`` / ``anthropic`` clients over a real socket. What a test cont
     max_requests/bytes  the provider's per-batch limits (defaults: the real ones)
     api_key             when set, other keys get a 401 in the provider's error shape
     poll_faults         the next N batch GETs answer 503 (an outage while polling)
+    create_faults       the next N batch creates answer 503 (and create nothing)
+    create_delay_s      a create registers the batch, then waits this long before answering
+                        (a client timeout then leaves a batch the client never heard of)
 
 and what it counts: ``submissions[custom_id]`` (times an item was sent in any batch), ``calls``
 (per route), so a test can assert that nothing was submitted twice.
@@ -20,6 +23,7 @@ Add them to the shared fake server with ``FakeServer(extra_routes=[fake.hook])``
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -101,6 +105,8 @@ class BatchFake:
     anthropic_max_bytes: int = ANTHROPIC_MAX_BYTES
     api_key: str | None = None
     poll_faults: int = 0
+    create_faults: int = 0
+    create_delay_s: float = 0.0
     base_url: str = ""  # set when served: Anthropic's results_url is absolute
     files: dict[str, bytes] = field(default_factory=dict)
     openai_batches: dict[str, dict] = field(default_factory=dict)
@@ -170,6 +176,9 @@ def install(app: web.Application, fake: BatchFake) -> None:
         fake.calls["batches.create"] += 1
         if (denied := openai_auth(request)) is not None:
             return denied
+        if fake.create_faults > 0:
+            fake.create_faults -= 1
+            return _openai_error(503, "The server is overloaded")
         body = await request.json()
         data = fake.files.get(body.get("input_file_id", ""))
         if data is None:
@@ -202,6 +211,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
                 attempts[cid] = fake.submissions[cid]
             fake._private[batch["id"]] = {"lines": lines, "attempts": attempts, "polls": 0}
         fake.openai_batches[batch["id"]] = batch
+        await asyncio.sleep(fake.create_delay_s)
         return web.json_response(batch)
 
     def finish_openai(batch: dict) -> None:
@@ -265,6 +275,9 @@ def install(app: web.Application, fake: BatchFake) -> None:
         fake.calls["messages.batches.create"] += 1
         if (denied := anthropic_auth(request)) is not None:
             return denied
+        if fake.create_faults > 0:
+            fake.create_faults -= 1
+            return _anthropic_error(529, "Overloaded")
         raw = await request.read()
         reqs = json.loads(raw).get("requests", [])
         ids = [r.get("custom_id") for r in reqs]
@@ -285,6 +298,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
             attempts[cid] = fake.submissions[cid]
         fake._private[batch["id"]] = {"lines": reqs, "attempts": attempts, "polls": 0}
         fake.anthropic_batches[batch["id"]] = batch
+        await asyncio.sleep(fake.create_delay_s)
         return web.json_response(batch)
 
     def finish_anthropic(batch: dict) -> None:
