@@ -70,3 +70,51 @@ def test_shingles_and_bands():
     assert word_shingles("one", 3) == ["one"]
     bands, rows = lsh_bands(0.5, 128)
     assert bands * rows == 128 and (1 / bands) ** (1 / rows) <= 0.45
+
+
+UNICODE_TEXTS = [
+    "Café “Olé” — the crème brûlée was great!",
+    "CAFÉ \u201colé\u201d \u2014 THE CRÈME BRÛLÉE WAS GREAT!",
+    "Cafe\u0301 ole\u0301 the cre\u0300me bru\u0302le\u0301e was great",  # decomposed accents: NFKC makes them equal
+    "two words",
+    "one",
+    "",
+    "   ",
+    "日本語 の テキスト です",
+    "snake_case and digits 123 stay words",
+]
+
+
+def test_vectorised_hashing_matches_the_plain_python_definitions():
+    from pipeline.curation.shingles import hash_texts
+
+    texts = UNICODE_TEXTS + [t.upper() for t in UNICODE_TEXTS] + [t + " extra" for t in UNICODE_TEXTS]
+    for size in (1, 2, 3):
+        keys, flat, offsets = hash_texts(texts, size)
+        rows = [frozenset(flat[offsets[i]:offsets[i + 1]].tolist()) for i in range(len(texts))]
+        reference = [frozenset(word_shingles(t, size)) for t in texts]
+        for i in range(len(texts)):
+            assert int(offsets[i + 1] - offsets[i]) == max(len(word_shingles(texts[i], size)), 1)
+            for j in range(len(texts)):
+                same_key = tuple(keys[i]) == tuple(keys[j])
+                assert same_key == (normalise_text(texts[i]) == normalise_text(texts[j])), (texts[i], texts[j])
+                assert (rows[i] == rows[j]) == (reference[i] == reference[j]), (size, texts[i], texts[j])
+
+
+def test_chunk_boundaries_do_not_change_the_hashes(monkeypatch):
+    import pipeline.curation.shingles as shingles
+
+    texts, _, _ = make_records(60, seed=4)
+    whole = shingles.hash_texts(texts, 2)
+    monkeypatch.setattr(shingles, "_CHUNK_BYTES", 700)  # about one text per chunk
+    split = shingles.hash_texts(texts, 2)
+    for a, b in zip(whole, split):
+        assert (a == b).all()
+
+
+def test_num_bands_must_divide_num_perm():
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="must divide"):
+        DedupeConfig(num_perm=128, num_bands=48)

@@ -9,7 +9,6 @@ Python; the stage needs that speed at 100k+ records (see docs/curate.md for the 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -30,17 +29,18 @@ _BUCKET_REACH = 8
 
 
 def normalise_text(text: str) -> str:
-    """Unicode NFKC, case-folded, whitespace collapsed: what an exact duplicate must share."""
+    """Unicode NFKC, case-folded, whitespace collapsed: what an exact duplicate must share (the
+    reference definition; the stage compares a 128-bit hash of it, see shingles.py)."""
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def exact_key(text: str) -> str:
-    return hashlib.blake2b(normalise_text(text).encode("utf-8"), digest_size=16).hexdigest()
-
-
 def word_shingles(text: str, size: int) -> list[str]:
-    """Case-folded word n-grams. Punctuation is dropped, so a moved comma changes nothing; a text
-    shorter than ``size`` words is one shingle of all its words."""
+    """Case-folded word n-grams (after NFKC). Punctuation is dropped, so a moved comma changes
+    nothing; a text shorter than ``size`` words is one shingle of all its words. The stage hashes
+    the same shingles vectorised (pipeline/curation/shingles.py); this is the reference definition
+    the tests compare against, and what the bench feeds datasketch."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
     words = _WORD.findall(text.casefold())
     if len(words) <= size:
         return [" ".join(words)] if words else [""]
