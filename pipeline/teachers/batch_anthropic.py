@@ -15,7 +15,14 @@ from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError
 from pipeline.teachers.anthropic_backend import response_from_body
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import UPLOAD_TIMEOUT_S, ItemResult, Job, Polled, create_batch_once, sdk_error
+from pipeline.teachers.batch_jobs import (
+    UPLOAD_TIMEOUT_S,
+    ItemResult,
+    Job,
+    Polled,
+    create_batch_once,
+    sdk_error,
+)
 from pipeline.teachers.openai_backend import api_key_for
 
 # The Message Batches limits (docs.anthropic.com/en/docs/build-with-claude/batch-processing).

@@ -14,7 +14,15 @@ from typing import Any
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import RETRYABLE_STATUS, UPLOAD_TIMEOUT_S, ItemResult, Job, Polled, create_batch_once, sdk_error
+from pipeline.teachers.batch_jobs import (
+    RETRYABLE_STATUS,
+    UPLOAD_TIMEOUT_S,
+    ItemResult,
+    Job,
+    Polled,
+    create_batch_once,
+    sdk_error,
+)
 from pipeline.teachers.openai_backend import api_key_for, response_from_body
 
 # The Batch API's input file limits (platform.openai.com/docs/guides/batch).
