@@ -239,3 +239,24 @@ def test_text_task_routes_on_mean_token_logprob_and_scores_rouge_l(tmp_path, dat
 
     expected = sum(rouge_l(p["student"] or None, p["teacher"]) for p in preds) / 4
     assert report["quality"]["student"] == pytest.approx(expected)
+
+
+def test_label_scores_in_a_padded_batch_equal_one_unpadded_forward_each(tiny_model_dir):
+    import torch
+
+    from pipeline.evaluation.student import _prompt_texts, _stop_token_id, load_student, score_label_strings
+
+    model, tok = load_student(tiny_model_dir)
+    texts = _prompt_texts(tok, [[Message(role="user", content="hi")],
+                                [Message(role="user", content="a much longer review of the movie with many words")]])
+    labels = ["positive", "negative", "great movie"]  # labels of different token lengths
+    got = score_label_strings(model, tok, texts, labels, max_rows=4)  # 6 rows: two chunks
+    stop = _stop_token_id(model, tok)
+    for text, scores in zip(texts, got):
+        prompt = tok(text, add_special_tokens=False)["input_ids"]
+        for label in labels:
+            ids = prompt + tok(label, add_special_tokens=False)["input_ids"] + [stop]
+            with torch.inference_mode():
+                lp = model(input_ids=torch.tensor([ids])).logits.log_softmax(-1)[0]
+            expected = sum(lp[t - 1, ids[t]].item() for t in range(len(prompt), len(ids)))
+            assert scores[label] == pytest.approx(expected, abs=1e-4)

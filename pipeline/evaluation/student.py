@@ -115,7 +115,8 @@ def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int) 
     return answers, token_lps
 
 
-def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:
+def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence[str],
+                        max_rows: int = 64) -> list[dict[str, float]]:
     """log P(label string, then the stop token | prompt) for every prompt and label: the
     probability that the label is the student's whole answer, summed over its tokens."""
     import torch
@@ -123,22 +124,27 @@ def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence
     stop = _stop_token_id(model, tokenizer)
     label_ids = [tokenizer(label, add_special_tokens=False)["input_ids"] + [stop] for label in labels]
     prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    seqs = [(p, lab) for p in prompt_ids for lab in label_ids]
-    width = max(len(p) + len(lab) for p, lab in seqs)
-    pad = tokenizer.pad_token_id
-    # right padding: the scored positions then sit at known offsets after each prompt
-    ids = torch.tensor([p + lab + [pad] * (width - len(p) - len(lab)) for p, lab in seqs])
-    mask = torch.tensor([[1] * (len(p) + len(lab)) + [0] * (width - len(p) - len(lab)) for p, lab in seqs])
-    with torch.inference_mode():
-        logprobs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-    out: list[dict[str, float]] = []
-    for j, (p, lab) in enumerate(seqs):
-        positions = range(len(p) - 1, len(p) + len(lab) - 1)  # logits at t predict token t+1
-        total = sum(logprobs[j, pos, tok].item() for pos, tok in zip(positions, lab))
-        if j % len(labels) == 0:
-            out.append({})
-        out[-1][labels[j % len(labels)]] = total
-    return out
+    seqs = [p + lab for p in prompt_ids for lab in label_ids]
+    tail = max(len(lab) for lab in label_ids)
+    totals: list[float] = []
+    for start in range(0, len(seqs), max_rows):
+        chunk = seqs[start : start + max_rows]
+        width = max(len(s) for s in chunk)
+        # left padding, so every sequence ends at the last position and only the last `tail` + 1
+        # positions need logits (a full-vocabulary log-softmax everywhere would cost GBs);
+        # position ids are given explicitly so padding does not shift them
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(s)) + s for s in chunk])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                           logits_to_keep=tail + 1).logits
+        logprobs = logits.float().log_softmax(-1)  # [rows, tail + 1, vocab]; row t predicts token t+1
+        for row, seq in enumerate(chunk):
+            lab = label_ids[(start + row) % len(labels)]
+            first = tail - len(lab)  # the logit that predicts the label's first token
+            totals.append(sum(logprobs[row, first + k, tok].item() for k, tok in enumerate(lab)))
+    return [dict(zip(labels, totals[i : i + len(labels)])) for i in range(0, len(totals), len(labels))]
 
 
 def run_student(
