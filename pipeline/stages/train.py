@@ -118,8 +118,12 @@ def run_train(
     from pipeline.training.data import choose_kd_level, encode_rows, read_train_rows
     from pipeline.training.student_init import build_student
 
+    import torch
+
     t0 = time.perf_counter()
-    state = PartialState()
+    # cpu=True on a machine without CUDA: under a torchrun-style launcher accelerate then picks gloo
+    # (MULTI_CPU) instead of silently running each rank alone. First PartialState wins, so do it here.
+    state = PartialState(cpu=not torch.cuda.is_available())
     task_file = str(task.path / "task.yaml")
     paths = TaskPaths(task.name)
     resume = "latest" if resume is True else (resume or None)
@@ -226,7 +230,8 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
         "config": {"student": task.config.student.model_dump(), "train": cfg.model_dump()},
         "inputs": inputs,
         "params": {"method": cfg.method, "kd_level": level, "temperature": cfg.temperature, "alpha": cfg.alpha,
-                   "sft_overrides": overrides, "resumed_from": resume_ckpt},
+                   "sft_overrides": overrides, "resumed_from": resume_ckpt,
+                   "world_size": trainer.accelerator.num_processes},
         "counts": counts,
         "timings": timings,
         "model_version": out_dir.name,

@@ -56,6 +56,7 @@ def cpu_safe_defaults(output_dir: Path, *, quiet: bool) -> dict[str, Any]:
         "output_dir": str(output_dir),
         "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
         "fp16": False,
+        "use_cpu": not cuda,
         "report_to": "none",
         "logging_steps": 10,
         "save_total_limit": 2,

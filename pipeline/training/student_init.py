@@ -60,7 +60,7 @@ def from_teacher_layers(teacher_dir: Path, layer_map: list[int] | None = None, *
 
     model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=dtype or torch.float32)
     backbone, layers = decoder_layers(model)
-    keep = check_layer_map(layer_map or default_layer_map(len(layers)), len(layers))
+    keep = check_layer_map(default_layer_map(len(layers)) if layer_map is None else layer_map, len(layers))
     backbone.layers = torch.nn.ModuleList([layers[i] for i in keep])
     for new_idx, layer in enumerate(backbone.layers):
         attn = getattr(layer, "self_attn", None)
