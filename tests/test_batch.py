@@ -184,6 +184,18 @@ def test_only_failed_and_expired_items_are_resubmitted(provider, fake, url, tmp_
     assert list(counts["failed_requests"]) == [invalid] and counts["failed"] == 1
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_cancelled_items_are_reported_not_resubmitted(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 3)
+    cancelled = reqs[0].request_hash
+    fake.outcome = lambda cid, attempt: "canceled" if cid == cancelled else "ok"
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+    assert counts["failed_requests"] == {cancelled: "batch cancelled" if provider == "openai" else "batch canceled"}
+    assert counts["completed"] == 2 and counts["resubmitted"] == 0 and fake.submissions[cancelled] == 1
+
+
 def test_resubmission_stops_after_max_rounds(fake, url, tmp_path):
     cfg = teacher("openai", url)
     reqs = requests_for(cfg, 2)

@@ -220,9 +220,15 @@ class _BatchRun:
                     self.failures[h] = res.reason or "failed"
             if len(seen) % _FLUSH_EVERY == 0:
                 self.flush_marks(job, marks)
-        for h in payloads.keys() - seen:  # in neither file: the provider lost it, or its line was unreadable
-            marks["retry"].append((h, "missing from the results"))
-            retry[h] = "missing from the results"
+        cancelled = polled.status in ("cancelled", "canceled")
+        for h in payloads.keys() - seen:  # no result: never run (cancelled), lost, or its line was unreadable
+            if cancelled:  # someone stopped this batch on purpose: don't start it again behind their back
+                marks["failed"].append((h, "batch cancelled"))
+                if h in self.wanted:
+                    self.failures[h] = "batch cancelled"
+            else:
+                marks["retry"].append((h, "missing from the results"))
+                retry[h] = "missing from the results"
         self.flush_marks(job, marks)
         self.store.update_job(job, status="ended", provider_status=polled.status,
                               output_file_id=polled.output_file_id, error_file_id=polled.error_file_id)

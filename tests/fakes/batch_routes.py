@@ -7,7 +7,8 @@ the real ``openai`` / ``anthropic`` clients over a real socket. What a test cont
     polls_to_complete   how many GET /batches/{id} answer "in progress" before the batch ends
     outcome(cid, n)     per item and per submission n (1, 2, ...): "ok", "error" (a 500 / api_error:
                         worth a retry), "invalid" (a 400 / invalid_request_error: not worth one),
-                        or "expired" (the batch ran out of time before this item)
+                        "expired" (the batch ran out of time before this item), or "canceled"
+                        (someone cancelled the batch first: OpenAI leaves it out of both files)
     max_requests/bytes  the provider's per-batch limits (defaults: the real ones)
     api_key             when set, other keys get a 401 in the provider's error shape
     poll_faults         the next N batch GETs answer 503 (an outage while polling)
@@ -216,7 +217,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
 
     def finish_openai(batch: dict) -> None:
         priv = fake._private[batch["id"]]
-        out, err, expired = [], [], False
+        out, err, expired, cancelled = [], [], False, False
         for line in priv["lines"]:
             cid = line["custom_id"]
             result = fake.outcome(cid, priv["attempts"][cid])
@@ -224,6 +225,8 @@ def install(app: web.Application, fake: BatchFake) -> None:
             if result == "ok":
                 out.append({"id": rid, "custom_id": cid, "error": None,
                             "response": {"status_code": 200, "request_id": "req_" + rid, "body": chat_completion(line["body"])}})
+            elif result == "canceled":
+                cancelled = True
             elif result == "expired":
                 expired = True
                 err.append({"id": rid, "custom_id": cid, "response": None, "error": {
@@ -240,9 +243,9 @@ def install(app: web.Application, fake: BatchFake) -> None:
                 fake.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
                 batch[kind] = file_id
         now = int(time.time())
-        batch.update(status="expired" if expired else "completed", request_counts={
-            "total": len(priv["lines"]), "completed": len(out), "failed": len(err)})
-        batch["expired_at" if expired else "completed_at"] = now
+        status = "cancelled" if cancelled else "expired" if expired else "completed"
+        batch.update(status=status, request_counts={"total": len(priv["lines"]), "completed": len(out), "failed": len(err)})
+        batch[{"cancelled": "cancelled_at", "expired": "expired_at"}.get(status, "completed_at")] = now
 
     async def get_openai_batch(request: web.Request) -> web.Response:
         fake.calls["batches.retrieve"] += 1
