@@ -176,7 +176,8 @@ def run_curate(task: TaskFolder, *, quiet: bool = False, strict: bool = False) -
     )
     rows = {"train": [], "eval": []}
     for (record, verdict), split in zip(kept, splits):
-        rows[split].append(build.to_train_row(record, verdict.completion, verdict.span, verdict.label))
+        row = build.to_train_row(record, verdict.completion, verdict.span, verdict.label)
+        rows[split].append(row.model_dump(mode="json"))
 
     paths.versions_dir.mkdir(parents=True, exist_ok=True)
     version = build.new_version_name(paths.versions_dir)
