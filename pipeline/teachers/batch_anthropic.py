@@ -17,13 +17,13 @@ from pipeline.teachers.anthropic_backend import response_from_body
 from pipeline.teachers.base import RetryableError, TeacherRequest
 from pipeline.teachers.batch_jobs import (
     UPLOAD_TIMEOUT_S,
+    BatchAPIBase,
     ItemResult,
     Job,
     Polled,
     create_batch_once,
     sdk_error,
 )
-from pipeline.teachers.openai_backend import api_key_for
 
 # The Message Batches limits (docs.anthropic.com/en/docs/build-with-claude/batch-processing).
 MAX_REQUESTS = 100_000
@@ -61,22 +61,16 @@ def item_result(row: Any, latency_s: float) -> ItemResult:
     return ItemResult(row.custom_id, outcome, reason=f"{err.type}: {err.message}"[:200])
 
 
-class AnthropicBatchAPI:
-    provider = "anthropic"
+class AnthropicBatchAPI(BatchAPIBase):
+    provider, key_env = "anthropic", "ANTHROPIC_API_KEY"
 
     def __init__(self, cfg: TeacherConfig, *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES):
         import anthropic
 
-        self._errors = (anthropic.APIError,)
-        key = api_key_for(cfg, "ANTHROPIC_API_KEY")
-        base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
-        self.model = cfg.model
-        self.endpoint = base_url or "default"
         # The limit is on the whole request body: leave room for the {"requests": [...]} around the entries.
-        self.max_requests, self.max_bytes = max_requests, max_bytes - 64
-        self.timeout_s, self.max_retries = cfg.timeout_s, cfg.max_retries
-        self.client = anthropic.AsyncAnthropic(api_key=key, base_url=base_url, max_retries=cfg.max_retries,
-                                               timeout=cfg.timeout_s)
+        super().__init__(cfg, anthropic, max_requests, max_bytes - 64)
+        self.client = anthropic.AsyncAnthropic(api_key=self.key, base_url=self.base_url,
+                                               max_retries=self.max_retries, timeout=self.timeout_s)
 
     def entry(self, req: TeacherRequest) -> dict:
         return {"custom_id": req.request_hash, "params": message_params(self.model, req)}

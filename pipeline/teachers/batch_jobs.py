@@ -193,7 +193,28 @@ class BatchJobStore:
         return {r[0] for r in rows}
 
 
-# -- what a provider adapter (batch_openai.py, batch_anthropic.py) hands back ------------------
+# -- what the provider adapters (batch_openai.py, batch_anthropic.py) share ---------------------
+class BatchAPIBase:
+    """Settings both adapters read from the teacher config. A subclass sets ``provider`` and
+    ``key_env`` and builds its SDK client from ``key``, ``base_url``, ``timeout_s``, ``max_retries``."""
+
+    provider: str
+    key_env: str
+
+    def __init__(self, cfg: Any, sdk: Any, max_requests: int, max_bytes: int):
+        from pipeline.teachers.openai_backend import api_key_for
+
+        self._errors = (sdk.APIError,)
+        self.key = api_key_for(cfg, self.key_env)
+        # Batches are not spread over replicas: a list of base URLs sends them to the first.
+        self.base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
+        self.endpoint = self.base_url or "default"
+        self.model = cfg.model
+        self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.timeout_s, self.max_retries = cfg.timeout_s, cfg.max_retries
+
+
+# -- what a provider adapter hands back ----------------------------------------------------------
 @dataclass
 class Polled:
     """A batch's state at one poll."""

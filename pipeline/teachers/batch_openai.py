@@ -17,13 +17,14 @@ from pipeline.teachers.base import RetryableError, TeacherRequest
 from pipeline.teachers.batch_jobs import (
     RETRYABLE_STATUS,
     UPLOAD_TIMEOUT_S,
+    BatchAPIBase,
     ItemResult,
     Job,
     Polled,
     create_batch_once,
     sdk_error,
 )
-from pipeline.teachers.openai_backend import api_key_for, response_from_body
+from pipeline.teachers.openai_backend import response_from_body
 
 # The Batch API's input file limits (platform.openai.com/docs/guides/batch).
 MAX_REQUESTS = 50_000
@@ -64,21 +65,15 @@ def item_result(line: dict, latency_s: float) -> ItemResult:
     return ItemResult(cid, outcome, reason=f"HTTP {status}: {message}"[:200])
 
 
-class OpenAIBatchAPI:
-    provider = "openai"
+class OpenAIBatchAPI(BatchAPIBase):
+    provider, key_env = "openai", "OPENAI_API_KEY"
 
     def __init__(self, cfg: TeacherConfig, *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES):
         import openai
 
-        self._errors = (openai.APIError,)
-        key = api_key_for(cfg, "OPENAI_API_KEY")
-        base_url = cfg.base_url[0] if isinstance(cfg.base_url, list) else cfg.base_url
-        self.model = cfg.model
-        self.endpoint = base_url or "default"
-        self.max_requests, self.max_bytes = max_requests, max_bytes
-        self.timeout_s, self.max_retries = cfg.timeout_s, cfg.max_retries
-        self.client = openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=cfg.max_retries,
-                                         timeout=cfg.timeout_s)
+        super().__init__(cfg, openai, max_requests, max_bytes)
+        self.client = openai.AsyncOpenAI(api_key=self.key, base_url=self.base_url, max_retries=self.max_retries,
+                                         timeout=self.timeout_s)
 
     def entry(self, req: TeacherRequest) -> dict:
         return {"custom_id": req.request_hash, "method": "POST", "url": ENDPOINT, "body": chat_body(self.model, req)}

@@ -148,6 +148,14 @@ def install(app: web.Application, fake: BatchFake) -> None:
             return _anthropic_error(401, "invalid x-api-key")
         return None
 
+    def register(batch_id: str, lines: list[dict]) -> None:
+        """Count each item's submission; remember which submission of it this batch is."""
+        attempts = {}
+        for line in lines:
+            fake.submissions[line["custom_id"]] += 1
+            attempts[line["custom_id"]] = fake.submissions[line["custom_id"]]
+        fake._private[batch_id] = {"lines": lines, "attempts": attempts, "polls": 0}
+
     # ---------------------------------------------------------------- OpenAI Files
     async def upload_file(request: web.Request) -> web.Response:
         fake.calls["files.create"] += 1
@@ -206,11 +214,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
                          errors={"object": "list", "data": [{"code": problem[0], "message": problem[1], "line": None}]})
         else:
             batch["request_counts"]["total"] = len(lines)
-            attempts = {}
-            for cid in ids:
-                fake.submissions[cid] += 1
-                attempts[cid] = fake.submissions[cid]
-            fake._private[batch["id"]] = {"lines": lines, "attempts": attempts, "polls": 0}
+            register(batch["id"], lines)
         fake.openai_batches[batch["id"]] = batch
         await asyncio.sleep(fake.create_delay_s)
         return web.json_response(batch)
@@ -295,11 +299,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
                  "request_counts": {"processing": len(reqs), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
                  "ended_at": None, "created_at": _iso(now), "expires_at": _iso(now + 86400), "archived_at": None,
                  "cancel_initiated_at": None, "results_url": None}
-        attempts = {}
-        for cid in ids:
-            fake.submissions[cid] += 1
-            attempts[cid] = fake.submissions[cid]
-        fake._private[batch["id"]] = {"lines": reqs, "attempts": attempts, "polls": 0}
+        register(batch["id"], reqs)
         fake.anthropic_batches[batch["id"]] = batch
         await asyncio.sleep(fake.create_delay_s)
         return web.json_response(batch)
