@@ -29,14 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config.curate import DedupeConfig  # noqa: E402
-from pipeline.curation.dedupe import dedupe, lsh_bands, word_shingles  # noqa: E402
+from pipeline.config.curate import DedupeConfig
+from pipeline.curation.dedupe import dedupe, lsh_bands, word_shingles
 
-FUNCTION_WORDS = (
-    "the of and to a in is that it was for on are as with his they at be this from have or by one "
-    "had not but what all were when we there can an your which their said if do will each about how "
-    "up out them then she many some so these would other into has more her two like him see time"
-).split()
+FUNCTION_WORDS = ["the", "of", "and", "to", "a", "in", "is", "that", "it", "was", "for", "on", "are", "as", "with", "his", "they", "at", "be", "this", "from", "have", "or", "by", "one", "had", "not", "but", "what", "all", "were", "when", "we", "there", "can", "an", "your", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then", "she", "many", "some", "so", "these", "would", "other", "into", "has", "more", "her", "two", "like", "him", "see", "time"]
 
 
 def make_vocabulary(rng: random.Random, size: int = 20000) -> tuple[list[str], list[float]]:

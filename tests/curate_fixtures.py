@@ -1,14 +1,23 @@
 """Records as the generate stage writes them, with OpenAI-shaped top-5 logprobs, for the curate tests."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from pipeline.records import Message, Record, TeacherInfo, TokenLogprob, TokenPosition, Usage, request_hash, write_jsonl
+from pipeline.records import (
+    Message,
+    Record,
+    TeacherInfo,
+    TokenLogprob,
+    TokenPosition,
+    Usage,
+    request_hash,
+    write_jsonl,
+)
 
-CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def position(token: str, logprob: float, top: list[tuple[str, float]]) -> TokenPosition:

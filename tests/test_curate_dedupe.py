@@ -14,7 +14,7 @@ BASE = ("The acting in this quiet drama is superb and the ending stayed with me 
 
 def _defaults() -> dict:
     c = DedupeConfig()
-    return dict(threshold=c.threshold, shingle_size=c.shingle_size, num_perm=c.num_perm, num_bands=c.num_bands)
+    return {"threshold": c.threshold, "shingle_size": c.shingle_size, "num_perm": c.num_perm, "num_bands": c.num_bands}
 
 
 def test_exact_duplicates_differ_only_in_case_and_whitespace():
@@ -102,7 +102,7 @@ def test_vectorised_hashing_matches_the_plain_python_definitions():
 
 
 def test_chunk_boundaries_do_not_change_the_hashes(monkeypatch):
-    import pipeline.curation.shingles as shingles
+    from pipeline.curation import shingles
 
     texts, _, _ = make_records(60, seed=4)
     whole = shingles.hash_texts(texts, 2)

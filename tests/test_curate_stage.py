@@ -14,7 +14,12 @@ from pipeline.errors import InputDataError
 from pipeline.records import TrainRow, read_jsonl
 from pipeline.stages.curate import run_curate
 from tests.curate_fixtures import (
-    edit_task_yaml, make_record, negative_first_token, position, positive_first_token, write_generated,
+    edit_task_yaml,
+    make_record,
+    negative_first_token,
+    position,
+    positive_first_token,
+    write_generated,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +142,7 @@ def test_corrupt_line_stops_with_strict_and_is_reported_otherwise(sentiment, dat
 def test_cli_strict_flag_exits_nonzero_with_one_line(sentiment, data_root):
     write_generated(data_root / "data", "sentiment", sentiment_records()[:2], extra_lines={2: "not json"})
     proc = subprocess.run(
-        [sys.executable, "scripts/02_curate.py", str(sentiment.path), "--strict"], cwd=REPO,
+        [sys.executable, "scripts/02_curate.py", str(sentiment.path), "--strict"], cwd=REPO, check=False,
         capture_output=True, text=True, env={**__import__("os").environ},
     )
     assert proc.returncode == 2

@@ -52,7 +52,7 @@ class OutputConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _aliases_name_labels(self) -> "OutputConfig":
+    def _aliases_name_labels(self) -> OutputConfig:
         for alias, label in self.normalize.aliases.items():
             if self.labels is not None and label not in self.labels:
                 raise ValueError(f"normalize.aliases: '{alias}' maps to '{label}', which is not in labels {self.labels}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from pipeline.records import Message, Record, TokenPosition, TrainRow
 
 
 def split_key(record_id: str, seed: str) -> str:
-    return hashlib.sha256(f"{seed}\x00{record_id}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{seed}\x00{record_id}".encode()).hexdigest()
 
 
 def assign_split(ids: list[str], strata: list[str | None], eval_fraction: float, seed: str) -> list[str]:
@@ -66,7 +66,7 @@ def to_train_row(record: Record, completion: str, span: tuple[int, int] | None, 
 
 def new_version_name(versions_dir: Path, now: datetime | None = None) -> str:
     """UTC timestamp YYYYmmddTHHMMSSZ; a second build in the same second gets a -2, -3... suffix."""
-    base = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    base = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     name, k = base, 1
     while (versions_dir / name).exists():
         k += 1
@@ -103,28 +103,29 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+# The Hub's dataset-card metadata: `load_dataset(<version folder>)` finds both splits from it.
+_CARD_FRONT_MATTER = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: train.jsonl
+  - split: eval
+    path: eval.jsonl
+---"""
+
+
 def dataset_card(manifest: dict[str, Any]) -> str:
     """The README.md of a version: what went in, what was dropped and why, and what came out."""
     counts = manifest["counts"]
     task = manifest["task"]
-    front = "\n".join([
-        "---",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        "  - split: train",
-        "    path: train.jsonl",
-        "  - split: eval",
-        "    path: eval.jsonl",
-        "---",
-    ])
-    parts = [front, f"# {task} — dataset version {manifest['version']}", ""]
+    parts = [_CARD_FRONT_MATTER, f"# {task} — dataset version {manifest['version']}", ""]
     if manifest.get("description"):
         parts += [manifest["description"], ""]
     parts += [
         f"Built by `distill curate` from `{manifest['source']}` at {manifest['created_at']}.",
-        "Rows are in TRL's conversational prompt-completion form (`prompt`, `completion`); side "
-        "columns: `label`, `soft_label`, `soft_label_kind`, `token_logprobs`, `teacher_model`, `teacher_backend`.",
+        ("Rows are in TRL's conversational prompt-completion form (`prompt`, `completion`); side columns: "
+         "`label`, `soft_label`, `soft_label_kind`, `token_logprobs`, `teacher_model`, `teacher_backend`."),
         "Load with `datasets.load_from_disk('dataset')` or `load_dataset('json', data_files=...)`.",
         "",
         "## Counts",
@@ -144,17 +145,18 @@ def dataset_card(manifest: dict[str, Any]) -> str:
                   _table([(lab, dist["train"].get(lab, 0), dist["eval"].get(lab, 0)) for lab in labels],
                          ("label", "train", "eval")), ""]
         kinds = manifest.get("soft_label_kinds", {})
-        parts += [f"Soft labels: {kinds.get('logprobs', 0)} from teacher logprobs, "
-                  f"{kinds.get('one_hot', 0)} one-hot (no usable logprobs).", ""]
+        parts += [(f"Soft labels: {kinds.get('logprobs', 0)} from teacher logprobs, "
+                   f"{kinds.get('one_hot', 0)} one-hot (no usable logprobs)."), ""]
     rejected = counts["rejected"]
     parts += ["## Dropped examples", "", "Every dropped record is in `rejected.jsonl` with its reason.", ""]
     parts += [_table(sorted(rejected.items()), ("reason", "records")) if rejected else "None.", ""]
     dd = manifest["dedupe"]
     parts += ["## Dedupe", "",
-              f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {dd['near']} (MinHash LSH, "
-              f"threshold {dd['threshold']}, {dd['shingle_size']}-word shingles, {dd['num_perm']} permutations, "
-              f"{dd['bands']} bands). Removed {rejected.get('exact_duplicate', 0)} exact and "
-              f"{rejected.get('near_duplicate', 0)} near duplicates; each cluster kept its most confident record.", ""]
+              (f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {dd['near']} (MinHash LSH, "
+               f"threshold {dd['threshold']}, {dd['shingle_size']}-word shingles, {dd['num_perm']} permutations, "
+               f"{dd['bands']} bands). Removed {rejected.get('exact_duplicate', 0)} exact and "
+               f"{rejected.get('near_duplicate', 0)} near duplicates; each cluster kept its most confident record."),
+              ""]
     dc = manifest["decontam"]
     sources = ", ".join(f"{k} ({v} texts)" for k, v in dc["sources"].items()) or "none"
     parts += ["## Decontamination", "",

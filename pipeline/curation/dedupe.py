@@ -9,10 +9,11 @@ Python; the stage needs that speed at 100k+ records (see docs/curate.md for the 
 """
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def word_shingles(text: str, size: int) -> list[str]:
     if size == 1:
         return words
     if size == 2:
-        return [f"{a} {b}" for a, b in zip(words, words[1:])]
+        return [f"{a} {b}" for a, b in itertools.pairwise(words)]
     return [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
 
 

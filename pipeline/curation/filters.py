@@ -20,8 +20,8 @@ Drop = tuple[str, str]
 DEFAULT_REFUSAL_PATTERNS = [
     r"\bI(?:'m| am) (?:sorry|afraid)\b",
     r"\bI apologi[sz]e\b",
-    r"\bI (?:cannot|can't|can ?not|won't|will not|am unable to|'m unable to|am not able to) "
-    r"(?:help|assist|comply|provide|fulfil|fulfill|answer|do that|complete)",
+    (r"\bI (?:cannot|can't|can ?not|won't|will not|am unable to|'m unable to|am not able to) "
+     r"(?:help|assist|comply|provide|fulfil|fulfill|answer|do that|complete)"),
     r"\bas an AI\b",
     r"\bas a language model\b",
     r"\bI(?:'m| am) (?:just )?an AI\b",

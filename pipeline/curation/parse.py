@@ -23,7 +23,7 @@ from pipeline.config.output import NormalizeConfig
 from pipeline.records import TokenPosition
 
 _PUNCT = str.maketrans("", "", string.punctuation + "“”‘’«»…")
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n?(.*?)\r?\n?[ \t]*```", re.S)
+_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n?(.*?)\r?\n?[ \t]*```", re.DOTALL)
 # How many leading tokens may be pure whitespace/punctuation (" ", "\n", '"', "**") before the label.
 _MAX_LEAD_TOKENS = 3
 

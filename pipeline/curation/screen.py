@@ -13,7 +13,14 @@ from typing import Any
 
 from pipeline.config.task import TaskFolder
 from pipeline.curation import filters
-from pipeline.curation.parse import Parsed, one_hot, parse_json, parse_label, parse_text, soft_label_from_logprobs
+from pipeline.curation.parse import (
+    Parsed,
+    one_hot,
+    parse_json,
+    parse_label,
+    parse_text,
+    soft_label_from_logprobs,
+)
 from pipeline.errors import ConfigError
 from pipeline.records import Record
 
