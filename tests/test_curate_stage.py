@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import main as cli_main
 from pipeline.config.task import load_task
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.records import TrainRow, read_jsonl
 from pipeline.stages.curate import run_curate
 from tests.curate_fixtures import (
@@ -197,3 +197,18 @@ def test_json_task_repairs_fences_validates_and_trims_token_logprobs(task_copy, 
     rows = list(read_jsonl(folder / "train.jsonl", TrainRow)) + list(read_jsonl(folder / "eval.jsonl", TrainRow))
     assert rows[0].completion[0].content == body
     assert [p.token for p in rows[0].token_logprobs] == [body]
+
+
+def test_teacher_written_inputs_are_deduped_on_the_written_text_only(sentiment, data_root):
+    a = make_record("a warm and funny comedy", "positive", salt="a")
+    b = make_record("a cold and dreary horror film", "negative", salt="b")
+    c = make_record("A warm and funny  comedy", "positive", salt="c")
+    a.inputs.update(genre="comedy", aspect="acting")
+    b.inputs.update(genre="comedy", aspect="acting")  # same seeds, different text: kept
+    c.inputs.update(genre="drama", aspect="plot")  # other seeds, same text: a duplicate
+    write_generated(data_root / "data", "sentiment", [a, b, c])
+    assert run_curate(sentiment, quiet=True)["counts"]["rejected"] == {"exact_duplicate": 1}
+
+    edit_task_yaml(sentiment.path, dedupe={"fields": ["review"]})
+    with pytest.raises(ConfigError, match="dedupe.fields"):
+        run_curate(load_task(sentiment.path), quiet=True)

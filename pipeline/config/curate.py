@@ -31,6 +31,11 @@ class DedupeConfig(Section):
 
     enabled: bool = True
     compare: Literal["input", "output", "both"] = Field("input", description="Which text is compared: the input, the answer, or both.")
+    fields: list[str] | None = Field(
+        None,
+        description="Input fields compared (when compare is input or both); default: the teacher-written "
+        "field with inputs.generate, else every string field.",
+    )
     exact: bool = Field(True, description="Remove duplicates of the normalised text (case, whitespace, Unicode form).")
     near: bool = Field(True, description="Remove near duplicates with MinHash LSH.")
     threshold: float = Field(
@@ -43,7 +48,7 @@ class DedupeConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _bands_divide_perms(self) -> "DedupeConfig":
+    def _bands_divide_perms(self) -> DedupeConfig:
         if self.num_bands is not None and self.num_perm % self.num_bands:
             raise ValueError(f"num_bands {self.num_bands} must divide num_perm {self.num_perm} (e.g. 16, 32, 64)")
         return self

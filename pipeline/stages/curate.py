@@ -32,7 +32,7 @@ from pipeline.config.task import TaskFolder, load_task
 from pipeline.curation import build, decontam
 from pipeline.curation.dedupe import dedupe, lsh_bands
 from pipeline.curation.screen import Screener
-from pipeline.errors import InputDataError
+from pipeline.errors import ConfigError, InputDataError
 from pipeline.inputs import read_source
 from pipeline.paths import TaskPaths
 from pipeline.records import Record, iter_jsonl_with_errors, write_jsonl
@@ -75,8 +75,19 @@ def read_generated(path: Path, *, strict: bool, quiet: bool) -> tuple[list[Recor
     return records, corrupt
 
 
-def compare_text(record: Record, compare: str) -> str:
-    inputs = "\n".join(str(record.inputs[k]) for k in sorted(record.inputs) if isinstance(record.inputs[k], str))
+def dedupe_fields(task: TaskFolder) -> list[str] | None:
+    """The input fields dedupe compares; None means every string field. With teacher-written inputs
+    the seed and grid values (genre, aspect...) repeat across inputs by design, so only the written
+    text is compared."""
+    cfg = task.config
+    if cfg.dedupe.fields is not None:
+        return cfg.dedupe.fields
+    return [cfg.inputs.generate.field] if cfg.inputs.generate is not None else None
+
+
+def compare_text(record: Record, compare: str, fields: list[str] | None = None) -> str:
+    keys = sorted(record.inputs) if fields is None else fields
+    inputs = "\n".join(record.inputs[k] for k in keys if isinstance(record.inputs.get(k), str))
     if compare == "input":
         return inputs
     if compare == "output":
@@ -142,10 +153,17 @@ def run_curate(task: TaskFolder, *, quiet: bool = False, strict: bool = False) -
     timings["parse_filter"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    dcfg = cfg.dedupe
+    dcfg, fields = cfg.dedupe, dedupe_fields(task)
+    if dcfg.enabled and kept and fields and dcfg.compare != "output":
+        first = kept[0][0]
+        if not any(isinstance(first.inputs.get(f), str) for f in fields):
+            raise ConfigError(
+                f"dedupe.fields {fields}: record {first.id} has no such text field (inputs: {sorted(first.inputs)}); "
+                "fix dedupe.fields"
+            )
     if dcfg.enabled and kept:
         result = dedupe(
-            [compare_text(r, dcfg.compare) for r, _ in kept], [v.confidence for _, v in kept],
+            [compare_text(r, dcfg.compare, fields) for r, _ in kept], [v.confidence for _, v in kept],
             exact=dcfg.exact, near=dcfg.near, threshold=dcfg.threshold, shingle_size=dcfg.shingle_size,
             num_perm=dcfg.num_perm, num_bands=dcfg.num_bands,
         )
