@@ -36,7 +36,9 @@ class TeacherConfig(Section):
     top_logprobs: int | None = Field(
         None, ge=0, le=20, description="Keep the teacher's top-k token logprobs (OpenAI allows up to 20)."
     )
-    concurrency: int = Field(32, ge=1, description="Maximum requests in flight.")
+    concurrency: int = Field(
+        64, ge=1, description="Maximum requests in flight (rate limits are learnt and paced separately)."
+    )
     requests_per_minute: float | None = Field(None, gt=0, description="Starting RPM limit; learnt from headers when unset.")
     tokens_per_minute: float | None = Field(None, gt=0, description="Starting TPM limit; learnt from headers when unset.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout for one request, in seconds.")

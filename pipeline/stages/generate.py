@@ -28,7 +28,6 @@ from pipeline.errors import DistillError, LockedError
 from pipeline.inputs import input_writing_variables, read_source
 from pipeline.orchestration.fingerprint import file_sha256
 from pipeline.paths import TaskPaths
-from pipeline.pricing import price_for
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
 from pipeline.teachers.base import TeacherResponse, make_request
@@ -78,6 +77,7 @@ class _Session:
         self.budget = Budget(cfg.budget, price_or_refuse(cfg.backend, cfg.model, cfg.budget), batch=batch)
         self.passes: dict[str, dict[str, Any]] = {}
         self.new_hashes: set[str] = set()
+        self.batch_answered: set[str] = set()
         self.failed: dict[str, str] = {}
 
     def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
@@ -95,6 +95,7 @@ class _Session:
         stats = self._answer_batch(jobs) if self.batch else self._answer_live(name, jobs)
         self.failed.update(stats.failed)
         answers = self.cache.get_many(j.req.request_hash for j in jobs)
+        self.batch_answered |= self.cache.batch_answered(answers)
         self.passes[name] = {**stats.as_dict(), "requests": len({j.req.request_hash for j in jobs}),
                              "answered": len(answers), "wall_s": round(time.perf_counter() - start, 3)}
         return answers
@@ -109,18 +110,19 @@ class _Session:
         teacher = make_teacher(self.cfg)
 
         async def go() -> ExecutionStats:
+            ex = None
             try:
                 with GenerateProgress(name, len(todo), quiet=self.quiet, priced=self.budget.price is not None) as bar:
                     ex = Executor(teacher, self.cfg, self.cache, self.budget, on_answer=bar.answer)
                     stats = await ex.run(todo)
             finally:
+                if ex is not None:
+                    self.new_hashes.update(ex.answered)
                 await teacher.aclose()
             stats.cached = probe.stats.cached
             return stats
 
-        stats = asyncio.run(go())
-        self.new_hashes.update(j.req.request_hash for j in todo if j.req.request_hash in self.cache)
-        return stats
+        return asyncio.run(go())
 
     def _answer_batch(self, jobs: list[Job]) -> ExecutionStats:
         try:
@@ -161,8 +163,8 @@ class _NoTeacher:
 
 def _record(session: _Session, job: Job, inputs: dict, resp: TeacherResponse) -> Record:
     cfg, h = session.cfg, job.req.request_hash
-    price = price_for(cfg.backend, cfg.model)
-    batch = session.cache.is_batch(h)
+    price = session.budget.price
+    batch = h in session.batch_answered
     return Record(
         id=h[:16], task=session.task.name, inputs=inputs, messages=job.req.messages, completion=resp.text,
         finish_reason=resp.finish_reason,

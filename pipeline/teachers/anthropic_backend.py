@@ -40,7 +40,7 @@ class AnthropicTeacher:
 
     def __init__(self, cfg: TeacherConfig):
         import httpx2
-        from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
+        from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
         if "max_tokens" not in cfg.params:
             raise ConfigError("teacher.params.max_tokens: the Anthropic Messages API requires it; set e.g. max_tokens: 256")
@@ -52,25 +52,28 @@ class AnthropicTeacher:
         limits = httpx2.Limits(max_connections=cfg.concurrency + 8, max_keepalive_connections=cfg.concurrency + 8)
         self._client = AsyncAnthropic(
             api_key=api_key_for(cfg, "ANTHROPIC_API_KEY"), base_url=base_url, max_retries=0, timeout=cfg.timeout_s,
-            http_client=DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout_s),
+            http_client=DefaultAioHttpClient(limits=limits, timeout=cfg.timeout_s),
         )
 
-    def _kwargs(self, req: TeacherRequest) -> dict[str, Any]:
+    def body(self, req: TeacherRequest) -> dict[str, Any]:
+        """The Messages API request body."""
         system = "\n\n".join(m.content for m in req.messages if m.role == "system")
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in req.messages if m.role != "system"],
             **req.params,
         }
         if system:
-            kwargs["system"] = system
-        return kwargs
+            body["system"] = system
+        return body
 
     async def complete(self, req: TeacherRequest) -> TeacherResponse:
         import anthropic
+        import httpx2
 
         start = time.perf_counter()
-        body, headers = await send_raw(self._client.messages.with_raw_response.create(**self._kwargs(req)), anthropic,
+        call = self._client.post("/v1/messages", body=self.body(req), cast_to=httpx2.Response)
+        body, headers = await send_raw(call, anthropic,
                                        f"teacher {self.model} at {self._client.base_url}", self.cfg.timeout_s)
         return response_from_body(body, time.perf_counter() - start, headers)
 

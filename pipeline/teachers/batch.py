@@ -53,20 +53,23 @@ def make_batch_api(cfg: TeacherConfig, limits: tuple[int, int] | None = None):
 async def run_batch(cfg: TeacherConfig, requests: list[TeacherRequest], cache: AnswerCache, *,
                     quiet: bool = False, poll_interval_s: float | None = None,
                     max_rounds: int = MAX_ROUNDS, limits: tuple[int, int] | None = None,
-                    payloads: dict[str, dict] | None = None) -> dict:
+                    payloads: dict[str, dict] | None = None, wait: bool = True) -> dict:
     """Answer ``requests`` through the provider's batch API, caching each answer.
 
     ``payloads`` maps request hashes to the canonical payloads to store with the answers (as
     ``make_request`` returns them); a request missing from it gets ``request_payload`` of its fields.
+    ``wait=False`` submits, polls every open batch once, collects those that have ended, and returns
+    (for cron: each run moves things along; requests still in a batch count as ``pending``).
 
     Returns counts: ``submitted`` (requests in first submissions), ``resubmitted``, ``completed``
     (answers cached), ``expired`` (items that came back expired), ``failed`` (requests of this run
     left without an answer), ``batches`` (created by this run), ``resumed_batches``,
-    ``already_cached``, and ``failed_requests`` ({request hash: reason})."""
+    ``already_cached``, ``pending`` (still in a live batch: only with ``wait=False``), and
+    ``failed_requests`` ({request hash: reason})."""
     api = make_batch_api(cfg, limits)
     store = BatchJobStore(cache.path)
     try:
-        run = _BatchRun(cfg, api, store, cache, quiet, poll_interval_s, max_rounds, payloads or {})
+        run = _BatchRun(cfg, api, store, cache, quiet, poll_interval_s, max_rounds, payloads or {}, wait)
         return await run.run(requests)
     finally:
         store.close()
@@ -75,10 +78,11 @@ async def run_batch(cfg: TeacherConfig, requests: list[TeacherRequest], cache: A
 
 class _BatchRun:
     def __init__(self, cfg, api, store: BatchJobStore, cache: AnswerCache, quiet: bool,
-                 poll_interval_s: float | None, max_rounds: int, payloads: dict[str, dict]):
+                 poll_interval_s: float | None, max_rounds: int, payloads: dict[str, dict], wait: bool):
         self.cfg, self.api, self.store, self.cache = cfg, api, store, cache
         self.quiet, self.poll_interval_s, self.max_rounds = quiet, poll_interval_s, max(1, max_rounds)
-        self.payloads = payloads
+        self.payloads, self.wait = payloads, wait
+        self.pending: set[str] = set()
         self.counts: Counter = Counter()
         self.wanted: set[str] = set()
         self.failures: dict[str, str] = {}
@@ -102,12 +106,13 @@ class _BatchRun:
         new_jobs = await self.submit(todo, round_=0)
         await asyncio.gather(*(self.drive(job) for job in resumed + new_jobs))
         for h in self.wanted:
-            if h not in self.failures and h not in self.cache:
+            if h not in self.failures and h not in self.cache and h not in self.pending:
                 self.failures[h] = "no answer"
         summary = {key: self.counts[key] for key in (
             "submitted", "resubmitted", "completed", "failed", "expired", "batches", "resumed_batches",
             "already_cached")}
         summary["failed"] = len(self.failures)
+        summary["pending"] = len(self.pending & self.wanted)
         summary["failed_requests"] = dict(self.failures)
         self.say(", ".join(f"{k} {v}" for k, v in summary.items() if k != "failed_requests"))
         if self.fatal:
@@ -157,6 +162,9 @@ class _BatchRun:
     async def drive(self, job: Job) -> None:
         """Poll ``job`` to its end, cache its answers, resubmit what may yet succeed, and follow that."""
         polled = await self.poll_until_ended(job)
+        if polled is None:  # not waiting, and not ended yet: a later run collects it
+            self.pending.update(self.store.items(job, "pending"))
+            return
         if polled.fatal is not None:  # refused as a whole (e.g. failed validation): resubmitting would not help
             self.store.update_job(job, status="failed", provider_status=polled.status, detail=polled.fatal)
             self.fatal.append(f"{job.batch_id}: {polled.fatal}")
@@ -176,7 +184,7 @@ class _BatchRun:
         new_jobs = await self.submit(reqs, job.round + 1)
         await asyncio.gather(*(self.drive(j) for j in new_jobs))
 
-    async def poll_until_ended(self, job: Job) -> Polled:
+    async def poll_until_ended(self, job: Job) -> Polled | None:
         interval = self.poll_interval_s or FIRST_POLL_S
         while True:
             try:
@@ -191,6 +199,8 @@ class _BatchRun:
                 self.say(f"{job.batch_id}: {polled.status} ({polled.done}/{polled.total})")
             if polled.ended:
                 return polled
+            if not self.wait:
+                return None
             await asyncio.sleep(interval)
             if self.poll_interval_s is None:
                 interval = min(interval * 1.5, MAX_POLL_S)

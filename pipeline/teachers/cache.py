@@ -11,8 +11,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from pipeline.errors import InputDataError
 from pipeline.teachers.base import TeacherResponse
@@ -51,20 +52,25 @@ class AnswerCache:
             row = self.conn.execute("SELECT response FROM answers WHERE request_hash=?", (request_hash,)).fetchone()
         return None if row is None else TeacherResponse.model_validate_json(row[0])
 
-    def get_many(self, hashes: Iterable[str]) -> dict[str, TeacherResponse]:
-        """Answers for those of ``hashes`` that are stored (one query per 500 hashes)."""
+    def _select_many(self, column: str, hashes: Iterable[str]) -> list[tuple]:
         hashes = list(dict.fromkeys(hashes))
-        out: dict[str, TeacherResponse] = {}
-        for i in range(0, len(hashes), 500):
+        rows: list[tuple] = []
+        for i in range(0, len(hashes), 500):  # SQLite caps the number of bound parameters
             chunk = hashes[i : i + 500]
             marks = ",".join("?" * len(chunk))
             with self._lock:
-                rows = self.conn.execute(
-                    f"SELECT request_hash, response FROM answers WHERE request_hash IN ({marks})", chunk
+                rows += self.conn.execute(
+                    f"SELECT request_hash, {column} FROM answers WHERE request_hash IN ({marks})", chunk
                 ).fetchall()
-            for h, resp in rows:
-                out[h] = TeacherResponse.model_validate_json(resp)
-        return out
+        return rows
+
+    def get_many(self, hashes: Iterable[str]) -> dict[str, TeacherResponse]:
+        """Answers for those of ``hashes`` that are stored."""
+        return {h: TeacherResponse.model_validate_json(r) for h, r in self._select_many("response", hashes)}
+
+    def batch_answered(self, hashes: Iterable[str]) -> set[str]:
+        """Those of ``hashes`` answered through a batch API (priced at the batch discount)."""
+        return {h for h, b in self._select_many("batch", hashes) if b}
 
     def is_batch(self, request_hash: str) -> bool:
         with self._lock:
@@ -110,7 +116,7 @@ class AnswerCache:
         with self._lock:
             self.conn.close()
 
-    def __enter__(self) -> "AnswerCache":
+    def __enter__(self) -> AnswerCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

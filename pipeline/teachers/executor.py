@@ -118,6 +118,7 @@ class Executor:
         self.stats = ExecutionStats(cost_usd=0.0 if budget.price else None)
         self.limiter = AdaptiveLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.answered: list[str] = []  # request hashes answered by this run, in arrival order
 
     def pending(self, jobs: list[Job]) -> list[Job]:
         """Jobs with no cached answer, each request once."""
@@ -191,6 +192,20 @@ class Executor:
         return resp
 
     async def _with_retries(self, attempt: Callable, *args: Any):
+        # Fast path: most requests succeed at once, and building tenacity's state machine costs
+        # ~0.2 ms of CPU per request (measured), which caps requests/s when the CPU is the limit.
+        try:
+            return await attempt(*args)
+        except RetryableError as exc:
+            first_failure = [exc]
+
+        async def replay_then_attempt(*a: Any):
+            # Tenacity sees the failure that already happened as its attempt 1, so its waits,
+            # stop rule and counts are exactly as if it had made that attempt itself.
+            if first_failure:
+                raise first_failure.pop()
+            return await attempt(*a)
+
         def before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
 
@@ -201,11 +216,12 @@ class Executor:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return await retrying(attempt, *args)
+        return await retrying(replay_then_attempt, *args)
 
     def _store(self, job: Job, resp: TeacherResponse, reserved: tuple[int, int]) -> None:
         cost = self.budget.settle(reserved, (resp.usage.prompt_tokens, resp.usage.completion_tokens))
         self.cache.put(job.req.request_hash, job.payload, resp)
+        self.answered.append(job.req.request_hash)
         self.stats.new_answers += 1
         self.stats.prompt_tokens += resp.usage.prompt_tokens
         self.stats.completion_tokens += resp.usage.completion_tokens

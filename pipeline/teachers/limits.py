@@ -75,17 +75,20 @@ class AdaptiveLimiter:
     """Shared by every request of a run: ``await acquire(tokens)`` before sending, then report the
     outcome with ``on_success(headers)`` or ``on_rate_limited(retry_after_s, headers)``."""
 
-    HEADER_SAFETY = 0.995  # pace just under the stated limit: clocks and bucket refills drift
-    BURST_S = 0.1          # seconds' worth of requests that may go out back to back
+    BURST_S = 0.1   # seconds' worth of requests that may go out back to back
+    LOW_WATER = 0.1   # remaining below this share of the most seen: ease off...
+    EASE = 0.95       # ...to this share of the stated rate, until it recovers
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *, probe: bool = True):
         self.rps: float | None = rpm / 60.0 if rpm else None
         self.tps: float | None = tpm / 60.0 if tpm else None
         self.header_rps: float | None = None
         self.rate_limited = 0
+        self._burst = max(1.0, self.rps * self.BURST_S) if self.rps else 1.0
         self._req_limiter = self._make(self.rps)
         self._tok_limiter: AsyncLimiter | None = None
         self._tok_capacity = 0.0
+        self._max_remaining = 0.0
         self._paused_until = 0.0
         self._warm = asyncio.Event()
         self._probing = False
@@ -95,21 +98,13 @@ class AdaptiveLimiter:
         self._last_increase = time.monotonic()
 
     def _make(self, rps: float | None) -> AsyncLimiter | None:
-        if not rps:
-            return None
-        burst = max(1.0, rps * self.BURST_S)
-        return AsyncLimiter(burst, burst / rps)
+        return AsyncLimiter(self._burst, self._burst / rps) if rps else None
 
     def _set_rps(self, rps: float) -> None:
         # Rebuild the leaky bucket only on a real change: each rebuild forgets its level.
         if self.rps is None or abs(rps - self.rps) / self.rps > 0.01:
             self.rps = rps
             self._req_limiter = self._make(rps)
-
-    def _set_tps(self, tps: float) -> None:
-        if self.tps is None or abs(tps - self.tps) / self.tps > 0.02 or self._tok_limiter is None:
-            self.tps = tps
-            self._tok_limiter = None  # rebuilt at the next acquire, sized to the request
 
     async def _wait_pause(self) -> None:
         while (delay := self._paused_until - time.monotonic()) > 0:
@@ -141,14 +136,26 @@ class AdaptiveLimiter:
 
     def _learn(self, headers: dict[str, str] | None) -> dict[str, float | None]:
         info = read_limits(headers or {})
+        remaining = info["remaining"]
+        if remaining is not None:
+            self._max_remaining = max(self._max_remaining, remaining)
         if info["rps"]:
+            first = self.header_rps is None
             self.header_rps = info["rps"]
-            target = info["rps"] * self.HEADER_SAFETY
-            # After a 429 the pace sits a little under the header rate; return to it slowly.
-            if self.rps is None or self.rps > target or self.rps < 0.5 * target:
+            if first and remaining is not None:
+                # The provider's bucket holds `remaining` now: spend up to half of it at once (at
+                # most a second's worth), keeping the other half to absorb jitter.
+                self._burst = max(1.0, info["rps"] * self.BURST_S, min(remaining / 2, info["rps"]))
+                self.rps = None
+            low = remaining is not None and remaining < self.LOW_WATER * self._max_remaining
+            target = info["rps"] * (self.EASE if low else 1.0)
+            # After a 429 the pace sits under the stated rate and climbs back slowly (on_success).
+            if self.rps is None or self.rps > target or low or self.rps < 0.5 * target:
                 self._set_rps(target)
-        if info["tps"]:
-            self._set_tps(info["tps"] * self.HEADER_SAFETY)
+        tps = info["tps"]
+        if tps and (self.tps is None or abs(tps - self.tps) / self.tps > 0.01 or self._tok_limiter is None):
+            self.tps = tps
+            self._tok_limiter = None  # rebuilt at the next acquire, sized to the request
         return info
 
     def on_success(self, headers: dict[str, str] | None) -> None:
@@ -161,9 +168,8 @@ class AdaptiveLimiter:
             self._paused_until = max(self._paused_until, now + min(wait, info["reset_s"]))
         if self.rps and now - self._last_increase >= 1.0:
             self._last_increase = now
-            ceiling = self.header_rps * self.HEADER_SAFETY if self.header_rps else None
             grown = self.rps * 1.02
-            self._set_rps(min(grown, ceiling) if ceiling else grown)
+            self._set_rps(min(grown, self.header_rps) if self.header_rps else grown)
         self.release_probe()
 
     def measured_rps(self, window_s: float = 3.0) -> float:
@@ -188,6 +194,6 @@ class AdaptiveLimiter:
             base = measured if measured else (self.rps or 2.0)
             self._set_rps(max(0.5, 0.8 * base))
             self._paused_until = max(self._paused_until, now + (retry_after_s if retry_after_s is not None else 1.0))
-        if info["remaining"] == 0 and info["reset_s"] and not self.header_rps:
-            self._paused_until = max(self._paused_until, now + info["reset_s"])
+            if info["remaining"] == 0 and info["reset_s"]:
+                self._paused_until = max(self._paused_until, now + info["reset_s"])
         self.release_probe()

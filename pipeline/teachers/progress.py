@@ -24,6 +24,7 @@ class GenerateProgress:
 
     def __init__(self, label: str, total: int, *, quiet: bool, priced: bool):
         self.tokens = 0
+        self.quiet = quiet
         self.cost: float | None = 0.0 if priced else None
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -44,6 +45,8 @@ class GenerateProgress:
         self.tokens += resp.usage.total_tokens
         if self.cost is not None:
             self.cost = None if cost is None else self.cost + cost
+        if self.quiet:
+            return
         task = self._progress.tasks[0]
         speed = task.speed
         self._progress.update(
