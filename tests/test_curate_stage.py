@@ -212,3 +212,17 @@ def test_teacher_written_inputs_are_deduped_on_the_written_text_only(sentiment, 
     edit_task_yaml(sentiment.path, dedupe={"fields": ["review"]})
     with pytest.raises(ConfigError, match="dedupe.fields"):
         run_curate(load_task(sentiment.path), quiet=True)
+
+
+def test_a_second_build_of_the_same_task_at_once_is_refused_and_leftovers_are_cleaned(sentiment, data_root):
+    from pipeline.errors import LockedError
+    from pipeline.orchestration.lock import TaskLock
+
+    write_generated(data_root / "data", "sentiment", sentiment_records()[:4])
+    root = data_root / "data" / "sentiment"
+    with TaskLock(root / "curate.lock"), pytest.raises(LockedError, match="curate.lock"):
+        run_curate(sentiment, quiet=True)
+    leftover = root / "versions" / ".tmp-20200101T000000Z"
+    leftover.mkdir(parents=True)
+    run_curate(sentiment, quiet=True)
+    assert not leftover.exists()

@@ -34,6 +34,7 @@ from pipeline.curation.dedupe import dedupe, lsh_bands
 from pipeline.curation.screen import Screener
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.inputs import read_source
+from pipeline.orchestration.lock import TaskLock
 from pipeline.paths import TaskPaths
 from pipeline.records import Record, iter_jsonl_with_errors, write_jsonl
 
@@ -129,8 +130,19 @@ def rejected_row(record: Record, reason: str, detail: str | None, **extra: Any) 
 
 
 def run_curate(task: TaskFolder, *, quiet: bool = False, strict: bool = False) -> dict:
-    cfg = task.config
+    """Build a new dataset version from generated.jsonl; returns the manifest it wrote. Two builds
+    of one task at once would race for the version name and ``latest``: the second gets LockedError.
+    (Not the task's run lock: ``distill run`` holds that while it calls this.)"""
     paths = TaskPaths(task.name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with TaskLock(paths.root / "curate.lock"):
+        for stale in paths.versions_dir.glob(".tmp-*"):  # a build that died half-way
+            shutil.rmtree(stale, ignore_errors=True)
+        return _build_version(task, paths, quiet=quiet, strict=strict)
+
+
+def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: bool) -> dict:
+    cfg = task.config
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     screener = Screener(task)  # bad schema / regex fail here, before any work
