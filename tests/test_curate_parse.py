@@ -102,3 +102,16 @@ def test_text_length_bounds():
     assert parse_text("  a fine summary  ", 5, 100).value == "a fine summary"
     assert parse_text("tiny", 5, None).reason == "text_too_short"
     assert parse_text("x" * 50, 1, 20).reason == "text_too_long"
+
+
+def test_a_label_that_is_the_prefix_of_another_is_read_when_the_answer_ends_there():
+    labels = ["no", "not sure", "yes"]
+    soft, _ = soft_label_from_logprobs([position("no", -0.3, [("no", -0.3), ("yes", -1.5)])], labels)
+    total = math.exp(-0.3) + math.exp(-1.5)
+    assert soft["no"] == pytest.approx(math.exp(-0.3) / total) and soft["not sure"] == 0.0
+
+
+def test_an_alias_and_its_label_are_not_ambiguous():
+    soft, _ = soft_label_from_logprobs([position("pos", -0.1, [("pos", -0.1), ("neg", -2.3)])], LABELS,
+                                       {"pos": "positive", "neg": "negative"})
+    assert soft["positive"] == pytest.approx(math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.3)))

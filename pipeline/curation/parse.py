@@ -92,11 +92,14 @@ def _label_mass(positions: list[TokenPosition], pos: int, keys: dict[str, str], 
         if not matches:
             continue
         p = math.exp(cand.logprob)
-        if len(matches) == 1:
+        if len({keys[k] for k in matches}) == 1:  # one label (an alias of it counts as the same)
             label = keys[matches[0]]
             mass[label] = mass.get(label, 0.0) + p
         elif cand.token == here.token:  # several labels share this prefix: the next token decides
-            for label, q in _label_mass(positions, pos + 1, {k: keys[k] for k in matches}, spelled).items():
+            further = _label_mass(positions, pos + 1, {k: keys[k] for k in matches}, spelled)
+            if not further and spelled in keys:  # the answer ended here ("no" vs "not sure")
+                further = {keys[spelled]: 1.0}
+            for label, q in further.items():
                 mass[label] = mass.get(label, 0.0) + p * q
         # an ambiguous alternative the teacher did not emit has no continuation to read: its mass is left out
     return mass
