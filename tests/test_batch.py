@@ -94,6 +94,12 @@ def test_default_limits_are_the_providers_own():
 
     assert (batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES) == (50_000, 200 * 1024 * 1024)
     assert (batch_anthropic.MAX_REQUESTS, batch_anthropic.MAX_BYTES) == (100_000, 256 * 1024 * 1024)
+    openai_parts = split_by_limits([300] * 120_000, batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES)
+    assert [p.stop - p.start for p in openai_parts] == [50_000, 50_000, 20_000]
+    anthropic_parts = split_by_limits([300] * 120_000, batch_anthropic.MAX_REQUESTS, batch_anthropic.MAX_BYTES)
+    assert [p.stop - p.start for p in anthropic_parts] == [100_000, 20_000]
+    big = split_by_limits([3 * 1024 * 1024] * 100, batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES)
+    assert [p.stop - p.start for p in big] == [66, 34]  # 66 x 3 MB fit in 200 MB
 
 
 # ---------------------------------------------------------------------------- round trips
@@ -450,3 +456,20 @@ def test_a_create_that_times_out_is_found_by_the_next_run_not_sent_again(fake, u
         counts = batch(cfg, reqs, cache)
     assert counts["resumed_batches"] == 1 and counts["submitted"] == 0 and counts["completed"] == 2
     assert fake.calls["batches.create"] == 1 and fake.duplicates() == {}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_without_waiting_each_run_polls_once_and_the_third_collects(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 3)
+    fake.polls_to_complete = 3  # the batch ends at the third poll; each run polls once
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        first = batch(cfg, reqs, cache, wait=False)
+        second = batch(cfg, reqs, cache, wait=False)
+        assert not any(r.request_hash in cache for r in reqs)
+        third = batch(cfg, reqs, cache, wait=False)
+        assert all(r.request_hash in cache for r in reqs)
+    assert (first["submitted"], first["pending"], first["failed"]) == (3, 3, 0)
+    assert (second["submitted"], second["pending"], second["resumed_batches"]) == (0, 3, 1)
+    assert (third["completed"], third["pending"], third["failed"]) == (3, 0, 0)
+    assert fake.duplicates() == {}
