@@ -300,6 +300,29 @@ def test_crash_between_create_and_record_finds_the_batch_instead_of_paying_twice
     assert fake.duplicates() == {}
 
 
+def test_crash_while_collecting_resubmits_a_failed_item_once(fake, url, tmp_path, monkeypatch):
+    cfg = teacher("openai", url)
+    reqs = requests_for(cfg, 3)
+    flaky = reqs[0].request_hash
+    fake.outcome = lambda cid, attempt: "error" if cid == flaky and attempt == 1 else "ok"
+    real_update = BatchJobStore.update_job
+
+    def die_before_ended(self, job, **fields):
+        if fields.get("status") == "ended":
+            raise KeyboardInterrupt  # results read and marked, the job not yet closed
+        return real_update(self, job, **fields)
+
+    monkeypatch.setattr(BatchJobStore, "update_job", die_before_ended)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(KeyboardInterrupt):
+        batch(cfg, reqs, cache)
+    monkeypatch.setattr(BatchJobStore, "update_job", real_update)
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+        assert all(r.request_hash in cache for r in reqs)
+    assert counts["submitted"] == 0 and counts["resubmitted"] == 1 and counts["resumed_batches"] == 1
+    assert fake.submissions[flaky] == 2 and fake.duplicates() == {flaky: 2}
+
+
 def test_kill_9_mid_poll_then_rerun_sends_nothing_twice(fake, url, tmp_path):
     cfg = teacher("openai", url)
     fake.polls_to_complete = 10**6

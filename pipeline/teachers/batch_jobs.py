@@ -172,9 +172,11 @@ class BatchJobStore:
         return {h: json.loads(p) for h, p in self.conn.execute(sql, params).fetchall()}
 
     def hashes_in_open_jobs(self, provider: str, endpoint: str) -> set[str]:
+        """Every item of a job not yet fully collected, whatever its state: an item marked ``retry``
+        by a run killed mid-collect is resubmitted by that job's next collect, not by a new job."""
         rows = self.conn.execute(
             "SELECT i.request_hash FROM batch_items i JOIN batch_jobs j ON i.local_id=j.local_id "
-            "WHERE j.provider=? AND j.endpoint=? AND j.status IN ('submitting','live') AND i.state='pending'",
+            "WHERE j.provider=? AND j.endpoint=? AND j.status IN ('submitting','live')",
             (provider, endpoint),
         ).fetchall()
         return {r[0] for r in rows}
