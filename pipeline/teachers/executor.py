@@ -81,7 +81,7 @@ OnAnswer = Callable[[TeacherResponse, float | None], None]
 
 
 def _wait(initial: float, maximum: float):
-    exponential = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+    exponential = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -172,8 +172,10 @@ class Executor:
             self._store(job, resp, reserved)
 
     async def _attempt(self, job: Job) -> TeacherResponse:
-        await self.limiter.acquire(sum(job.estimated_tokens) if self.limiter.tps else 0)
         async with self._semaphore:
+            # Pace after taking a slot, so no request that passed the pacer before a 429 slowed it
+            # is still queued for a slot, ready to go out at the old pace.
+            await self.limiter.acquire(sum(job.estimated_tokens) if self.limiter.tps else 0)
             self.stats.requests_sent += 1
             try:
                 # The SDK has its own timeout; this one also covers backends that have none.
@@ -185,9 +187,10 @@ class Executor:
                 self.stats.errors[exc.kind] += 1
                 if exc.kind == "rate_limit":
                     self.limiter.on_rate_limited(exc.retry_after_s, exc.headers)
-                raise
-            finally:
                 self.limiter.release_probe()
+                raise
+            # Any other error (401, 400...) stops the run: the probe is not released, so no other
+            # request goes out before the cancellation reaches every worker.
         self.limiter.on_success(resp.headers)
         return resp
 

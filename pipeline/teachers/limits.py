@@ -9,9 +9,10 @@ retries in lockstep and loses prompts. Instead every request passes one shared p
 - **Probe first.** Until the first answer arrives only one request is in flight, so a limit the
   config does not know is learnt before a burst can trip it.
 - **429s.** With a ``retry-after-ms`` (precise) everyone pauses that long. Without header-learnt
-  limits, everyone pauses for ``Retry-After`` and the rate drops to 80% of the throughput just
-  measured, then creeps back up 2%/s while no 429 comes (AIMD). With header-learnt limits a 429
-  is jitter: only that request waits its ``Retry-After``, and the pace eases by 3%.
+  limits, everyone pauses for ``Retry-After`` and the rate drops to 70% of the throughput just
+  measured (once per second at most: a burst of 429s is one congestion event), then climbs back
+  10%/s while no 429 comes (AIMD). With header-learnt limits a 429 is jitter: only that request
+  waits its ``Retry-After``, and the pace eases by 3%, climbing back 2%/s.
 - ``remaining == 0`` in a success's headers pauses everyone until the reported reset.
 """
 from __future__ import annotations
@@ -96,6 +97,7 @@ class AdaptiveLimiter:
             self._warm.set()
         self._successes: deque[float] = deque(maxlen=4096)
         self._last_increase = time.monotonic()
+        self._last_decrease = 0.0
 
     def _make(self, rps: float | None) -> AsyncLimiter | None:
         return AsyncLimiter(self._burst, self._burst / rps) if rps else None
@@ -168,31 +170,41 @@ class AdaptiveLimiter:
             self._paused_until = max(self._paused_until, now + min(wait, info["reset_s"]))
         if self.rps and now - self._last_increase >= 1.0:
             self._last_increase = now
-            grown = self.rps * 1.02
-            self._set_rps(min(grown, self.header_rps) if self.header_rps else grown)
+            if self.header_rps:
+                self._set_rps(min(self.rps * 1.02, self.header_rps))
+            else:
+                self._set_rps(self.rps * 1.10)
         self.release_probe()
 
     def measured_rps(self, window_s: float = 3.0) -> float:
+        """Answers per second over the last ``window_s`` (at least 1 s, so a first burst of a few
+        quick answers does not read as a high rate)."""
         now = time.monotonic()
         recent = [t for t in self._successes if now - t <= window_s]
-        if len(recent) < 2:
+        if not recent:
             return 0.0
-        return len(recent) / max(window_s if now - recent[0] > window_s / 2 else now - recent[0], 1e-3)
+        return len(recent) / max(1.0, min(window_s, now - recent[0]))
 
     def on_rate_limited(self, retry_after_s: float | None, headers: dict[str, str] | None) -> None:
         self.rate_limited += 1
         now = time.monotonic()
+        decrease = now - self._last_decrease >= 1.0  # one congestion event, one decrease
         self._last_increase = now
         info = self._learn(headers)
         precise = bool(headers and headers.get("retry-after-ms"))
         if self.header_rps:
-            self._set_rps(max(self.rps * 0.97, 0.5 * self.header_rps))
+            if decrease:
+                self._last_decrease = now
+                self._set_rps(max(self.rps * 0.97, 0.5 * self.header_rps))
             if precise and retry_after_s:
                 self._paused_until = max(self._paused_until, now + retry_after_s)
         else:
-            measured = self.measured_rps()
-            base = measured if measured else (self.rps or 2.0)
-            self._set_rps(max(0.5, 0.8 * base))
+            if decrease:
+                self._last_decrease = now
+                measured = self.measured_rps()
+                base = measured or self.rps
+                if base:
+                    self._set_rps(max(1.0, 0.7 * base))
             self._paused_until = max(self._paused_until, now + (retry_after_s if retry_after_s is not None else 1.0))
             if info["remaining"] == 0 and info["reset_s"]:
                 self._paused_until = max(self._paused_until, now + info["reset_s"])
