@@ -202,6 +202,19 @@ def test_cancelled_items_are_reported_not_resubmitted(provider, fake, url, tmp_p
     assert counts["completed"] == 2 and counts["resubmitted"] == 0 and fake.submissions[cancelled] == 1
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_malformed_or_cut_result_line_costs_only_its_own_item(provider, fake, url, tmp_path):
+    cfg = teacher(provider, url)
+    reqs = requests_for(cfg, 4)
+    bad = {reqs[0].request_hash: "malformed", reqs[1].request_hash: "truncated"}
+    fake.outcome = lambda cid, attempt: bad.get(cid, "ok") if attempt == 1 else "ok"
+    with AnswerCache(tmp_path / "cache.sqlite") as cache:
+        counts = batch(cfg, reqs, cache)
+        assert all(r.request_hash in cache for r in reqs)
+    assert counts["resubmitted"] == 2 and counts["failed"] == 0
+    assert {cid: n for cid, n in fake.submissions.items() if n > 1} == dict.fromkeys(bad, 2)
+
+
 def test_resubmission_stops_after_max_rounds(fake, url, tmp_path):
     cfg = teacher("openai", url)
     reqs = requests_for(cfg, 2)

@@ -22,6 +22,7 @@ from pipeline.teachers.batch_jobs import (
     Job,
     Polled,
     create_batch_once,
+    parse_line,
     sdk_error,
 )
 
@@ -44,21 +45,23 @@ def message_params(model: str, req: TeacherRequest) -> dict[str, Any]:
     return params
 
 
-def item_result(row: Any, latency_s: float) -> ItemResult:
-    result = row.result
-    if result.type == "succeeded":
+def item_result(row: dict, latency_s: float) -> ItemResult:
+    """One line of the results JSONL (a dict: parsed here, not by the SDK, so one bad line costs
+    only its own item) -> its outcome."""
+    cid, result = row["custom_id"], row.get("result") or {}
+    kind = result.get("type")
+    if kind == "succeeded":
         try:
-            return ItemResult(row.custom_id, "ok",
-                              response=response_from_body(result.message.model_dump(mode="json"), latency_s, {}))
+            return ItemResult(cid, "ok", response=response_from_body(result.get("message"), latency_s, {}))
         except RetryableError as exc:  # a malformed message: paid for, but unusable; ask again
-            return ItemResult(row.custom_id, "retry", reason=str(exc)[:200])
-    if result.type == "expired":
-        return ItemResult(row.custom_id, "expired", reason="batch expired before this request ran")
-    if result.type == "canceled":
-        return ItemResult(row.custom_id, "failed", reason="batch canceled")
-    err = result.error.error
-    outcome = "retry" if err.type in _RETRYABLE_ERRORS else "failed"
-    return ItemResult(row.custom_id, outcome, reason=f"{err.type}: {err.message}"[:200])
+            return ItemResult(cid, "retry", reason=str(exc)[:200])
+    if kind == "expired":
+        return ItemResult(cid, "expired", reason="batch expired before this request ran")
+    if kind == "canceled":
+        return ItemResult(cid, "failed", reason="batch canceled")
+    err = ((result.get("error") or {}).get("error")) or {}
+    outcome = "retry" if err.get("type") in _RETRYABLE_ERRORS or kind != "errored" else "failed"
+    return ItemResult(cid, outcome, reason=f"{err.get('type') or kind}: {err.get('message', '')}"[:200])
 
 
 class AnthropicBatchAPI(BatchAPIBase):
@@ -114,8 +117,11 @@ class AnthropicBatchAPI(BatchAPIBase):
 
     async def results(self, job: Job, polled: Polled) -> AsyncIterator[ItemResult]:
         try:
-            async for row in await self.client.messages.batches.results(job.batch_id):
-                yield item_result(row, polled.latency_s)
+            async with self.client.messages.batches.with_streaming_response.results(job.batch_id) as resp:
+                async for line in resp.iter_lines():
+                    row = parse_line(line)
+                    if row is not None:
+                        yield item_result(row, polled.latency_s)
         except self._errors as exc:
             raise sdk_error(exc, f"anthropic batch {job.batch_id} results") from None
 

@@ -267,6 +267,16 @@ async def create_batch_once(create: Callable[[], Awaitable[Any]], sdk_errors: tu
         raise sdk_error(exc, where) from None
 
 
+def parse_line(line: str) -> dict | None:
+    """One line of a results file, or None when it is blank or unreadable: its item then counts as
+    missing from the results and is resubmitted, while every other line is still read."""
+    try:
+        row = json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("custom_id"), str) else None
+
+
 def sdk_error(exc: Exception, where: str) -> TeacherError:
     """One line for an SDK exception. The SDK has already retried 429/5xx/connection errors
     (``max_retries``); what still fails stops the run, and the saved jobs resume on the next one."""

@@ -22,6 +22,7 @@ from pipeline.teachers.batch_jobs import (
     Job,
     Polled,
     create_batch_once,
+    parse_line,
     sdk_error,
 )
 from pipeline.teachers.openai_backend import response_from_body
@@ -133,13 +134,9 @@ class OpenAIBatchAPI(BatchAPIBase):
             try:
                 async with self.client.files.with_streaming_response.content(file_id) as resp:
                     async for line in resp.iter_lines():
-                        if not line.strip():
-                            continue
-                        try:
-                            row = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue  # its item counts as missing, and is resubmitted
-                        yield item_result(row, polled.latency_s)
+                        row = parse_line(line)
+                        if row is not None:
+                            yield item_result(row, polled.latency_s)
             except self._errors as exc:
                 raise sdk_error(exc, f"openai file {file_id}") from None
 

@@ -7,8 +7,10 @@ the real ``openai`` / ``anthropic`` clients over a real socket. What a test cont
     polls_to_complete   how many GET /batches/{id} answer "in progress" before the batch ends
     outcome(cid, n)     per item and per submission n (1, 2, ...): "ok", "error" (a 500 / api_error:
                         worth a retry), "invalid" (a 400 / invalid_request_error: not worth one),
-                        "expired" (the batch ran out of time before this item), or "canceled"
-                        (someone cancelled the batch first: OpenAI leaves it out of both files)
+                        "expired" (the batch ran out of time before this item), "canceled"
+                        (someone cancelled the batch first: OpenAI leaves it out of both files),
+                        "malformed" (a success whose answer has no choices / content), or
+                        "truncated" (the item's line in the results is cut off mid-JSON)
     max_requests/bytes  the provider's per-batch limits (defaults: the real ones)
     api_key             when set, other keys get a 401 in the provider's error shape
     poll_faults         the next N batch GETs answer 503 (an outage while polling)
@@ -90,6 +92,15 @@ def anthropic_message(params: dict) -> dict:
         "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": _count_words(params.get("messages", [])), "output_tokens": len(_tokens(text))},
     }
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    """A results file; a row marked ``_cut`` is written cut off halfway (a damaged line)."""
+    lines = []
+    for row in rows:
+        text = json.dumps({k: v for k, v in row.items() if k != "_cut"})
+        lines.append(text[: len(text) // 2] if row.get("_cut") else text)
+    return "".join(line + "\n" for line in lines).encode()
 
 
 def _iso(ts: float) -> str:
@@ -226,9 +237,12 @@ def install(app: web.Application, fake: BatchFake) -> None:
             cid = line["custom_id"]
             result = fake.outcome(cid, priv["attempts"][cid])
             rid = "batch_req_" + uuid.uuid4().hex[:16]
-            if result == "ok":
-                out.append({"id": rid, "custom_id": cid, "error": None,
-                            "response": {"status_code": 200, "request_id": "req_" + rid, "body": chat_completion(line["body"])}})
+            if result in ("ok", "malformed", "truncated"):
+                body = chat_completion(line["body"])
+                if result == "malformed":
+                    body.pop("choices")
+                out.append({"id": rid, "custom_id": cid, "error": None, "_cut": result == "truncated",
+                            "response": {"status_code": 200, "request_id": "req_" + rid, "body": body}})
             elif result == "canceled":
                 cancelled = True
             elif result == "expired":
@@ -244,7 +258,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
         for kind, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 file_id = "file-" + uuid.uuid4().hex[:24]
-                fake.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                fake.files[file_id] = jsonl(rows)
                 batch[kind] = file_id
         now = int(time.time())
         status = "cancelled" if cancelled else "expired" if expired else "completed"
@@ -310,8 +324,12 @@ def install(app: web.Application, fake: BatchFake) -> None:
         for req in priv["lines"]:
             cid = req["custom_id"]
             result = fake.outcome(cid, priv["attempts"][cid])
-            if result == "ok":
-                rows.append({"custom_id": cid, "result": {"type": "succeeded", "message": anthropic_message(req["params"])}})
+            if result in ("ok", "malformed", "truncated"):
+                message = anthropic_message(req["params"])
+                if result == "malformed":
+                    message.pop("content")
+                rows.append({"custom_id": cid, "_cut": result == "truncated",
+                             "result": {"type": "succeeded", "message": message}})
                 counts["succeeded"] += 1
             elif result in ("expired", "canceled"):
                 rows.append({"custom_id": cid, "result": {"type": result}})
@@ -321,7 +339,7 @@ def install(app: web.Application, fake: BatchFake) -> None:
                 rows.append({"custom_id": cid, "result": {"type": "errored", "error": {
                     "type": "error", "error": {"type": kind, "message": "fake " + result}}}})
                 counts["errored"] += 1
-        priv["results"] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        priv["results"] = jsonl(rows)
         batch.update(processing_status="ended", ended_at=_iso(time.time()),
                      results_url=f"{fake.base_url}/v1/messages/batches/{batch['id']}/results",
                      request_counts={k: counts[k] for k in ("processing", "succeeded", "errored", "canceled", "expired")})
