@@ -3,7 +3,8 @@
 Reads the requests the generate stage hands over and ``data/<task>/cache.sqlite``; writes every
 answer into that cache (``batch=1``, so it is priced at the provider's batch discount) and the
 state of each submitted batch into the same file (``batch_jobs.py``). The provider specifics live
-in ``batch_openai.py`` (Files + Batches) and ``batch_anthropic.py`` (Message Batches).
+in ``batch_openai.py`` (Files + Batches) and ``batch_anthropic.py`` (Message Batches), on the
+shared ground of ``batch_provider.py``.
 
 The life of a run:
 1. Jobs left ``submitting`` by a killed run are looked up at the provider and adopted, or dropped
@@ -24,7 +25,8 @@ from collections import Counter
 from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError, DistillError, TeacherError
 from pipeline.teachers.base import TeacherRequest, request_payload
-from pipeline.teachers.batch_jobs import BatchJobStore, Job, Polled, split_by_limits
+from pipeline.teachers.batch_jobs import BatchJobStore, Job, split_by_limits
+from pipeline.teachers.batch_provider import Polled
 from pipeline.teachers.cache import AnswerCache
 
 MAX_ROUNDS = 4  # the first submission plus up to three resubmissions of failed or expired items

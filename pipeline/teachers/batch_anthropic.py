@@ -15,11 +15,11 @@ from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError
 from pipeline.teachers.anthropic_backend import response_from_body
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import (
+from pipeline.teachers.batch_jobs import Job
+from pipeline.teachers.batch_provider import (
     UPLOAD_TIMEOUT_S,
     BatchAPIBase,
     ItemResult,
-    Job,
     Polled,
     create_batch_once,
     parse_line,

@@ -14,12 +14,12 @@ from typing import Any
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import (
+from pipeline.teachers.batch_jobs import Job
+from pipeline.teachers.batch_provider import (
     RETRYABLE_STATUS,
     UPLOAD_TIMEOUT_S,
     BatchAPIBase,
     ItemResult,
-    Job,
     Polled,
     create_batch_once,
     parse_line,
