@@ -82,6 +82,7 @@ UNICODE_TEXTS = [
     "   ",
     "日本語 の テキスト です",
     "snake_case and digits 123 stay words",
+    "\u00bc" * 100,  # NFKC turns each into "1/4": more words than characters, so the buffer must grow
 ]
 
 

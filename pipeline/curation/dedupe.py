@@ -27,6 +27,7 @@ _SPACE = re.compile(r"\s+")
 # Fixed, so the same records always give the same signatures and the same dataset.
 MINHASH_SEED = 42
 _BUCKET_REACH = 8
+_READBACK_ROWS = 2048
 
 
 def normalise_text(text: str) -> str:
@@ -172,13 +173,18 @@ def near_duplicate_pairs(
     bands = num_bands or lsh_bands(threshold, num_perm)[0]
     matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, num_perm, MINHASH_SEED)
     flags = rensa.RMinHashLSH(threshold, num_perm, bands).query_duplicate_flags_matrix_one_shot(matrix)
+    del matrix  # up to n x num_perm values; only the flagged rows are needed from here on
     flagged = np.flatnonzero(np.asarray(flags, dtype=bool))
     stats["flagged"] = len(flagged)
     if len(flagged) < 2:
         return np.zeros((0, 2), dtype=np.int64), stats
-    sub_flat, sub_offsets = _rows(flat, offsets, flagged)
-    sub = rensa.RMinHash.digest_matrix_from_flat_token_hashes(sub_flat, sub_offsets, num_perm, MINHASH_SEED)
-    digests = np.array(sub.to_rows(), dtype=np.uint64)
+    # Read back in slices: to_rows() gives Python ints (~36 bytes each), so a whole read-back
+    # would briefly cost ~10x the numpy array it fills.
+    digests = np.empty((len(flagged), num_perm), dtype=np.uint32)  # RMinHash values are 32-bit
+    for lo in range(0, len(flagged), _READBACK_ROWS):
+        sub_flat, sub_offsets = _rows(flat, offsets, flagged[lo : lo + _READBACK_ROWS])
+        sub = rensa.RMinHash.digest_matrix_from_flat_token_hashes(sub_flat, sub_offsets, num_perm, MINHASH_SEED)
+        digests[lo : lo + _READBACK_ROWS] = sub.to_rows()
     candidates = _band_pairs(digests, bands)
     stats["candidate_pairs"] = len(candidates)
     keep = np.zeros(len(candidates), dtype=bool)
@@ -228,9 +234,15 @@ def dedupe(
                     result.reason[i] = EXACT
         alive = np.array([i for i in range(n) if kept_by[i] == i], dtype=np.int64)
     if near and len(alive) > 1:
-        sub_flat, sub_offsets = _rows(flat, offsets, alive)
+        if len(alive) < n:  # drop the exact duplicates' rows; a mask costs 1 byte per shingle, an index 8
+            lengths = np.diff(offsets).astype(np.int64)
+            keep = np.zeros(n, dtype=bool)
+            keep[alive] = True
+            flat = flat[np.repeat(keep, lengths)]
+            offsets = np.zeros(len(alive) + 1, dtype=np.uint64)
+            np.cumsum(lengths[alive], out=offsets[1:])
         pairs, stats = near_duplicate_pairs(
-            sub_flat, sub_offsets, threshold=threshold, num_perm=num_perm, num_bands=num_bands
+            flat, offsets, threshold=threshold, num_perm=num_perm, num_bands=num_bands
         )
         result.flagged, result.candidate_pairs, result.verified_pairs = (
             stats["flagged"], stats["candidate_pairs"], stats["verified_pairs"])

@@ -154,20 +154,27 @@ def _shingles(words: np.ndarray, doc_of: np.ndarray, n_docs: int, size: int) -> 
 
 def hash_texts(texts: list[str], shingle_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(exact keys (n, 2) uint64, flat shingle hashes uint64, row offsets (n + 1) uint64)."""
-    keys, flats, counts = [], [], []
-    i = 0
-    while i < len(texts):
+    n = len(texts)
+    keys = np.empty((n, 2), dtype=_U64)
+    counts = np.empty(n, dtype=np.int64)
+    # Written in place rather than concatenated at the end (which would hold every shingle twice).
+    # An ASCII text of L characters has at most (L + 1) / 2 words; np.empty only becomes resident
+    # where written, so the generous size costs address space, not memory. Grown if NFKC expands.
+    flat = np.empty(sum(map(len, texts)) // 2 + n + 1, dtype=_U64)
+    used = i = 0
+    while i < n:
         j, budget = i, 0
-        while j < len(texts) and (j == i or budget + len(texts[j]) < _CHUNK_BYTES):
+        while j < n and (j == i or budget + len(texts[j]) < _CHUNK_BYTES):
             budget += len(texts[j]) + 1
             j += 1
-        k, f, c = _chunk(list(texts[i:j]), shingle_size)
-        keys.append(k)
-        flats.append(f)
-        counts.append(c)
+        keys[i:j], chunk_flat, counts[i:j] = _chunk(list(texts[i:j]), shingle_size)
+        if used + len(chunk_flat) > len(flat):
+            grown = np.empty(max(2 * len(flat), used + len(chunk_flat)), dtype=_U64)
+            grown[:used] = flat[:used]
+            flat = grown
+        flat[used : used + len(chunk_flat)] = chunk_flat
+        used += len(chunk_flat)
         i = j
-    offsets = np.zeros(len(texts) + 1, dtype=_U64)
-    if not texts:
-        return np.zeros((0, 2), dtype=_U64), np.zeros(0, dtype=_U64), offsets
-    np.cumsum(np.concatenate(counts), out=offsets[1:])
-    return np.concatenate(keys), np.concatenate(flats), offsets
+    offsets = np.zeros(n + 1, dtype=_U64)
+    np.cumsum(counts, out=offsets[1:])
+    return keys, flat[:used], offsets
