@@ -226,3 +226,11 @@ def test_a_second_build_of_the_same_task_at_once_is_refused_and_leftovers_are_cl
     leftover.mkdir(parents=True)
     run_curate(sentiment, quiet=True)
     assert not leftover.exists()
+
+
+def test_a_line_that_is_not_utf8_is_named_by_line_number(sentiment, data_root):
+    path = write_generated(data_root / "data", "sentiment", sentiment_records()[:3])
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[1] + b'{"id": "\xff\xfe"}\n' + lines[2])
+    with pytest.raises(InputDataError, match=r"generated.jsonl:3: not UTF-8"):
+        run_curate(sentiment, quiet=True)

@@ -55,7 +55,12 @@ def read_generated(path: Path, *, strict: bool, quiet: bool) -> tuple[list[Recor
     if not path.exists():
         raise InputDataError(f"{path}: no generated answers; run `distill generate` first")
     records, corrupt = [], []
-    for lineno, record, err in iter_jsonl_with_errors(path, Record):
+    try:
+        rows = list(iter_jsonl_with_errors(path, Record))
+    except UnicodeDecodeError as exc:  # the reader decodes as it goes, so one bad byte ends the file
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputDataError(f"{path}:{line}: not UTF-8 text; fix or delete that line") from None
+    for lineno, record, err in rows:
         if err is None:
             records.append(record)
             continue
