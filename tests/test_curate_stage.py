@@ -100,7 +100,8 @@ def test_stage_writes_a_version_with_every_drop_explained(sentiment, data_root):
             assert r.soft_label[r.label] > 0.9 and r.token_logprobs
 
     card = (folder / "README.md").read_text()
-    for needle in ("gpt-4o-mini", "user.j2", "exact_duplicate", "| positive |", "13-word", "eval.source (2 texts)"):
+    for needle in ("gpt-4o-mini", "user.j2", "exact_duplicate", "| positive |", "13-word", "eval.source (2 texts)",
+                   "cost $0.0001"):
         assert needle in card
     for key in ("stage", "task", "created_at", "config", "inputs", "params", "counts", "timings"):
         assert key in manifest

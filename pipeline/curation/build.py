@@ -126,7 +126,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         f"Built by `distill curate` from `{manifest['source']}` at {manifest['created_at']}.",
         ("Rows are in TRL's conversational prompt-completion form (`prompt`, `completion`); side columns: "
          "`label`, `soft_label`, `soft_label_kind`, `token_logprobs`, `teacher_model`, `teacher_backend`."),
-        "Load with `datasets.load_from_disk('dataset')` or `load_dataset('json', data_files=...)`.",
+        "Load with `datasets.load_from_disk('<this folder>/dataset')` or `datasets.load_dataset('<this folder>')`.",
         "",
         "## Counts",
         "",
@@ -162,12 +162,37 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     parts += ["## Decontamination", "",
               f"{dc['ngram']}-word n-gram overlap against: {sources}. Removed {rejected.get('contaminated', 0)}.", ""]
     teachers = manifest["teachers"]
-    parts += ["## Teacher", "", _table([(t["backend"], t["model"], json.dumps(t["params"], sort_keys=True),
+    spend = manifest["teacher_spend"]
+    cost = "unknown (no price for this model)" if spend["cost_usd"] is None else f"${spend['cost_usd']:.4f}"
+    parts += ["## Teacher", "",
+              (f"{spend['records']} answers, {spend['prompt_tokens']} prompt + {spend['completion_tokens']} completion "
+               f"tokens, cost {cost} ({spend['cached']} served from the cache)."), "", _table([(t["backend"], t["model"], json.dumps(t["params"], sort_keys=True),
                                         t["top_logprobs"], t["records"]) for t in teachers],
                                        ("backend", "model", "params", "top_logprobs", "records")), ""]
     parts += ["## Templates (SHA-256, first 16 hex digits)", "",
               _table(sorted(manifest["template_hashes"].items()), ("file", "sha256")), ""]
     return "\n".join(parts)
+
+
+def teachers_of(records: list[Record]) -> list[dict[str, Any]]:
+    """Each distinct teacher (backend, model, exact params) and how many kept records it answered."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        key = (r.teacher.backend, r.teacher.model, json.dumps(r.teacher.params, sort_keys=True))
+        entry = out.setdefault(key, {**r.teacher.model_dump(mode="json"), "records": 0})
+        entry["records"] += 1
+    return list(out.values())
+
+
+def teacher_spend(records: list[Record]) -> dict[str, Any]:
+    return {
+        "records": len(records),
+        "prompt_tokens": sum(r.usage.prompt_tokens for r in records),
+        "completion_tokens": sum(r.usage.completion_tokens for r in records),
+        # None when any answer's price is unknown: a partial sum would understate the spend
+        "cost_usd": None if any(r.cost_usd is None for r in records) else round(sum(r.cost_usd for r in records), 6),
+        "cached": sum(r.cached for r in records),
+    }
 
 
 def label_distribution(rows: list[dict]) -> dict[str, int]:

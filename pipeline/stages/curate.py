@@ -233,11 +233,6 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         for extra in cfg.decontam.extra_files:
             inputs[str(task.file(extra))] = sha256_file(task.file(extra))
     reasons = Counter(r["reason"] for r in rejected)
-    teachers: dict[tuple, dict] = {}
-    for record, _ in kept:
-        key = (record.teacher.backend, record.teacher.model, json.dumps(record.teacher.params, sort_keys=True))
-        entry = teachers.setdefault(key, {**record.teacher.model_dump(mode="json"), "records": 0})
-        entry["records"] += 1
     manifest = {
         "stage": "curate",
         "task": task.name,
@@ -262,7 +257,8 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         "json_repairs": dict(repairs),
         "dedupe": {**dcfg.model_dump(mode="json"), "bands": dcfg.num_bands or lsh_bands(dcfg.threshold, dcfg.num_perm)[0]},
         "decontam": {"enabled": cfg.decontam.enabled, "ngram": cfg.decontam.ngram, "sources": index.texts_per_source},
-        "teachers": list(teachers.values()),
+        "teachers": build.teachers_of([r for r, _ in kept]),
+        "teacher_spend": build.teacher_spend(records),
         "template_hashes": task.template_hashes(),
         "timings": timings,
     }
