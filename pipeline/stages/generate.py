@@ -137,7 +137,9 @@ class _Session:
         todo = probe.pending(jobs)
         admitted = [j for j in todo if self.budget.admit(*j.estimated_tokens)]
         start = time.perf_counter()
-        counts = asyncio.run(run_batch(self.cfg, [j.req for j in admitted], self.cache, quiet=self.quiet)) if admitted else {}
+        payloads = {j.req.request_hash: j.payload for j in admitted}
+        counts = asyncio.run(run_batch(self.cfg, [j.req for j in admitted], self.cache, quiet=self.quiet,
+                                       payloads=payloads)) if admitted else {}
         stats = probe.stats
         stats.wall_s = time.perf_counter() - start
         stats.requests_sent = int(counts.get("submitted", 0)) + int(counts.get("resubmitted", 0))
