@@ -113,7 +113,7 @@ def make_records(n: int, seed: int = 0, exact_share: float = 0.08, near_share: f
 def run_stage_dedupe(texts, cfg: DedupeConfig) -> list[int]:
     return dedupe(
         texts, exact=cfg.exact, near=cfg.near, threshold=cfg.threshold,
-        shingle_size=cfg.shingle_size, num_perm=cfg.num_perm, num_bands=cfg.num_bands,
+        shingle_size=cfg.shingle_size, num_perm=cfg.num_perm, num_bands=cfg.num_bands, min_words=cfg.min_words,
     ).kept_by
 
 

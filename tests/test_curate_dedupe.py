@@ -14,7 +14,8 @@ BASE = ("The acting in this quiet drama is superb and the ending stayed with me 
 
 def _defaults() -> dict:
     c = DedupeConfig()
-    return {"threshold": c.threshold, "shingle_size": c.shingle_size, "num_perm": c.num_perm, "num_bands": c.num_bands}
+    return {"threshold": c.threshold, "shingle_size": c.shingle_size, "num_perm": c.num_perm,
+            "num_bands": c.num_bands, "min_words": c.min_words}
 
 
 def test_exact_duplicates_differ_only_in_case_and_whitespace():
@@ -38,6 +39,14 @@ def test_near_duplicate_with_edits_and_reordered_sentences_is_found():
     result = dedupe([BASE, near, other], **_defaults())
     assert result.reason == {1: NEAR}
     assert result.kept == [0, 2]
+
+
+def test_short_texts_one_word_apart_are_distinct_but_punctuation_alone_is_a_duplicate():
+    texts = ["a warm film about family", "a warm film about war", "A warm film, about family!"]
+    result = dedupe(texts, **_defaults())
+    assert result.reason == {2: NEAR} and result.kept == [0, 1]
+    loose = dedupe(texts[:2], **{**_defaults(), "min_words": 1})
+    assert loose.reason == {1: NEAR}  # 2-word shingles alone: J = 3/5 >= 0.5
 
 
 def test_the_most_confident_record_of_a_cluster_is_kept():

@@ -42,6 +42,10 @@ class DedupeConfig(Section):
         0.5, gt=0, le=1, description="Estimated Jaccard similarity of the shingle sets at or above which two are duplicates."
     )
     shingle_size: int = Field(2, ge=1, description="Words per shingle (a text with fewer words is one shingle).")
+    min_words: int = Field(
+        8, ge=1, description="Texts shorter than this are near duplicates only with the same words in the same "
+        "order (punctuation aside): one changed word is a small edit of a long text but a new short one.",
+    )
     num_perm: int = Field(128, ge=16, description="MinHash permutations (signature length).")
     num_bands: int | None = Field(
         None, ge=1, description="LSH bands (must divide num_perm); default: chosen from threshold and num_perm."

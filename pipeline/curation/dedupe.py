@@ -156,14 +156,21 @@ def _rows(flat: np.ndarray, offsets: np.ndarray, pick: np.ndarray) -> tuple[np.n
 
 
 def near_duplicate_pairs(
-    flat: np.ndarray, offsets: np.ndarray, *, threshold: float, num_perm: int, num_bands: int | None = None
+    flat: np.ndarray,
+    offsets: np.ndarray,
+    *,
+    threshold: float,
+    num_perm: int,
+    num_bands: int | None = None,
+    min_shingles: int = 1,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Pairs (i, j) of texts (given as shingle-hash rows) whose estimated Jaccard similarity is
     >= threshold, and counts of the work done.
 
     rensa computes every signature in one call and flags the texts that share an LSH band with any
     other; only those (usually a small share) have their signatures read back into numpy, where the
-    bands give candidate pairs and the signatures verify them."""
+    bands give candidate pairs and the signatures verify them. A pair with a text of fewer than
+    ``min_shingles`` shingles must agree on the whole signature (the same shingle set)."""
     import rensa
 
     n = len(offsets) - 1
@@ -187,11 +194,13 @@ def near_duplicate_pairs(
         digests[lo : lo + _READBACK_ROWS] = sub.to_rows()
     candidates = _band_pairs(digests, bands)
     stats["candidate_pairs"] = len(candidates)
+    shingles = np.diff(offsets)[flagged]
     keep = np.zeros(len(candidates), dtype=bool)
     for lo in range(0, len(candidates), 4096):  # bounded memory: 4096 x num_perm comparisons at a time
         part = candidates[lo : lo + 4096]
         agree = (digests[part[:, 0]] == digests[part[:, 1]]).mean(axis=1)
-        keep[lo : lo + 4096] = agree >= threshold
+        short = np.minimum(shingles[part[:, 0]], shingles[part[:, 1]]) < min_shingles
+        keep[lo : lo + 4096] = np.where(short, agree == 1.0, agree >= threshold)
     verified = flagged[candidates[keep]]
     stats["verified_pairs"] = len(verified)
     return verified, stats
@@ -207,6 +216,7 @@ def dedupe(
     shingle_size: int = 2,
     num_perm: int = 128,
     num_bands: int | None = None,
+    min_words: int = 8,
 ) -> DedupeResult:
     """Drop exact duplicates (same normalised text), then near duplicates among the survivors.
     Each cluster keeps its highest-confidence member."""
@@ -242,7 +252,8 @@ def dedupe(
             offsets = np.zeros(len(alive) + 1, dtype=np.uint64)
             np.cumsum(lengths[alive], out=offsets[1:])
         pairs, stats = near_duplicate_pairs(
-            flat, offsets, threshold=threshold, num_perm=num_perm, num_bands=num_bands
+            flat, offsets, threshold=threshold, num_perm=num_perm, num_bands=num_bands,
+            min_shingles=max(min_words - shingle_size + 1, 1),
         )
         result.flagged, result.candidate_pairs, result.verified_pairs = (
             stats["flagged"], stats["candidate_pairs"], stats["verified_pairs"])

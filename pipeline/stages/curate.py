@@ -182,7 +182,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         result = dedupe(
             [compare_text(r, dcfg.compare, fields) for r, _ in kept], [v.confidence for _, v in kept],
             exact=dcfg.exact, near=dcfg.near, threshold=dcfg.threshold, shingle_size=dcfg.shingle_size,
-            num_perm=dcfg.num_perm, num_bands=dcfg.num_bands,
+            num_perm=dcfg.num_perm, num_bands=dcfg.num_bands, min_words=dcfg.min_words,
         )
         for i, reason in sorted(result.reason.items()):
             record = kept[i][0]
