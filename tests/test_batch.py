@@ -67,14 +67,22 @@ def batch(cfg, reqs, cache, **kw):
     return asyncio.run(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, **kw))
 
 
-def stop_mid_poll(cfg, reqs, path, seconds=0.4, **kw):
-    """A run cut off while it polls (the batches never end while it watches)."""
+def stop_mid_poll(fake, cfg, reqs, path, **kw):
+    """A run cut off once it polls (every batch is submitted before the first poll)."""
+    def polls():
+        return fake.calls["batches.retrieve"] + fake.calls["messages.batches.retrieve"]
+
     async def go():
         with AnswerCache(path) as cache:
-            await asyncio.wait_for(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, **kw), seconds)
+            run = asyncio.ensure_future(run_batch(cfg, reqs, cache, quiet=True, poll_interval_s=POLL, **kw))
+            start = polls()
+            while polls() < start + 2 and not run.done():
+                await asyncio.sleep(0.01)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
 
-    with pytest.raises(asyncio.TimeoutError):
-        asyncio.run(go())
+    asyncio.run(go())
 
 
 # ---------------------------------------------------------------------------- splitting
@@ -277,7 +285,7 @@ def test_restart_mid_poll_resumes_polling_without_resubmitting(provider, fake, u
     cfg = teacher(provider, url)
     reqs = requests_for(cfg, 5)
     fake.polls_to_complete = 10**6  # never ends while the first run watches
-    stop_mid_poll(cfg, reqs, tmp_path / "cache.sqlite", limits=(3, 10**9))
+    stop_mid_poll(fake, cfg, reqs, tmp_path / "cache.sqlite", limits=(3, 10**9))
     creates = fake.calls["batches.create"] + fake.calls["messages.batches.create"]
     assert creates == 2
     fake.polls_to_complete = 0  # the provider finishes the batches
@@ -447,7 +455,7 @@ def test_a_batch_left_by_an_earlier_config_is_still_collected(fake, url, tmp_pat
     old = teacher("openai", url)
     old_reqs = requests_for(old, 2)
     fake.polls_to_complete = 10**6
-    stop_mid_poll(old, old_reqs, tmp_path / "cache.sqlite")
+    stop_mid_poll(fake, old, old_reqs, tmp_path / "cache.sqlite")
     fake.polls_to_complete = 0
     new = teacher("openai", url, model="gpt-4.1-mini")  # the user switched models meanwhile
     with AnswerCache(tmp_path / "cache.sqlite") as cache:
@@ -460,7 +468,7 @@ def test_a_batch_the_provider_no_longer_knows_is_reported_and_its_requests_go_ou
     cfg = teacher("openai", url)
     reqs = requests_for(cfg, 2)
     fake.polls_to_complete = 10**6
-    stop_mid_poll(cfg, reqs, tmp_path / "cache.sqlite")
+    stop_mid_poll(fake, cfg, reqs, tmp_path / "cache.sqlite")
     fake.openai_batches.clear()  # deleted at the provider
     fake.polls_to_complete = 0
     with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError, match="404"):
@@ -489,7 +497,7 @@ def test_a_create_that_times_out_is_found_by_the_next_run_not_sent_again(fake, u
     assert fake.calls["batches.create"] == 1  # a timed-out create is not retried blind
     fake.create_delay_s = 0.0
     with AnswerCache(tmp_path / "cache.sqlite") as cache:
-        counts = batch(cfg, reqs, cache)
+        counts = batch(cfg.model_copy(update={"timeout_s": 60.0}), reqs, cache)
     assert counts["resumed_batches"] == 1 and counts["submitted"] == 0 and counts["completed"] == 2
     assert fake.calls["batches.create"] == 1 and fake.duplicates() == {}
 
