@@ -115,36 +115,58 @@ def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int) 
     return answers, token_lps
 
 
+def _cache_kwarg(model) -> str:
+    """transformers 5 renames ``past_key_values`` to ``cache`` (the old name goes in 5.40)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence[str],
                         max_rows: int = 64) -> list[dict[str, float]]:
     """log P(label string, then the stop token | prompt) for every prompt and label: the
-    probability that the label is the student's whole answer, summed over its tokens."""
+    probability that the label is the student's whole answer, summed over its tokens.
+
+    Each prompt is run once; its KV cache is then repeated for every label, so K labels cost one
+    prompt pass plus K short label passes rather than K full passes."""
     import torch
 
     stop = _stop_token_id(model, tokenizer)
     label_ids = [tokenizer(label, add_special_tokens=False)["input_ids"] + [stop] for label in labels]
-    prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    seqs = [p + lab for p in prompt_ids for lab in label_ids]
-    tail = max(len(lab) for lab in label_ids)
-    totals: list[float] = []
-    for start in range(0, len(seqs), max_rows):
-        chunk = seqs[start : start + max_rows]
-        width = max(len(s) for s in chunk)
-        # left padding, so every sequence ends at the last position and only the last `tail` + 1
-        # positions need logits (a full-vocabulary log-softmax everywhere would cost GBs);
-        # position ids are given explicitly so padding does not shift them
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(s)) + s for s in chunk])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    k, width = len(label_ids), max(len(lab) for lab in label_ids)
+    pad = tokenizer.pad_token_id
+    out: list[dict[str, float]] = []
+    per_chunk = max(1, max_rows // k)
+    for start in range(0, len(texts), per_chunk):
+        enc = tokenizer(list(texts[start : start + per_chunk]), return_tensors="pt", padding=True,
+                        add_special_tokens=False)  # left padding (load_student), so prompts end together
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # explicit, so left padding does not shift them
         with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                           logits_to_keep=tail + 1).logits
-        logprobs = logits.float().log_softmax(-1)  # [rows, tail + 1, vocab]; row t predicts token t+1
-        for row, seq in enumerate(chunk):
-            lab = label_ids[(start + row) % len(labels)]
-            first = tail - len(lab)  # the logit that predicts the label's first token
-            totals.append(sum(logprobs[row, first + k, tok].item() for k, tok in enumerate(lab)))
-    return [dict(zip(labels, totals[i : i + len(labels)])) for i in range(0, len(totals), len(labels))]
+            prompt = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
+                           use_cache=True, logits_to_keep=1)
+            cache = prompt.past_key_values
+            cache.batch_repeat_interleave(k)  # row b*k + j: prompt b, then label j
+            first = prompt.logits[:, -1].float().log_softmax(-1).repeat_interleave(k, 0)
+            rows = len(mask) * k
+            # labels padded on the right: padding after a label's tokens cannot change their logits
+            ids = torch.tensor([label_ids[r % k] + [pad] * (width - len(label_ids[r % k])) for r in range(rows)])
+            lab_mask = torch.tensor([[1] * len(label_ids[r % k]) + [0] * (width - len(label_ids[r % k]))
+                                     for r in range(rows)])
+            rest = model(
+                input_ids=ids,
+                attention_mask=torch.cat([mask.repeat_interleave(k, 0), lab_mask], dim=1),
+                position_ids=positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width),
+                **{_cache_kwarg(model): cache},
+            ).logits.float().log_softmax(-1)  # rest[r, t] predicts label token t + 1
+        for b in range(len(mask)):
+            scores = {}
+            for j, lab in enumerate(label_ids):
+                r = b * k + j
+                scores[labels[j]] = first[r, lab[0]].item() + sum(rest[r, t - 1, lab[t]].item()
+                                                                  for t in range(1, len(lab)))
+            out.append(scores)
+    return out
 
 
 def run_student(
