@@ -235,3 +235,14 @@ def test_a_line_that_is_not_utf8_is_named_by_line_number(sentiment, data_root):
     path.write_bytes(lines[0] + lines[1] + b'{"id": "\xff\xfe"}\n' + lines[2])
     with pytest.raises(InputDataError, match=r"generated.jsonl:3: not UTF-8"):
         run_curate(sentiment, quiet=True)
+
+
+def test_no_eval_fraction_gives_an_empty_eval_split_with_the_same_columns(sentiment, data_root):
+    edit_task_yaml(sentiment.path, split={"eval_fraction": 0.0})
+    write_generated(data_root / "data", "sentiment", sentiment_records()[:6])
+    manifest = run_curate(load_task(sentiment.path), quiet=True)
+    assert manifest["counts"]["eval"] == 0 and manifest["counts"]["train"] == 6
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "dataset"))
+    assert dd["eval"].num_rows == 0 and dd["eval"].column_names == dd["train"].column_names
