@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.errors import ConfigError, TeacherError
 from pipeline.records import TokenLogprob, TokenPosition, Usage
 from pipeline.teachers.base import TeacherRequest, TeacherResponse
+from pipeline.teachers.token_text import ids_before
 
 # Sampling parameters this backend honours, with OpenAI's names; anything else is refused rather
 # than silently ignored (a user who set presence_penalty expects it to act).
@@ -234,11 +235,7 @@ class HFTeacher:
         cut = first_stop(text, stops)
         if cut is not None:
             text, finish = text[:cut], "stop"
-            # keep the tokens that lie wholly before the stop string
-            n = 0
-            while n < len(ids) and len(tok.decode(ids[:n + 1], skip_special_tokens=True)) <= cut:
-                n += 1
-            ids = ids[:n]
+            ids = ids_before(tok, ids, cut)
         positions = None
         if chosen_lp is not None:
             positions = []

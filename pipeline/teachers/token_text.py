@@ -49,3 +49,12 @@ class TokenText:
         if isinstance(raw, str) and len(raw) == 6 and raw.startswith("<0x") and raw.endswith(">"):
             return text, [int(raw[3:5], 16)]  # SentencePiece byte-fallback token
         return text, list(text.encode("utf-8"))
+
+
+def ids_before(tokenizer: Any, ids: list[int], n_chars: int) -> list[int]:
+    """The longest prefix of ``ids`` whose text fits in the first ``n_chars`` characters: the
+    tokens that lie wholly before a stop string cut at ``n_chars``."""
+    n = 0
+    while n < len(ids) and len(tokenizer.decode(ids[:n + 1], skip_special_tokens=True)) <= n_chars:
+        n += 1
+    return ids[:n]
