@@ -9,8 +9,8 @@ import pytest
 from pipeline.cli import main as cli_main
 from pipeline.config import load_task
 from pipeline.errors import TeacherError
-from pipeline.records import Record, read_jsonl
 from pipeline.paths import TaskPaths
+from pipeline.records import Record, read_jsonl
 from pipeline.stages.generate import run_generate
 from tests.fakes.server import FakeServer
 from tests.fakes.tasks import FAKE_OPENAI_KEY, make_task, texts

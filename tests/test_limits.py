@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,14 +22,14 @@ def test_reset_durations_in_openai_format(value, seconds):
 
 
 def test_reset_as_an_rfc3339_timestamp_from_anthropic():
-    at = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+    at = (datetime.now(UTC) + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
     assert parse_reset(at) == pytest.approx(30, abs=1)
 
 
 def test_retry_after_ms_wins_over_whole_seconds_and_http_dates_work():
     assert parse_retry_after({"retry-after": "2", "retry-after-ms": "150"}) == pytest.approx(0.15)
     assert parse_retry_after({"retry-after": "3"}) == 3
-    date = (datetime.now(timezone.utc) + timedelta(seconds=20)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    date = (datetime.now(UTC) + timedelta(seconds=20)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert parse_retry_after({"retry-after": date}) == pytest.approx(20, abs=1.5)
     assert parse_retry_after({}) is None
 
