@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,16 +83,19 @@ def save_dataset_dict(folder: Path, train_rows: list[dict], eval_rows: list[dict
     from datasets import Dataset, DatasetDict
 
     rows = train_rows + eval_rows
-    if rows:
-        table = pa.Table.from_pylist(rows)
-        train = Dataset(table.slice(0, len(train_rows)))
-        evals = Dataset(table.slice(len(train_rows)))
-    else:
-        train = evals = Dataset.from_dict({})
+    if not rows:  # nothing to save; the stage reports an all-rejected build as an error
+        return
+    table = pa.Table.from_pylist(rows)
+    train = Dataset(table.slice(0, len(train_rows)))
+    evals = Dataset(table.slice(len(train_rows)))
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a progress bar per split is noise next to the stage's summary
     try:
-        DatasetDict({"train": train, "eval": evals}).save_to_disk(str(folder))
+        dd = DatasetDict({"train": train, "eval": evals})
+        # An empty split saved with the default sharding gets 0 shards, and load_from_disk then fails
+        # (datasets 5.2), so each split gets at least one shard of at most ~500 MB.
+        shards = {name: max(1, math.ceil(ds.data.nbytes / 500e6)) for name, ds in dd.items()}
+        dd.save_to_disk(str(folder), num_shards=shards)
     finally:
         if bars:
             datasets.enable_progress_bars()
