@@ -92,6 +92,7 @@ def test_stage_writes_a_version_with_every_drop_explained(sentiment, data_root):
     assert rows[0].prompt[-1].role == "user" and rows[0].completion[0].role == "assistant"
     kinds = {r.soft_label_kind for r in rows}
     assert kinds == {"logprobs", "one_hot"}
+    assert manifest["soft_label_sources"] == {"logprobs": 7, "no_logprobs": 3}  # the kept duplicate has logprobs
     for r in rows:
         assert sum(r.soft_label.values()) == pytest.approx(1.0)
         if r.soft_label_kind == "one_hot":

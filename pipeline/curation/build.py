@@ -148,9 +148,10 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         parts += ["## Label distribution", "",
                   _table([(lab, dist["train"].get(lab, 0), dist["eval"].get(lab, 0)) for lab in labels],
                          ("label", "train", "eval")), ""]
-        kinds = manifest.get("soft_label_kinds", {})
-        parts += [(f"Soft labels: {kinds.get('logprobs', 0)} from teacher logprobs, "
-                   f"{kinds.get('one_hot', 0)} one-hot (no usable logprobs)."), ""]
+        src = manifest.get("soft_label_sources", {})
+        parts += [(f"Soft labels: {src.get('logprobs', 0)} from teacher logprobs; one-hot for "
+                   f"{src.get('no_logprobs', 0)} without logprobs and {src.get('no_label_in_top_k', 0)} "
+                   "whose first tokens' top-k named no label."), ""]
     rejected = counts["rejected"]
     parts += ["## Dropped examples", "", "Every dropped record is in `rejected.jsonl` with its reason.", ""]
     parts += [_table(sorted(rejected.items()), ("reason", "records")) if rejected else "None.", ""]

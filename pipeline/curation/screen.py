@@ -34,6 +34,7 @@ class Verdict:
     label: str | None = None
     confidence: float | None = None  # ranks duplicates: the label probability or exp(mean logprob)
     repair: str | None = None
+    soft_source: str | None = None  # label tasks: logprobs | no_logprobs | no_label_in_top_k
 
 
 def load_json_validator(task: TaskFolder):
@@ -93,8 +94,10 @@ class Screener:
             soft = soft_label_from_logprobs(record.logprobs, labels, self.cfg.output.normalize.aliases)
             if soft is None:
                 record.soft_label, record.soft_label_kind = one_hot(parsed.value, labels), "one_hot"
+                verdict.soft_source = "no_label_in_top_k" if record.logprobs else "no_logprobs"
             else:
                 record.soft_label, record.soft_label_kind = soft[0], "logprobs"
+                verdict.soft_source = "logprobs"
                 label_prob = soft[0][parsed.value] * soft[1]  # before renormalising: the teacher's own belief
                 verdict.confidence = label_prob
             verdict.label, verdict.completion = parsed.value, parsed.value

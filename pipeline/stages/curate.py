@@ -254,6 +254,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         },
         "label_distribution": {s: build.label_distribution(rows[s]) for s in rows} if cfg.output.kind == "label" else None,
         "soft_label_kinds": dict(Counter(r.soft_label_kind for r, _ in kept if r.soft_label_kind)),
+        "soft_label_sources": dict(Counter(v.soft_source for _, v in kept if v.soft_source)),
         "json_repairs": dict(repairs),
         "dedupe": {**dcfg.model_dump(mode="json"), "bands": dcfg.num_bands or lsh_bands(dcfg.threshold, dcfg.num_perm)[0]},
         "decontam": {"enabled": cfg.decontam.enabled, "ngram": cfg.decontam.ngram, "sources": index.texts_per_source},
