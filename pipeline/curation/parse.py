@@ -84,8 +84,9 @@ def _label_mass(positions: list[TokenPosition], pos: int, keys: dict[str, str], 
     here = positions[pos]
     candidates = here.top or [here]
     for cand in candidates:
-        spelled = (prefix + " " + _token_key(cand.token)).strip() if cand.token[:1].isspace() and prefix else (
-            prefix + _token_key(cand.token))
+        key = _token_key(cand.token)
+        # a token that starts with a space starts a new word of a multi-word label
+        spelled = f"{prefix} {key}".strip() if prefix and cand.token[:1].isspace() else prefix + key
         if not spelled:
             continue
         matches = [k for k in keys if k.startswith(spelled)]
