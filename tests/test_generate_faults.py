@@ -108,3 +108,16 @@ def test_exhausted_retries_keep_the_answers_that_arrived(tmp_path):
         with pytest.raises(Exception, match="2 prompts still failed after 1 retries"):
             run_generate(load_task(more), quiet=True)
     assert len(_records()) == 6  # the cached ones are still written
+
+
+def test_a_tokens_per_minute_limit_from_headers_paces_requests(tmp_path):
+    # 60 requests of ~9 tokens (prompt 4 + answer 5) under 24,000 TPM = 400 tokens/s, a second of burst.
+    with FakeServer(tokens_per_minute=24_000) as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url, "params": {"max_tokens": 8}}, inputs=texts(60))
+        start = time.monotonic()
+        manifest = run_generate(load_task(folder), quiet=True)
+        elapsed = time.monotonic() - start
+        stats = srv.stats()
+    assert manifest["counts"]["records"] == 60 and stats["n_429"] == 0
+    used = manifest["tokens"]["prompt"] + manifest["tokens"]["completion"]
+    assert elapsed >= 0.8 * (used - 400) / 400  # beyond the first second's worth, it waited

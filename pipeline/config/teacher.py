@@ -37,7 +37,8 @@ class TeacherConfig(Section):
         None, ge=0, le=20, description="Keep the teacher's top-k token logprobs (OpenAI allows up to 20)."
     )
     concurrency: int = Field(
-        64, ge=1, description="Maximum requests in flight (rate limits are learnt and paced separately)."
+        128, ge=1, description="Maximum requests in flight; the request rate itself is learnt from the provider's "
+        "rate-limit headers and 429s and paced, so this only bounds open connections.",
     )
     requests_per_minute: float | None = Field(None, gt=0, description="Starting RPM limit; learnt from headers when unset.")
     tokens_per_minute: float | None = Field(None, gt=0, description="Starting TPM limit; learnt from headers when unset.")

@@ -175,7 +175,7 @@ class Executor:
         async with self._semaphore:
             # Pace after taking a slot, so no request that passed the pacer before a 429 slowed it
             # is still queued for a slot, ready to go out at the old pace.
-            await self.limiter.acquire(sum(job.estimated_tokens) if self.limiter.tps else 0)
+            await self.limiter.acquire(self._rate_tokens(job))
             self.stats.requests_sent += 1
             try:
                 # The SDK has its own timeout; this one also covers backends that have none.
@@ -193,6 +193,16 @@ class Executor:
             # request goes out before the cancellation reaches every worker.
         self.limiter.on_success(resp.headers)
         return resp
+
+    def _rate_tokens(self, job: Job) -> float:
+        """Tokens this request will likely use, for a tokens-per-minute pace: the prompt estimate
+        plus the completions seen so far (x1.5), not max_tokens, which would pace far too slowly
+        when answers are short. The budget keeps using the worst case."""
+        prompt, cap = job.estimated_tokens
+        seen = self.stats.new_answers
+        if not seen:
+            return prompt + cap
+        return prompt + min(cap, 1.5 * self.stats.completion_tokens / seen + 1)
 
     async def _with_retries(self, attempt: Callable, *args: Any):
         # Fast path: most requests succeed at once, and building tenacity's state machine costs

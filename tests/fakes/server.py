@@ -75,6 +75,7 @@ class ServerState:
     seed: int = 0
     rate_limit_rps: float | None = None
     burst: float | None = None
+    tokens_per_minute: float | None = None  # a token bucket of one second's worth, like the request one
     send_rate_headers: bool = True
     retry_after_s: int = 1          # the whole-seconds Retry-After on an injected 429
     retry_after_ms_prob: float = 1.0  # chance a 429 also carries retry-after-ms (precise)
@@ -93,6 +94,8 @@ class ServerState:
         self.rng = random.Random(self.seed)
         self.tokens = float(self.burst or self.rate_limit_rps or 0)
         self.last_refill = time.monotonic()
+        self.tpm_tokens = (self.tokens_per_minute or 0) / 60.0
+        self.tpm_refill = time.monotonic()
 
     def reset(self) -> None:
         self.received.clear()
@@ -129,6 +132,19 @@ class ServerState:
             return None
         return (1 - self.tokens) / self.rate_limit_rps
 
+    def take_tpm(self, cost: int) -> float | None:
+        """Like take_token, for a tokens-per-minute limit; ``cost`` = prompt + completion tokens."""
+        if not self.tokens_per_minute:
+            return None
+        rate = self.tokens_per_minute / 60.0
+        now = time.monotonic()
+        self.tpm_tokens = min(rate, self.tpm_tokens + (now - self.tpm_refill) * rate)
+        self.tpm_refill = now
+        if self.tpm_tokens >= cost:
+            self.tpm_tokens -= cost
+            return None
+        return (cost - self.tpm_tokens) / rate
+
     def pick_fault(self, h: str) -> str | None:
         attempt = self.received[h]  # 1-based: already counted
         if attempt <= len(self.per_request_faults):
@@ -149,19 +165,31 @@ def _duration(seconds: float) -> str:
 
 
 def _rate_headers(state: ServerState, flavour: str) -> dict[str, str]:
-    if not (state.rate_limit_rps and state.send_rate_headers):
+    if not state.send_rate_headers:
         return {}
+    headers = {}
+    if state.tokens_per_minute:
+        rate = state.tokens_per_minute / 60.0
+        prefix = "x-ratelimit-" if flavour == "openai" else "anthropic-ratelimit-tokens-"
+        names = ("limit-tokens", "remaining-tokens", "reset-tokens") if flavour == "openai" else ("limit", "remaining", "reset")
+        headers[prefix + names[0]] = str(int(state.tokens_per_minute))
+        headers[prefix + names[1]] = str(max(0, int(state.tpm_tokens)))
+        headers[prefix + names[2]] = _duration((rate - state.tpm_tokens) / rate)
+    if not state.rate_limit_rps:
+        return headers
     cap = float(state.burst or state.rate_limit_rps)
     remaining = max(0, int(state.tokens))
     reset_s = (cap - state.tokens) / state.rate_limit_rps
     if flavour == "openai":
         return {
+            **headers,
             "x-ratelimit-limit-requests": str(int(state.rate_limit_rps * 60)),
             "x-ratelimit-remaining-requests": str(remaining),
             "x-ratelimit-reset-requests": _duration(reset_s),
         }
     reset_at = datetime.now(UTC) + timedelta(seconds=reset_s)
     return {
+        **headers,
         "anthropic-ratelimit-requests-limit": str(int(state.rate_limit_rps * 60)),
         "anthropic-ratelimit-requests-remaining": str(remaining),
         "anthropic-ratelimit-requests-reset": reset_at.isoformat().replace("+00:00", "Z"),
@@ -258,6 +286,10 @@ def _handler(state: ServerState, flavour: str):
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             wait = state.take_token()
+            if wait is None and state.tokens_per_minute:
+                good = make_body(state, body)
+                usage = good["usage"]
+                wait = state.take_tpm(usage.get("total_tokens") or usage.get("input_tokens", 0) + usage.get("output_tokens", 0))
             if wait is not None:  # past the server-enforced limit: whole seconds, ms sometimes absent
                 headers = {"retry-after": str(max(1, math.ceil(wait))), **_rate_headers(state, flavour)}
                 if state.rng.random() < state.retry_after_ms_prob:
