@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from pipeline.cli import run_stage  # noqa: E402
+from pipeline.cli import run_stage
 
 if __name__ == "__main__":
     run_stage("train")

@@ -37,7 +37,7 @@ def test_accelerate_launch_two_cpu_processes_trains_kd_and_writes_once(data_root
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(REPO / "scripts" / "03_train.py"), str(task), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, cwd=data_root, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, check=False, cwd=data_root, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     models = data_root / "models" / "sentiment"
     versions = [p for p in models.iterdir() if p.is_dir()]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ def _model_version_name(resume: str | None, paths: TaskPaths) -> str:
         if not (paths.models_dir / name / RUN_FILE).exists():
             raise ConfigError(f"{paths.models_dir / name}: not a training run folder; check the --resume name")
         return name
-    box = [datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")]
+    box = [datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")]
     broadcast_object_list(box)
     return box[0]
 
@@ -112,13 +112,12 @@ def run_train(
     resume: str | bool | None = None,
 ) -> dict:
     """Train and write models/<task>/<model version>/. Returns the train manifest."""
+    import torch
     from accelerate import PartialState
 
     from pipeline.training.arguments import build_sft_config, lora_config
     from pipeline.training.data import choose_kd_level, encode_rows, read_train_rows
     from pipeline.training.student_init import build_student
-
-    import torch
 
     t0 = time.perf_counter()
     # cpu=True on a machine without CUDA: under a torchrun-style launcher accelerate then picks gloo
@@ -159,8 +158,8 @@ def run_train(
         raise InputDataError(f"{vdir / 'train.jsonl'}: no rows; re-run `distill curate {task.name}`")
     labels = task.config.output.labels if task.config.output.kind == "label" else None
     level, token_problem = choose_kd_level(cfg.method, cfg.kd_level, train_rows, tokenizer, labels, vdir / "train.jsonl")
-    enc = dict(kd_level=level, labels=labels, max_length=sft_args.max_length,
-               truncation_mode=sft_args.truncation_mode, completion_only_loss=sft_args.completion_only_loss)
+    enc = {"kd_level": level, "labels": labels, "max_length": sft_args.max_length,
+           "truncation_mode": sft_args.truncation_mode, "completion_only_loss": sft_args.completion_only_loss}
     train_enc = encode_rows(train_rows, tokenizer, **enc)
     eval_enc = encode_rows(eval_rows, tokenizer, **enc) if eval_rows else None
     if level != "none" and (sft_args.packing or sft_args.padding_free):
@@ -202,8 +201,8 @@ def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, trai
 
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
-    common = dict(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                  processing_class=tokenizer, peft_config=peft_config)
+    common = {"model": model, "args": sft_args, "train_dataset": train_ds, "eval_dataset": eval_ds,
+              "processing_class": tokenizer, "peft_config": peft_config}
     if level == "none":
         return SFTTrainer(**common)
     return KDTrainer(**common, data_collator=KDCollator(tokenizer.pad_token_id, sft_args.pad_to_multiple_of),
@@ -226,7 +225,7 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
     manifest = {
         "stage": "train",
         "task": task.name,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "config": {"student": task.config.student.model_dump(), "train": cfg.model_dump()},
         "inputs": inputs,
         "params": {"method": cfg.method, "kd_level": level, "temperature": cfg.temperature, "alpha": cfg.alpha,

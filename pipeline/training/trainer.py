@@ -76,6 +76,9 @@ def add_target_logits_head(model) -> None:
     next-token label is not -100, as [N, vocab], in (batch, position) order. Patched on the
     instance like TRL's fused head, so DDP/FSDP/PEFT wrappers still run their own forward."""
     previous_forward = model.forward
+    text_config = model.config.get_text_config()
+    softcap = getattr(text_config, "final_logit_softcapping", None)
+    logit_scale = getattr(text_config, "logit_scale", None)
 
     @functools.wraps(type(model).forward)
     def forward(self, *args, target_logits=False, labels=None, **kwargs):
@@ -86,12 +89,13 @@ def add_target_logits_head(model) -> None:
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         mask = labels[:, 1:] != -100
-        lm_head = self.get_output_embeddings()
-        weight, bias = lm_head.weight, lm_head.bias
-        if hasattr(weight, "full_tensor"):  # FSDP2 DTensor: gather the head, as TRL's fused head does
-            weight = weight.full_tensor()
-            bias = bias.full_tensor() if bias is not None else None
-        logits = torch.nn.functional.linear(hidden[mask].to(weight.dtype), weight, bias)
+        # Call the head as a module (not its weight): DeepSpeed ZeRO-3 and FSDP gather parameters in
+        # module hooks, and keep them gathered for the backward.
+        logits = self.get_output_embeddings()(hidden[mask])
+        if logit_scale is not None:
+            logits = logits * logit_scale
+        if softcap is not None:  # Gemma 2/3: the model's own forward applies this after the head
+            logits = torch.tanh(logits / softcap) * softcap
         return CausalLMOutput(logits=logits.float())
 
     model.forward = forward.__get__(model)
