@@ -74,6 +74,26 @@ def first_stop(text: str, stops: list[str]) -> int | None:
     return min(hits) if hits else None
 
 
+def step_logprobs(torch, logits: tuple, chosen, k: int):
+    """Per row and step: the chosen token's logprob, and the top-k ids and logprobs (most likely
+    first), from ``generate``'s raw per-step logits. log_softmax of the raw logits is the teacher's
+    distribution at T=1, what the APIs report. One step at a time, so the peak is one
+    (batch, vocab) block on top of the logits generate already holds, not a second full copy."""
+    chosen_lp, top_ids, top_lp = [], [], []
+    for step, step_logits in enumerate(logits):
+        lp = torch.log_softmax(step_logits.float(), dim=-1)
+        chosen_lp.append(lp.gather(-1, chosen[:, step:step + 1]).squeeze(-1))
+        if k > 0:
+            top = torch.topk(lp, min(k, lp.shape[-1]), dim=-1)  # sorted, most likely first
+            top_ids.append(top.indices)
+            top_lp.append(top.values)
+
+    def as_rows(parts):  # steps of (batch, ...) -> nested lists [row][step]
+        return torch.stack(parts, dim=1).tolist() if parts else None
+
+    return as_rows(chosen_lp), as_rows(top_ids), as_rows(top_lp)
+
+
 def _limit_torch_threads(torch) -> None:
     """Use ``DISTILL_TORCH_THREADS`` when set; otherwise never more threads than usable cores.
     torch defaults to the host's core count, which in a container can exceed the cores we get, and
@@ -202,14 +222,8 @@ class HFTeacher:
             )
         latency = time.perf_counter() - started
         new = out.sequences[:, prompt_len:].tolist()
-        top_ids = top_lp = chosen_lp = None
-        if k is not None:
-            # log_softmax of the raw logits = the teacher's distribution at T=1 (as the APIs report).
-            logprobs = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)
-            chosen_lp = logprobs.gather(-1, out.sequences[:, prompt_len:].unsqueeze(-1)).squeeze(-1).tolist()
-            if k > 0:
-                top = torch.topk(logprobs, min(k, logprobs.shape[-1]), dim=-1)  # sorted, most likely first
-                top_ids, top_lp = top.indices.tolist(), top.values.tolist()
+        chosen_lp, top_ids, top_lp = (step_logprobs(torch, out.logits, out.sequences[:, prompt_len:], k)
+                                      if k is not None else (None, None, None))
         responses = []
         for i, seq in enumerate(new):
             prompt_tokens = int(enc["attention_mask"][i].sum())
