@@ -121,3 +121,14 @@ def test_a_tokens_per_minute_limit_from_headers_paces_requests(tmp_path):
     assert manifest["counts"]["records"] == 60 and stats["n_429"] == 0
     used = manifest["tokens"]["prompt"] + manifest["tokens"]["completion"]
     assert elapsed >= 0.8 * (used - 400) / 400  # beyond the first second's worth, it waited
+
+
+def test_a_fatal_error_mid_run_leaves_the_previous_output_and_keeps_answers_in_the_cache(tmp_path):
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(5))
+        run_generate(load_task(folder), quiet=True)
+        srv.configure(per_request_faults=["400"])  # every new request is now rejected
+        more = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(9))
+        with pytest.raises(TeacherError):
+            run_generate(load_task(more), quiet=True)
+    assert len(_records()) == 5  # generated.jsonl was not rewritten with less

@@ -105,7 +105,9 @@ class _Session:
 
         probe = Executor(_NoTeacher(), self.cfg, self.cache, self.budget)
         todo = probe.pending(jobs)
-        if not todo:  # everything cached: don't even load the teacher (an in-process model is slow to load)
+        # Everything cached, or the budget is spent: don't even load the teacher (a local model is slow to load).
+        if not todo or self.budget.stopped:
+            probe.stats.budget_stopped = self.budget.stopped
             return probe.stats
         teacher = make_teacher(self.cfg)
 
@@ -218,19 +220,23 @@ def answer_inputs(task: TaskFolder, inputs: list[dict], *, quiet: bool = True) -
         renderer = PromptRenderer.for_task(task)
         jobs = session.jobs([renderer.render(x) for x in inputs], session.cfg.params, session.cfg.top_logprobs)
         answers = session.answer("answering", jobs)
-        _raise_if_incomplete(session, len(inputs) - sum(j.req.request_hash in answers for j in jobs), len(inputs))
+        error = _incomplete(session, sum(j.req.request_hash in answers for j in jobs), len(inputs))
+        if error is not None:
+            raise error
         return [_record(session, job, x, answers[job.req.request_hash]) for x, job in zip(inputs, jobs)]
 
 
-def _raise_if_incomplete(session: _Session, missing: int, total: int) -> None:
+def _incomplete(session: _Session, answered: int, total: int) -> DistillError | None:
+    """Why the run is incomplete (a budget cap, prompts that failed every retry), or None."""
     if session.budget.stopped:
-        raise session.budget.exceeded(total - missing, total)
+        return session.budget.exceeded(answered, total)
     if session.failed:
         example = next(iter(session.failed.values()))
-        raise RetriesExhausted(
+        return RetriesExhausted(
             f"{len(session.failed)} prompts still failed after {session.cfg.max_retries} retries (last: {example}); "
             "everything else is saved; re-run to retry only these"
         )
+    return None
 
 
 def _files_read(task: TaskFolder) -> dict[str, str]:
@@ -247,25 +253,21 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
     cfg = task.config
     started = datetime.now(UTC)
     t0 = time.perf_counter()
+    # A fatal error (a bad key, a template error, Ctrl-C) propagates before anything is rewritten:
+    # the previous generated.jsonl stays, and every answer received is in the cache for the re-run.
     with generate_lock(paths), AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=batch)
-        error: DistillError | None = None
-        records: list[Record] = []
-        try:
-            if cfg.inputs.generate is not None:
-                inputs = _teacher_written_inputs(session, limit)
-            else:
-                inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
-            write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
-            if not session.budget.stopped:
-                records = _answer_records(session, inputs)
-            _raise_if_incomplete(session, len(inputs) - len(records), len(inputs))
-        except DistillError as exc:
-            if session.passes.get("answering") is None and not session.passes:
-                raise  # nothing was asked yet (config, template, input errors): nothing to save
-            error = exc
+        if cfg.inputs.generate is not None:
+            inputs = _teacher_written_inputs(session, limit)
+        else:
+            inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
+        write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
+        # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
+        records = _answer_records(session, inputs)
+        error = _incomplete(session, len(records), len(inputs))
         write_jsonl(paths.generated_jsonl, records)
         manifest = _manifest(task, session, records, started, time.perf_counter() - t0, batch, limit, error)
+        manifest["counts"]["inputs"] = len(inputs)
         (paths.generated_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     if not quiet:
         print(_summary(task, manifest), file=sys.stderr)
