@@ -68,6 +68,10 @@ class AnswerCache:
         """Answers for those of ``hashes`` that are stored."""
         return {h: TeacherResponse.model_validate_json(r) for h, r in self._select_many("response", hashes)}
 
+    def present(self, hashes: Iterable[str]) -> set[str]:
+        """Those of ``hashes`` that have an answer (without reading the answers)."""
+        return {h for h, _ in self._select_many("batch", hashes)}
+
     def batch_answered(self, hashes: Iterable[str]) -> set[str]:
         """Those of ``hashes`` answered through a batch API (priced at the batch discount)."""
         return {h for h, b in self._select_many("batch", hashes) if b}

@@ -123,7 +123,7 @@ class Executor:
     def pending(self, jobs: list[Job]) -> list[Job]:
         """Jobs with no cached answer, each request once."""
         unique = list({j.req.request_hash: j for j in jobs}.values())
-        cached = set(self.cache.get_many(j.req.request_hash for j in unique))
+        cached = self.cache.present(j.req.request_hash for j in unique)
         self.stats.cached = len(cached)
         return [j for j in unique if j.req.request_hash not in cached]
 
