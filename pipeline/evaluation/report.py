@@ -91,6 +91,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         _routing_sentence(report),
         "",
+        *_routing_table(report),
+        "",
         f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})",
         "",
         "## Counts",
@@ -104,6 +106,27 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells = [_cell(d["input"]), _cell(d.get("gold")), _cell(d["teacher"]), _cell(d["student"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _routing_table(report: dict[str, Any]) -> list[str]:
+    """A few points of the curve (about a quarter, half, three quarters, all of the traffic)."""
+    from pipeline.evaluation.routing import routed_cost_per_1000
+
+    curve, cost = report["routing"]["curve"], report["cost_per_1000"]
+    if not curve:
+        return []
+    picked = []
+    for share in (0.25, 0.5, 0.75, 1.0):
+        point = min(curve, key=lambda p: abs(p["coverage"] - share))
+        if point not in picked:
+            picked.append(point)
+    lines = ["| student answers | when confidence ≥ | student quality there | overall quality | cost / 1,000 |",
+             "| --- | --- | --- | --- | --- |"]
+    for p in picked:
+        usd = routed_cost_per_1000(p["coverage"], cost["student_usd"], cost["teacher_usd"])
+        lines.append(f"| {fmt_frac(p['coverage'])} | {p['threshold']:.4g} | {fmt_frac(p['student_quality'])} | "
+                     f"{fmt_frac(p['routed_quality'])} | {fmt_usd(usd)} |")
+    return lines
 
 
 def _cell(value: Any, width: int = 80) -> str:
