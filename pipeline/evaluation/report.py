@@ -146,6 +146,16 @@ def plot_quality_vs_cost(report: dict[str, Any], path: Path) -> None:
     points = [("student", cost["student_usd"], q["student"]), ("teacher", cost["teacher_usd"], q["teacher"])]
     if r["threshold"] is not None:
         points.append((f"routed ({fmt_frac(r['coverage'])} student)", r["routed_cost_per_1000_usd"], r["routed_quality"]))
+    from pipeline.evaluation.routing import routed_cost_per_1000
+
+    # every threshold of the routing curve, as (cost, overall quality): the trade-off routing offers
+    frontier = [(routed_cost_per_1000(p["coverage"], cost["student_usd"], cost["teacher_usd"]), p["routed_quality"])
+                for p in r["curve"]]
+    frontier = [(x, y) for x, y in frontier if x is not None]
+    if frontier:
+        ax.plot([x for x, _ in frontier], [y for _, y in frontier], color="grey", alpha=0.5, linewidth=1,
+                label="routed, at each threshold")
+        ax.legend(fontsize=8, loc="lower right")
     unknown = []
     for name, x, y in points:
         if x is None or y is None:
