@@ -46,12 +46,10 @@ def test_every_answer_arrives_despite_429_5xx_truncated_and_malformed_bodies(tmp
 def test_a_hung_request_times_out_and_is_retried(tmp_path):
     with FakeServer(per_request_faults=["hang"], hang_s=1.5) as srv:
         folder = make_task(tmp_path, teacher={"base_url": srv.url, "timeout_s": 0.3}, inputs=texts(4))
-        start = time.monotonic()
         manifest = run_generate(load_task(folder), quiet=True)
-        elapsed = time.monotonic() - start
     assert manifest["counts"]["records"] == 4
-    assert manifest["passes"]["answering"]["errors"]["timeout"] == 4
-    assert elapsed < 2.5  # did not wait for the hung responses
+    # Each hung request was abandoned at its timeout, not answered late (that would be a 504 'server').
+    assert manifest["passes"]["answering"]["errors"] == {"timeout": 4}
 
 
 def test_401_stops_at_once_with_one_line_and_the_key_redacted(tmp_path, capsys):

@@ -61,7 +61,7 @@ def test_the_limiter_paces_evenly_at_the_rate_learnt_from_headers():
         return time.monotonic() - start
 
     elapsed = asyncio.run(go())  # 20/s after a burst of 2 (0.1 s worth): 19 more take ~0.95 s
-    assert 0.8 <= elapsed <= 1.5
+    assert 0.8 <= elapsed <= 2.0
 
 
 def test_only_the_probe_goes_out_until_the_first_answer():
