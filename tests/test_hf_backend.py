@@ -222,3 +222,16 @@ def test_real_smollm2_is_converted_once_and_answers_sensibly(tmp_path, monkeypat
     resp = run(teacher.complete(requests_for(teacher, ["What is the capital of France?"], top_logprobs=3)[0]))
     assert "Paris" in resp.text and resp.finish_reason == "stop"
     assert resp.logprobs[0].top[0].logprob > -3  # a confident first token, not noise
+
+
+def test_running_out_of_memory_says_to_lower_the_batch_size(tiny_model_dir):
+    teacher = teacher_for(tiny_model_dir)
+    req = requests_for(teacher, PROMPTS[:1])[0]
+    run(teacher.complete(req))  # loads the model
+
+    def oom(**kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    teacher._lm.generate = oom
+    with pytest.raises(TeacherError, match="out of memory generating 1 answers at once; lower teacher.batch_size"):
+        run(teacher.complete(req))

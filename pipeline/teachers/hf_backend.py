@@ -215,11 +215,17 @@ class HFTeacher:
         with self._lock, torch.inference_mode():
             if "seed" in params:
                 torch.manual_seed(int(params["seed"]))
-            out = lm.generate(
-                **enc, **gen_kwargs, return_dict_in_generate=True, output_logits=k is not None,
-                pad_token_id=tok.pad_token_id, eos_token_id=sorted(self._eos_ids()),
-                stop_strings=stops or None, tokenizer=tok if stops else None,
-            )
+            try:
+                out = lm.generate(
+                    **enc, **gen_kwargs, return_dict_in_generate=True, output_logits=k is not None,
+                    pad_token_id=tok.pad_token_id, eos_token_id=sorted(self._eos_ids()),
+                    stop_strings=stops or None, tokenizer=tok if stops else None,
+                )
+            except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError; CPU says "allocate"
+                if "out of memory" in str(exc) or "allocate" in str(exc):
+                    raise TeacherError(f"teacher.model '{self.cfg.model}': out of memory generating {len(reqs)} "
+                                       "answers at once; lower teacher.batch_size or max_tokens") from None
+                raise
         latency = time.perf_counter() - started
         new = out.sequences[:, prompt_len:].tolist()
         chosen_lp, top_ids, top_lp = (step_logprobs(torch, out.logits, out.sequences[:, prompt_len:], k)

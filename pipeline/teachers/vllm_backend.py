@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TeacherError
 from pipeline.records import TokenLogprob, TokenPosition, Usage
 from pipeline.teachers.base import TeacherRequest, TeacherResponse
 from pipeline.teachers.hf_backend import check_params, max_new_tokens, stop_strings
@@ -109,7 +109,12 @@ class VLLMTeacher:
                 kwargs = {"model": str(path), "tokenizer": str(path), "served_model_name": self.cfg.model,
                           "tensor_parallel_size": self.cfg.tensor_parallel_size, "max_logprobs": 20,
                           "logprobs_mode": "raw_logprobs", "seed": 0}
-                self._llm = vllm.LLM(**{**kwargs, **engine_args()})
+                try:
+                    self._llm = vllm.LLM(**{**kwargs, **engine_args()})
+                except (RuntimeError, ValueError) as exc:  # vLLM's engine-start failures; the cause is logged above
+                    raise TeacherError(f"teacher.backend 'vllm': the engine for {path} did not start ({exc}); "
+                                       "see vLLM's log above, and set engine options (max_model_len, dtype, "
+                                       "gpu_memory_utilization) in DISTILL_VLLM_ENGINE_ARGS") from None
                 self._text = TokenText(self._llm.get_tokenizer())
         return vllm, self._llm
 
