@@ -385,16 +385,19 @@ class FakeServer:
         return self
 
     def configure(self, **settings: Any) -> None:
-        """Change settings while serving (thread-safe: applied on the server's loop)."""
-        def apply() -> None:
+        """Change settings while serving (applied on the server's loop before this returns)."""
+        async def apply() -> None:
             for k, v in settings.items():
                 setattr(self.state, k, v)
-        self._loop.call_soon_threadsafe(apply)
-        time.sleep(0.01)
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(5)
 
     def stats(self) -> dict[str, Any]:
-        fut = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, self.state.stats()), self._loop)
-        return fut.result(5)
+        """A snapshot of the counters, taken on the server's own loop (they change while it serves)."""
+        async def snapshot() -> dict[str, Any]:
+            return self.state.stats()
+
+        return asyncio.run_coroutine_threadsafe(snapshot(), self._loop).result(5)
 
     def stop(self) -> None:
         if self._loop is not None:
