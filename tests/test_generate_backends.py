@@ -140,3 +140,15 @@ def test_anthropic_rate_limit_headers_are_learnt_too(tmp_path):
         stats = srv.stats()
     assert manifest["counts"]["records"] == 30 and stats["n_429"] <= 2  # a 4-deep bucket leaves little room for jitter
     assert manifest["passes"]["answering"]["learned_rps"] == pytest.approx(20, rel=0.1)
+
+
+def test_limit_answers_only_the_first_n_inputs(tmp_path, capsys):
+    from pipeline.cli import main as cli_main
+
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(10))
+        assert cli_main(["generate", str(folder), "--limit", "3", "--quiet"]) == 0
+        assert srv.stats()["n_served"] == 3
+        assert cli_main(["generate", str(folder), "--limit", "0"]) == 2
+    assert [r.inputs["text"] for r in _records()] == [x["text"] for x in texts(3)]
+    assert "--limit 0" in capsys.readouterr().err
