@@ -57,6 +57,10 @@ def _routing_sentence(report: dict[str, Any]) -> str:
     target = f"{fmt_frac(r['target'])} {report['quality']['metric']} ({r['target_source']})"
     if r["threshold"] is None:
         return f"The student reaches the target {target} on no share of traffic: send every request to the teacher."
+    if r["coverage"] >= 1.0:
+        return (f"The student reaches the target {target} on **all** traffic "
+                f"({fmt_frac(r['student_quality'])}): it can answer every request alone, at "
+                f"{fmt_usd(r['routed_cost_per_1000_usd'])} per 1,000 requests.")
     return (
         f"Answer with the student when its confidence ({r['confidence']}) is at least "
         f"**{r['threshold']:.4g}**: it then takes **{fmt_frac(r['coverage'])}** of traffic at "
@@ -71,7 +75,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation: {report['task']} — student vs teacher",
         "",
-        (f"Student `{p['model_version']}` ({p.get('method') or 'unknown method'}, dataset `{p.get('dataset_version')}`) "
+        (f"Student `{p['model_version']}` ({p.get('method') or 'unknown method'}, dataset `{p.get('dataset_version') or 'unknown'}`) "
         f"vs teacher `{p['teacher']}`, on {c['inputs']} inputs from {p['eval_source']}. "
         f"Quality is measured against **{report['reference']}** answers."),
         "",

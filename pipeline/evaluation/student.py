@@ -145,7 +145,9 @@ def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence
         with torch.inference_mode():
             prompt = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
                            use_cache=True, logits_to_keep=1)
-            cache = prompt.past_key_values
+            cache = prompt.get("cache")  # transformers 5's name for the output field
+            if cache is None:
+                cache = prompt.past_key_values
             cache.batch_repeat_interleave(k)  # row b*k + j: prompt b, then label j
             first = prompt.logits[:, -1].float().log_softmax(-1).repeat_interleave(k, 0)
             rows = len(mask) * k
