@@ -113,6 +113,12 @@ def test_held_out_report_files_exist_and_numbers_are_consistent(tmp_path, data_r
     assert all(0 <= p["threshold"] <= 1 for p in r["curve"])  # a probability for label tasks
     if r["threshold"] is not None:
         assert r["student_quality"] >= r["target"] - 1e-9
+    # routing runs the student (answer + label confidence) on every request, the teacher on the rest
+    cost = report["cost_per_1000"]
+    assert cost["student_with_confidence_usd"] > cost["student_usd"]
+    expected = (cost["teacher_usd"] if r["threshold"] is None
+                else cost["student_with_confidence_usd"] + (1 - r["coverage"]) * cost["teacher_usd"])
+    assert r["routed_cost_per_1000_usd"] == pytest.approx(expected)
     md = (model_dir / "report.md").read_text()
     assert "## Routing" in md and "$0.2100" in md
 

@@ -127,7 +127,7 @@ def _routing_table(report: dict[str, Any]) -> list[str]:
     lines = ["| student answers | when confidence ≥ | student quality there | overall quality | cost / 1,000 |",
              "| --- | --- | --- | --- | --- |"]
     for p in picked:
-        usd = routed_cost_per_1000(p["coverage"], cost["student_usd"], cost["teacher_usd"])
+        usd = routed_cost_per_1000(p["coverage"], cost["student_with_confidence_usd"], cost["teacher_usd"])
         lines.append(f"| {fmt_frac(p['coverage'])} | {p['threshold']:.4g} | {fmt_frac(p['student_quality'])} | "
                      f"{fmt_frac(p['routed_quality'])} | {fmt_usd(usd)} |")
     return lines
@@ -153,7 +153,7 @@ def plot_quality_vs_cost(report: dict[str, Any], path: Path) -> None:
     from pipeline.evaluation.routing import routed_cost_per_1000
 
     # every threshold of the routing curve, as (cost, overall quality): the trade-off routing offers
-    frontier = [(routed_cost_per_1000(p["coverage"], cost["student_usd"], cost["teacher_usd"]), p["routed_quality"])
+    frontier = [(routed_cost_per_1000(p["coverage"], cost["student_with_confidence_usd"], cost["teacher_usd"]), p["routed_quality"])
                 for p in r["curve"]]
     frontier = [(x, y) for x, y in frontier if x is not None]
     if frontier:

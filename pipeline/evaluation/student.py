@@ -39,7 +39,13 @@ class StudentRun:
 
     @property
     def seconds_per_request(self) -> float | None:
-        """Machine seconds one request costs in batched serving, confidence scoring included."""
+        """Machine seconds one answer costs in batched serving."""
+        return self.generate_s / len(self.texts) if self.texts else None
+
+    @property
+    def routed_seconds_per_request(self) -> float | None:
+        """The same plus scoring the labels for the router's confidence (label tasks; for the others
+        the confidence comes with the answer's own token logprobs)."""
         return (self.generate_s + self.confidence_s) / len(self.texts) if self.texts else None
 
 

@@ -126,12 +126,14 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
     q_student, q_teacher = scored.quality("student"), scored.quality("teacher")
     target = cfg.eval.target_quality if cfg.eval.target_quality is not None else q_teacher
     student_usd = m.machine_cost_per_1000(run.seconds_per_request, cfg.eval.student_price_per_hour)
+    # routing runs the student on every request and needs its confidence too
+    student_routed_usd = m.machine_cost_per_1000(run.routed_seconds_per_request, cfg.eval.student_price_per_hour)
     teacher_usd, teacher_basis = teacher_cost(task, eval_set)
     routing: dict[str, Any] = {"confidence": confidence_name, "target": target,
                                "target_source": "eval.target_quality" if cfg.eval.target_quality is not None
                                else "the teacher's quality", "threshold": None, "coverage": 0.0,
                                "student_quality": None, "routed_quality": q_teacher,
-                               "routed_cost_per_1000_usd": rt.routed_cost_per_1000(0.0, student_usd, teacher_usd),
+                               "routed_cost_per_1000_usd": teacher_usd,  # no threshold: the teacher alone
                                "curve": []}
     if scored_idx and target is not None:
         curve = rt.coverage_curve([confidence[i] for i in scored_idx], [scored.student_scores[i] for i in scored_idx],
@@ -141,7 +143,7 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         if best is not None:
             routing.update(threshold=best.threshold, coverage=best.coverage, student_quality=best.student_quality,
                            routed_quality=best.routed_quality,
-                           routed_cost_per_1000_usd=rt.routed_cost_per_1000(best.coverage, student_usd, teacher_usd))
+                           routed_cost_per_1000_usd=rt.routed_cost_per_1000(best.coverage, student_routed_usd, teacher_usd))
     teacher_lat = [r.latency_s for r in eval_set.teacher_records if r is not None and r.latency_s is not None]
     pct = m.quality_percent(q_student, q_teacher)
     n = len(eval_set.prompts)
@@ -180,9 +182,12 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         },
         "throughput": {"student_rps": run.throughput_rps, "batch_size": run.batch_size},
         "cost_per_1000": {
-            "student_usd": student_usd, "teacher_usd": teacher_usd, "teacher_basis": teacher_basis,
-            "student_basis": (f"{1000 * (run.seconds_per_request or 0):.1f} ms of this machine per request "
-                              f"(batched) x ${cfg.eval.student_price_per_hour}/h"),
+            "student_usd": student_usd, "student_with_confidence_usd": student_routed_usd,
+            "teacher_usd": teacher_usd, "teacher_basis": teacher_basis,
+            "student_basis": (f"{1000 * (run.seconds_per_request or 0):.1f} ms of this machine per answer "
+                              f"(batched) x ${cfg.eval.student_price_per_hour}/h"
+                              + (f"; {1000 * run.confidence_s / n:.1f} ms more per request for the label confidence "
+                                 "when routing" if run.confidence_s and n else "")),
         },
         "routing": routing,
         "disagreements": disagreements,
