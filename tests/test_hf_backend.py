@@ -235,3 +235,38 @@ def test_running_out_of_memory_says_to_lower_the_batch_size(tiny_model_dir):
     teacher._lm.generate = oom
     with pytest.raises(TeacherError, match="out of memory generating 1 answers at once; lower teacher.batch_size"):
         run(teacher.complete(req))
+
+
+def test_generation_threads_leave_a_core_free_and_are_restored_afterwards(tiny_model_dir, monkeypatch):
+    import torch
+
+    from pipeline.teachers.hf_backend import torch_threads
+
+    monkeypatch.delenv("DISTILL_TORCH_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert torch_threads(current=2) == 1 and torch_threads(current=8) == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert torch_threads(current=16) == 15 and torch_threads(current=4) == 4
+    monkeypatch.setenv("DISTILL_TORCH_THREADS", "3")
+    assert torch_threads(current=16) == 3
+    monkeypatch.setenv("DISTILL_TORCH_THREADS", "many")
+    with pytest.raises(ConfigError, match="DISTILL_TORCH_THREADS='many': not a whole number"):
+        torch_threads(current=2)
+
+    monkeypatch.setenv("DISTILL_TORCH_THREADS", "1")
+    original = torch.get_num_threads()
+    torch.set_num_threads(2)  # what a later stage in the same process expects to keep
+    try:
+        teacher = teacher_for(tiny_model_dir)
+        run(teacher.complete(requests_for(teacher, PROMPTS[:1])[0]))
+        seen, real_generate = [], teacher._lm.generate
+
+        def spy(**kwargs):
+            seen.append(torch.get_num_threads())
+            return real_generate(**kwargs)
+
+        teacher._lm.generate = spy
+        run(teacher.complete(requests_for(teacher, PROMPTS[1:2])[0]))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(original)
