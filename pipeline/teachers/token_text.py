@@ -58,3 +58,35 @@ def ids_before(tokenizer: Any, ids: list[int], n_chars: int) -> list[int]:
     while n < len(ids) and len(tokenizer.decode(ids[:n + 1], skip_special_tokens=True)) <= n_chars:
         n += 1
     return ids[:n]
+
+
+def local_tokenizer(model: str) -> Any | None:
+    """The tokenizer of ``model`` when it is on this machine (the embedded model, a model folder, or
+    the Hugging Face cache), else None. Never downloads. For a server's served model name."""
+    from pipeline.errors import ConfigError
+    from pipeline.local_models import resolve_model_path
+
+    try:
+        source: Any = resolve_model_path(model)
+    except ConfigError:
+        source = model  # maybe a hub id already in the local HF cache
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def fill_token_texts(positions: list, tokenizer: Any) -> list:
+    """Give every token that has an id its text and exact UTF-8 bytes from ``tokenizer``, in place.
+
+    For vLLM's ``return_tokens_as_token_ids``: its top-k alternatives arrive as ``token_id:N`` with
+    the bytes of that very string, and the chosen token's bytes are its decoded text re-encoded
+    (a half character becomes U+FFFD), so neither is the token itself."""
+    text_of = TokenText(tokenizer)
+    for pos in positions:
+        for tok in (pos, *pos.top):
+            if tok.id is not None:
+                tok.token, tok.bytes = text_of(tok.id)
+    return positions
