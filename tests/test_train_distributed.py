@@ -30,12 +30,12 @@ def test_accelerate_launch_two_cpu_processes_trains_kd_and_writes_once(data_root
     write_version(data_root, "sentiment", teacher_rows(tiny_model_dir, n=8))
     task = make_task(data_root / "prompts" / "sentiment", REPO,
                      student={"init": "pretrained", "model": str(tiny_model_dir)},
-                     train={"method": "kd", "sft": {"max_steps": 2, "per_device_train_batch_size": 2,
+                     train={"method": "kd", "sft": {"max_steps": 50, "per_device_train_batch_size": 2,
                                                     "save_strategy": "no", "max_length": 128}})
     accelerate = Path(sys.executable).parent / "accelerate"
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(REPO / "scripts" / "03_train.py"), str(task), "--quiet"]
+           str(REPO / "scripts" / "03_train.py"), str(task), "--quiet", "--set", "max_steps=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, check=False, cwd=data_root, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,6 +46,7 @@ def test_accelerate_launch_two_cpu_processes_trains_kd_and_writes_once(data_root
     assert manifest["params"]["world_size"] == 2 and manifest["kd_level"] == "token"
     assert (models / "latest").read_text().strip() == versions[0].name
     assert (versions[0] / "model.safetensors").exists()
+    assert json.loads((versions[0] / "training_args.json").read_text())["max_steps"] == 2  # --set wins
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero3"])

@@ -214,3 +214,23 @@ def test_lora_trains_an_adapter_and_saves_a_merged_model(data_root, tiny_model_d
     assert not torch.allclose(merged.state_dict()[q], base.state_dict()[q])
     k = "model.layers.0.self_attn.k_proj.weight"  # not a LoRA target: untouched
     assert torch.allclose(merged.state_dict()[k], base.state_dict()[k])
+
+
+def test_two_runs_in_the_same_second_get_their_own_model_folders(data_root, monkeypatch):
+    from datetime import datetime as real_datetime
+
+    from pipeline.paths import TaskPaths
+    from pipeline.stages import train as train_stage
+
+    class Frozen(real_datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(train_stage, "datetime", Frozen)
+    paths = TaskPaths("sentiment")
+    assert train_stage._model_version_name(None, paths) == "20260102T030405Z"
+    (paths.models_dir / "20260102T030405Z").mkdir(parents=True)
+    assert train_stage._model_version_name(None, paths) == "20260102T030405Z-1"
+    (paths.models_dir / "20260102T030405Z-1").mkdir()
+    assert train_stage._model_version_name(None, paths) == "20260102T030405Z-2"

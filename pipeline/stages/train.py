@@ -94,8 +94,12 @@ def _model_version_name(resume: str | None, paths: TaskPaths) -> str:
         if not (paths.models_dir / name / RUN_FILE).exists():
             raise ConfigError(f"{paths.models_dir / name}: not a training run folder; check the --resume name")
         return name
-    box = [datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")]
-    broadcast_object_list(box)
+    name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    n = 1
+    while (paths.models_dir / name).exists():  # two runs in one second must not share a folder
+        name, n = f"{name.split('-')[0]}-{n}", n + 1
+    box = [name]
+    broadcast_object_list(box)  # ranks may straddle a second boundary: rank 0's name wins
     return box[0]
 
 
@@ -110,8 +114,10 @@ def run_train(
     alpha: float | None = None,
     kd_level: str | None = None,
     resume: str | bool | None = None,
+    evaluate: bool = True,
 ) -> dict:
-    """Train and write models/<task>/<model version>/. Returns the train manifest."""
+    """Train and write models/<task>/<model version>/. Returns the train manifest (empty on ranks
+    other than the main one). ``evaluate=False`` skips the final eval-loss pass over eval.jsonl."""
     import torch
     from accelerate import PartialState
 
@@ -183,7 +189,7 @@ def run_train(
     result = trainer.train(resume_from_checkpoint=resume_ckpt)
     train_s = time.perf_counter() - t_train
     metrics = dict(result.metrics)
-    if eval_enc and eval_enc.rows:
+    if evaluate and eval_enc and eval_enc.rows:
         metrics.update(trainer.evaluate())
     trainer.accelerator.wait_for_everyone()
     if not state.is_main_process:

@@ -21,8 +21,6 @@ CE, so the student still learns to stop.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -122,7 +120,3 @@ def full_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     s = F.log_softmax(student_logits / temperature, dim=-1)
     return (q.exp() * (q - s)).sum(-1)
 
-
-def uniform_tail_logprobs(vocab_size: int, k: int, top_mass: float) -> float:
-    """Log-probability each tail token has when the tail (1 - top_mass) is spread evenly. For tests."""
-    return math.log((1.0 - top_mass) / (vocab_size - k))
