@@ -48,7 +48,10 @@ class GenerateProgress:
         if self.quiet:
             return
         task = self._progress.tasks[0]
-        speed = task.speed
+        # Over the whole run, not rich's recent-window speed: in-process backends answer a batch at
+        # one instant, which makes a windowed rate read thousands of requests per second.
+        elapsed = task.elapsed or 0.0
+        speed = (task.completed + 1) / elapsed if elapsed > 0 else None
         self._progress.update(
             self._task, advance=1, tokens=self.tokens, cost=format_cost(self.cost),
             rate=f"{speed:.1f} req/s" if speed else "",
