@@ -250,13 +250,19 @@ def test_text_task_routes_on_mean_token_logprob_and_scores_rouge_l(tmp_path, dat
 def test_label_scores_in_a_padded_batch_equal_one_unpadded_forward_each(tiny_model_dir):
     import torch
 
-    from pipeline.evaluation.student import _prompt_texts, _stop_token_id, load_student, score_label_strings
+    from pipeline.evaluation.student import (
+        _prompt_texts,
+        _stop_token_id,
+        encode,
+        load_student,
+        score_label_strings,
+    )
 
     model, tok = load_student(tiny_model_dir)
     texts = _prompt_texts(tok, [[Message(role="user", content="hi")],
                                 [Message(role="user", content="a much longer review of the movie with many words")]])
     labels = ["positive", "negative", "great movie"]  # labels of different token lengths
-    got = score_label_strings(model, tok, texts, labels, max_rows=4)  # 6 rows: two chunks
+    got = score_label_strings(model, tok, encode(tok, texts), labels)
     stop = _stop_token_id(model, tok)
     for text, scores in zip(texts, got):
         prompt = tok(text, add_special_tokens=False)["input_ids"]
@@ -266,3 +272,17 @@ def test_label_scores_in_a_padded_batch_equal_one_unpadded_forward_each(tiny_mod
                 lp = model(input_ids=torch.tensor([ids])).logits.log_softmax(-1)[0]
             expected = sum(lp[t - 1, ids[t]].item() for t in range(len(prompt), len(ids)))
             assert scores[label] == pytest.approx(expected, abs=1e-4)
+
+
+def test_answers_from_the_shared_prompt_cache_equal_plain_generation(tiny_model_dir):
+    from pipeline.evaluation.student import _prompt_texts, encode, generate_batch, load_student, prefix_cache
+
+    model, tok = load_student(tiny_model_dir)
+    texts = _prompt_texts(tok, [[Message(role="user", content="hi")],
+                                [Message(role="user", content="a much longer review of the movie with many words")]])
+    enc = encode(tok, texts)
+    plain = generate_batch(model, tok, enc, 4)
+    shared = generate_batch(model, tok, enc, 4, cache=prefix_cache(model, enc))
+    assert shared[0] == plain[0]
+    for a, b in zip(shared[1], plain[1]):
+        assert a == pytest.approx(b, abs=1e-4)

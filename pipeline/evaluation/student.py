@@ -12,6 +12,7 @@ pass over all prompts. torch and transformers are imported inside functions (fas
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,13 +93,49 @@ def _prompt_texts(tokenizer, prompts: Sequence[Sequence[Message]]) -> list[str]:
     ]
 
 
-def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int) -> tuple[list[str], list[list[float]]]:
-    """Greedy answers to already-templated prompts, with each generated token's log-probability."""
+def encode(tokenizer, texts: Sequence[str]):
+    """Templated prompts as one left-padded batch (load_student sets the padding side)."""
+    return tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def _positions(mask):
+    # explicit position ids, so left padding does not shift them
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _cache_kwarg(method) -> str:
+    """transformers 5 renames ``past_key_values`` to ``cache`` (the old name is deprecated)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(method).parameters else "past_key_values"
+
+
+def _generate_cache_kwarg() -> str:
+    import transformers
+
+    return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+
+
+def prefix_cache(model, enc):
+    """The KV cache of every prompt token but the last: shared by the greedy answer and the label
+    scores, so the prompt is read once for both."""
+    import torch
+
+    mask = enc["attention_mask"][:, :-1]
+    with torch.inference_mode():
+        out = model(input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=_positions(mask),
+                    use_cache=True, logits_to_keep=1)
+    cache = out.get("cache")  # transformers 5's name for the output field
+    return cache if cache is not None else out.past_key_values
+
+
+def generate_batch(model, tokenizer, enc, max_new_tokens: int, cache=None) -> tuple[list[str], list[list[float]]]:
+    """Greedy answers to an encoded batch, with each generated token's log-probability. ``cache``:
+    a ``prefix_cache`` of this batch (it is consumed)."""
     import torch
     from transformers import GenerationConfig
 
     stop = _stop_token_id(model, tokenizer)
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
     gen_cfg = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -107,8 +144,9 @@ def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int) 
         return_dict_in_generate=True,
         output_logits=True,
     )
+    extra = {} if cache is None else {_generate_cache_kwarg(): cache}
     with torch.inference_mode():
-        out = model.generate(**enc, generation_config=gen_cfg)
+        out = model.generate(**enc, generation_config=gen_cfg, **extra)
     new_tokens = out.sequences[:, enc["input_ids"].shape[1]:]
     # raw logits, not the processed scores: greedy needs no processors, and we want true probabilities
     logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
@@ -121,60 +159,37 @@ def generate_batch(model, tokenizer, texts: Sequence[str], max_new_tokens: int) 
     return answers, token_lps
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5 renames ``past_key_values`` to ``cache`` (the old name goes in 5.40)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def score_label_strings(model, tokenizer, texts: Sequence[str], labels: Sequence[str],
-                        max_rows: int = 64) -> list[dict[str, float]]:
-    """log P(label string, then the stop token | prompt) for every prompt and label: the
-    probability that the label is the student's whole answer, summed over its tokens.
-
-    Each prompt is run once; its KV cache is then repeated for every label, so K labels cost one
-    prompt pass plus K short label passes rather than K full passes."""
+def score_label_strings(model, tokenizer, enc, labels: Sequence[str], cache=None) -> list[dict[str, float]]:
+    """log P(label string, then the stop token | prompt) for every prompt of an encoded batch and
+    every label: the probability that the label is the student's whole answer. The prompt's cache
+    (``prefix_cache``; consumed) is repeated for each label, so K labels cost K short passes over
+    the label tokens, not K passes over the prompt. Memory: batch x K x label length x vocabulary."""
     import torch
 
     stop = _stop_token_id(model, tokenizer)
     label_ids = [tokenizer(label, add_special_tokens=False)["input_ids"] + [stop] for label in labels]
     k, width = len(label_ids), max(len(lab) for lab in label_ids)
     pad = tokenizer.pad_token_id
-    out: list[dict[str, float]] = []
-    per_chunk = max(1, max_rows // k)
-    for start in range(0, len(texts), per_chunk):
-        enc = tokenizer(list(texts[start : start + per_chunk]), return_tensors="pt", padding=True,
-                        add_special_tokens=False)  # left padding (load_student), so prompts end together
-        mask = enc["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # explicit, so left padding does not shift them
-        with torch.inference_mode():
-            prompt = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
-                           use_cache=True, logits_to_keep=1)
-            cache = prompt.get("cache")  # transformers 5's name for the output field
-            if cache is None:
-                cache = prompt.past_key_values
-            cache.batch_repeat_interleave(k)  # row b*k + j: prompt b, then label j
-            first = prompt.logits[:, -1].float().log_softmax(-1).repeat_interleave(k, 0)
-            rows = len(mask) * k
-            # labels padded on the right: padding after a label's tokens cannot change their logits
-            ids = torch.tensor([label_ids[r % k] + [pad] * (width - len(label_ids[r % k])) for r in range(rows)])
-            lab_mask = torch.tensor([[1] * len(label_ids[r % k]) + [0] * (width - len(label_ids[r % k]))
-                                     for r in range(rows)])
-            rest = model(
-                input_ids=ids,
-                attention_mask=torch.cat([mask.repeat_interleave(k, 0), lab_mask], dim=1),
-                position_ids=positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width),
-                **{_cache_kwarg(model): cache},
-            ).logits.float().log_softmax(-1)  # rest[r, t] predicts label token t + 1
-        for b in range(len(mask)):
-            scores = {}
-            for j, lab in enumerate(label_ids):
-                r = b * k + j
-                scores[labels[j]] = first[r, lab[0]].item() + sum(rest[r, t - 1, lab[t]].item()
-                                                                  for t in range(1, len(lab)))
-            out.append(scores)
-    return out
+    cache = prefix_cache(model, enc) if cache is None else cache
+    mask = enc["attention_mask"]
+    rows = len(mask) * k  # row b*k + j: prompt b, then label j
+    last = enc["input_ids"][:, -1:].repeat_interleave(k, 0)
+    # the prompt's last token, then the label; padded on the right, where it cannot change the label's logits
+    ids = torch.cat([last, torch.tensor([label_ids[r % k] + [pad] * (width - len(label_ids[r % k]))
+                                         for r in range(rows)])], dim=1)
+    lab_mask = torch.tensor([[1] * len(label_ids[r % k]) + [0] * (width - len(label_ids[r % k])) for r in range(rows)])
+    with torch.inference_mode():
+        cache.batch_repeat_interleave(k)
+        logprobs = model(
+            input_ids=ids,
+            attention_mask=torch.cat([mask.repeat_interleave(k, 0), lab_mask], dim=1),
+            position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + torch.arange(width + 1),
+            **{_cache_kwarg(model.forward): cache},
+        ).logits.float().log_softmax(-1)  # logprobs[r, t] predicts label token t
+    return [
+        {labels[j]: sum(logprobs[b * k + j, t, tok].item() for t, tok in enumerate(lab)) for j, lab in enumerate(label_ids)}
+        for b in range(len(mask))
+    ]
 
 
 def run_student(
@@ -193,35 +208,36 @@ def run_student(
     texts = _prompt_texts(tokenizer, prompts)
     if not texts:
         return StudentRun([], [], [] if labels else None, 0.0, 0.0, [], batch_size, max_new_tokens)
-    generate_batch(model, tokenizer, texts[:1], 1)  # warm-up, not timed
+    generate_batch(model, tokenizer, encode(tokenizer, texts[:1]), 1)  # warm-up, not timed
 
     answers: list[str] = []
     token_lps: list[list[float]] = []
+    label_lps: list[dict[str, float]] | None = [] if labels else None
     batch_times: list[float] = []
+    confidence_s = 0.0
     for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
+        enc = encode(tokenizer, texts[start : start + batch_size])
         t0 = time.perf_counter()
-        a, lp = generate_batch(model, tokenizer, chunk, max_new_tokens)
-        batch_times.append(time.perf_counter() - t0)
+        if labels:  # one pass over the prompts, shared by the answer and the label scores
+            shared = prefix_cache(model, enc)
+            a, lp = generate_batch(model, tokenizer, enc, max_new_tokens, cache=copy.deepcopy(shared))
+            t1 = time.perf_counter()
+            label_lps += score_label_strings(model, tokenizer, enc, labels, cache=shared)
+            confidence_s += time.perf_counter() - t1
+        else:
+            a, lp = generate_batch(model, tokenizer, enc, max_new_tokens)
+            t1 = time.perf_counter()
+        batch_times.append(t1 - t0)
         answers += a
         token_lps += lp
         if on_batch:
             on_batch(len(answers), len(texts))
 
-    label_lps = None
-    confidence_s = 0.0
-    if labels:
-        label_lps = []
-        t0 = time.perf_counter()
-        for start in range(0, len(texts), batch_size):
-            label_lps += score_label_strings(model, tokenizer, texts[start : start + batch_size], labels)
-        confidence_s = time.perf_counter() - t0
-
     if latency_samples > 0:
         latencies = []
         for text in texts[:latency_samples]:
             t0 = time.perf_counter()
-            generate_batch(model, tokenizer, [text], max_new_tokens)
+            generate_batch(model, tokenizer, encode(tokenizer, [text]), max_new_tokens)
             latencies.append(time.perf_counter() - t0)
     else:  # each request waits for its whole batch
         latencies = [t for start, t in zip(range(0, len(texts), batch_size), batch_times)
