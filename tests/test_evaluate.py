@@ -286,3 +286,23 @@ def test_answers_from_the_shared_prompt_cache_equal_plain_generation(tiny_model_
     assert shared[0] == plain[0]
     for a, b in zip(shared[1], plain[1]):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_json_task_reports_validity_and_field_exact_match(tmp_path, data_root, tiny_model_dir):
+    schema = {"type": "object", "required": ["label"], "properties": {"label": {"enum": LABELS}}}
+    folder = make_task(tmp_path, output={"kind": "json", "json_schema": schema})
+    records = write_held_out(data_root, folder)
+    # make the teacher's held-out answers JSON objects
+    eval_path = next((data_root / "data" / "senti" / "versions").glob("*/eval.jsonl"))
+    rows = [json.loads(line) for line in eval_path.read_text().splitlines()]
+    for row, rec in zip(rows, records):
+        row["completion"][0]["content"] = json.dumps({"label": rec.completion})
+    eval_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    install_student(tiny_model_dir, data_root, "senti")
+    from pipeline.stages.evaluate import run_evaluate
+
+    report = run_evaluate(load_task(folder), quiet=True, limit=3)
+    assert report["quality"]["metric"] == "field_exact_match"
+    assert report["metrics"]["teacher"]["json_valid"] == 1.0
+    assert report["metrics"]["student"]["json_valid"] == pytest.approx(1 - report["metrics"]["student"]["unparsed_rate"])
+    assert report["routing"]["confidence"] == "mean token logprob"
