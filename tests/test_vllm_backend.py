@@ -52,3 +52,16 @@ def test_engine_args_come_from_a_json_env_var(monkeypatch):
     monkeypatch.setenv("DISTILL_VLLM_ENGINE_ARGS", "enforce_eager=1")
     with pytest.raises(ConfigError, match="DISTILL_VLLM_ENGINE_ARGS: not JSON"):
         vllm_backend.engine_args()
+
+
+def test_a_sampled_token_outside_the_top_k_is_not_stored_among_them():
+    # vLLM's per-step dict when the sampled token (7) is not in the top-2: sampled first, then the top-2
+    lp = types.SimpleNamespace
+    candidates = {7: lp(logprob=-6.0, rank=9), 3: lp(logprob=-0.2, rank=1), 5: lp(logprob=-1.9, rank=2)}
+    pos = vllm_backend.position_from_candidates(7, candidates, 2, lambda i: (f"t{i}", [i]))
+    assert (pos.id, pos.logprob, pos.token) == (7, -6.0, "t7")
+    assert [(c.id, c.logprob) for c in pos.top] == [(3, -0.2), (5, -1.9)]
+    inside = vllm_backend.position_from_candidates(5, {5: lp(logprob=-1.9, rank=2), 3: lp(logprob=-0.2, rank=1)},
+                                                   2, lambda i: (f"t{i}", [i]))
+    assert [c.id for c in inside.top] == [3, 5]
+    assert vllm_backend.position_from_candidates(7, {7: lp(logprob=-6.0, rank=9)}, 0, lambda i: ("", [])).top == []

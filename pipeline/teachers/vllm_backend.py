@@ -71,6 +71,19 @@ def sampling_params(vllm, params: dict[str, Any], top_logprobs: int | None):
     return vllm.SamplingParams(**kwargs)
 
 
+def position_from_candidates(token_id: int, candidates: dict, k: int, text_of) -> TokenPosition:
+    """One stored position from vLLM's ``{token_id: Logprob}`` for a step. vLLM adds the sampled
+    token to the top-k when it is not among them (k+1 entries), so rank by logprob and keep k."""
+    ranked = sorted(candidates.items(), key=lambda kv: kv[1].logprob, reverse=True)
+    top = []
+    for cand_id, lp in ranked[:k]:
+        text, raw = text_of(cand_id)
+        top.append(TokenLogprob(token=text, logprob=float(lp.logprob), id=int(cand_id), bytes=raw))
+    text, raw = text_of(token_id)
+    return TokenPosition(token=text, logprob=float(candidates[token_id].logprob), id=int(token_id),
+                         bytes=raw, top=top)
+
+
 class VLLMTeacher:
     """In-process vLLM teacher: one ``LLM.chat`` call per group of requests."""
 
@@ -152,20 +165,9 @@ class VLLMTeacher:
             ids = ids_before(self._text.tokenizer, ids, len(text))  # tokens wholly before the stop string
         positions = None
         if req.top_logprobs is not None and completion.logprobs is not None:
-            positions = [self._position(token_id, completion.logprobs[step], req.top_logprobs)
+            positions = [position_from_candidates(token_id, completion.logprobs[step], req.top_logprobs, self._text)
                          for step, token_id in enumerate(ids)]
         return TeacherResponse(
             text=text, finish_reason=finish, latency_s=latency, logprobs=positions, model=self.model,
             usage=Usage(prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=generated),
         )
-
-    def _position(self, token_id: int, candidates: dict, k: int) -> TokenPosition:
-        # vLLM adds the sampled token to the top-k when it is not among them; its rank says which.
-        ranked = sorted(candidates.items(), key=lambda kv: kv[1].logprob, reverse=True)
-        top = []
-        for cand_id, lp in ranked[:k]:
-            text, raw = self._text(cand_id)
-            top.append(TokenLogprob(token=text, logprob=float(lp.logprob), id=int(cand_id), bytes=raw))
-        text, raw = self._text(token_id)
-        return TokenPosition(token=text, logprob=float(candidates[token_id].logprob), id=int(token_id),
-                             bytes=raw, top=top)
