@@ -306,3 +306,33 @@ def test_json_task_reports_validity_and_field_exact_match(tmp_path, data_root, t
     assert report["metrics"]["teacher"]["json_valid"] == 1.0
     assert report["metrics"]["student"]["json_valid"] == pytest.approx(1 - report["metrics"]["student"]["unparsed_rate"])
     assert report["routing"]["confidence"] == "mean token logprob"
+
+
+def test_label_student_answers_with_its_most_probable_label_unless_generated_is_asked(tmp_path, data_root, tiny_model_dir):
+    """A random tiny student generates gibberish; served as a classifier it still picks a label."""
+    from pipeline.stages.evaluate import run_evaluate
+
+    folder = make_task(tmp_path)
+    write_held_out(data_root, folder)
+    model_dir = install_student(tiny_model_dir, data_root, "senti")
+    run_evaluate(load_task(folder), quiet=True)
+    preds = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    assert all(p["student_parsed"] in ("positive", "negative") for p in preds)
+
+    cfg = yaml.safe_load((folder / "task.yaml").read_text())
+    cfg.setdefault("eval", {})["label_answer"] = "generated"
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg))
+    run_evaluate(load_task(folder), quiet=True)
+    preds = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    assert any(p["student_parsed"] is None for p in preds)  # the raw text of a random model rarely parses
+
+
+def test_eval_limit_samples_across_a_grouped_file_deterministically(tmp_path):
+    from pipeline.evaluation.eval_inputs import read_eval_source
+
+    folder = make_task(tmp_path, eval_section={"source": {"path": "real.csv"}, "gold_field": "label"})
+    rows = [("positive", f"great film number {i}") for i in range(50)] + [("negative", f"awful film {i}") for i in range(50)]
+    (folder / "real.csv").write_text("label,text\n" + "".join(f"{lab},{t}\n" for lab, t in rows))
+    inputs, golds, _ = read_eval_source(load_task(folder), 20)
+    assert len(inputs) == 20 and set(golds) == {"positive", "negative"}  # not just the first 20 rows
+    assert read_eval_source(load_task(folder), 20)[0] == inputs

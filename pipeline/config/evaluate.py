@@ -1,6 +1,8 @@
 """``eval:`` — read by the evaluate stage."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from pipeline.config.base import Section
@@ -25,7 +27,14 @@ class EvalConfig(Section):
     gold_map: dict[str, str] = Field(
         default_factory=dict, description="Map raw gold values to labels (e.g. fresh -> positive)."
     )
-    limit: int | None = Field(None, ge=1, description="Evaluate on the first N inputs only (--limit overrides).")
+    limit: int | None = Field(
+        None, ge=1, description="Evaluate on N inputs: a deterministic sample spread over the source (--limit overrides)."
+    )
+    label_answer: Literal["constrained", "generated"] = Field(
+        "constrained",
+        description="label tasks: the student's answer is its most probable label of the set (how a classifier "
+        "is served), or its free generated text.",
+    )
     student_price_per_hour: float = Field(0.50, ge=0, description="USD per hour of the machine serving the student.")
     teacher_price_per_hour: float | None = Field(
         None,

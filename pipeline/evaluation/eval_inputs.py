@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.config.task import TaskFolder
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
-from pipeline.inputs import read_source
+from pipeline.inputs import input_id, read_source
 from pipeline.paths import TaskPaths
 from pipeline.records import Message, Record, TrainRow, iter_jsonl_with_errors, read_jsonl
 
@@ -89,12 +89,15 @@ def parse_gold(value: Any, task: TaskFolder, where: str) -> Any:
 
 
 def read_eval_source(task: TaskFolder, limit: int | None) -> tuple[list[dict], list[Any] | None, Path]:
-    """The real inputs of eval.source (gold field split off and parsed), in file order."""
+    """The real inputs of eval.source (gold field split off and parsed), in file order; with a
+    limit, a deterministic sample spread over the whole file (real files are often grouped: the
+    Rotten Tomatoes snippets come movie by movie, so the first N rows are not representative)."""
     cfg = task.config.eval
     path = task.file(cfg.source.path)
     rows = read_source(cfg.source, task.path)
-    if limit:
-        rows = rows[:limit]
+    if limit and limit < len(rows):
+        keep = set(sorted(range(len(rows)), key=lambda i: input_id(rows[i]))[:limit])  # hash order: stable, unbiased
+        rows = [r for i, r in enumerate(rows) if i in keep]
     if not rows:
         raise InputDataError(f"{path}: no eval inputs (check eval.source.where and the file)")
     if cfg.gold_field is None:

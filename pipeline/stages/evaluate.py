@@ -226,6 +226,8 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
                       latency_samples=cfg.eval.latency_samples,
                       on_batch=None if quiet else (lambda done, total: say(f"student {done}/{total}")))
     timings["student_s"] = round(time.perf_counter() - t0, 3)
+    if cfg.output.kind == "label" and cfg.eval.label_answer == "constrained" and run.label_logprobs:
+        run.texts = [max(lps, key=lps.get) for lps in run.label_logprobs]  # the most probable label of the set
     scored = score_answers(cfg.output, run.texts, eval_set.teacher_texts, eval_set.golds, eval_set.schema)
     timings["total_s"] = round(time.perf_counter() - started, 3)
     report = build_report(task, model_dir, manifest, eval_set, run, scored, timings)
