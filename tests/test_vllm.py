@@ -196,10 +196,6 @@ def test_generate_through_vllm_server_stores_token_ids_that_match_the_tokenizer(
     assert any(r.finish_reason == "stop" for r in server_records)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "vLLM 0.32 names top-k alternatives 'token_id:N' with the bytes of that string, so the openai "
-    "backend stores 'token_id:N' as their text; it needs the model's tokenizer to recover it "
-    "(pipeline.teachers.token_text.fill_token_texts)"))
 def test_vllm_server_top_k_alternatives_keep_their_token_text(server_records, tokenizer):
     assert_top_k_texts_match_tokenizer(server_records, tokenizer)
 
@@ -215,9 +211,6 @@ def sampled_server_records(vllm_server, tmp_path_factory):
     return records
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "vLLM 0.32's server puts the sampled token first in top_logprobs even when it is not among the "
-    "top k (dropping the k-th); ask for k+1 and keep the best k after sorting"))
 def test_vllm_server_sampled_answers_store_the_true_top_k(sampled_server_records, smollm2_dir, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM

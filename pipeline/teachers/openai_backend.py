@@ -13,6 +13,7 @@ SDK's ``client.post`` with a ready JSON body, skipping the per-call TypedDict tr
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -48,8 +49,9 @@ def parse_token(token: str, raw_bytes: list[int] | None) -> tuple[str, int | Non
     return token, None
 
 
-def parse_logprobs(content: list[dict[str, Any]] | None) -> list[TokenPosition] | None:
-    """The ``choices[0].logprobs.content`` list (as plain dicts) in our normalised form."""
+def parse_logprobs(content: list[dict[str, Any]] | None, k: int | None = None) -> list[TokenPosition] | None:
+    """The ``choices[0].logprobs.content`` list (as plain dicts) in our normalised form, each
+    position's candidates sorted most likely first and cut to ``k``."""
     if content is None:
         return None
     out = []
@@ -59,11 +61,14 @@ def parse_logprobs(content: list[dict[str, Any]] | None) -> list[TokenPosition] 
         for alt in pos.get("top_logprobs") or []:
             alt_text, alt_id = parse_token(alt["token"], alt.get("bytes"))
             top.append(TokenLogprob(token=alt_text, logprob=float(alt["logprob"]), id=alt_id, bytes=alt.get("bytes")))
-        out.append(TokenPosition(token=text, logprob=float(pos["logprob"]), id=tid, bytes=pos.get("bytes"), top=top))
+        top.sort(key=lambda t: t.logprob, reverse=True)
+        out.append(TokenPosition(token=text, logprob=float(pos["logprob"]), id=tid, bytes=pos.get("bytes"),
+                                 top=top[:k] if k else top))
     return out
 
 
-def response_from_body(body: Any, latency_s: float, headers: dict[str, str], requested_logprobs: bool) -> TeacherResponse:
+def response_from_body(body: Any, latency_s: float, headers: dict[str, str], requested_logprobs: bool | int | None,
+                       ) -> TeacherResponse:
     """Normalise a chat.completion JSON body; a body of the wrong shape is retryable ('malformed')."""
     try:
         choice = body["choices"][0]
@@ -76,7 +81,7 @@ def response_from_body(body: Any, latency_s: float, headers: dict[str, str], req
             usage=Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
                         completion_tokens=usage.get("completion_tokens") or 0),
             latency_s=latency_s,
-            logprobs=parse_logprobs(lp),
+            logprobs=parse_logprobs(lp, requested_logprobs if type(requested_logprobs) is int else None),
             model=body.get("model") or "",
             headers=headers,
         )
@@ -106,13 +111,27 @@ class OpenAITeacher:
             for url in urls
         ]
         self._next_client = itertools.cycle(self._clients)
+        self._tokenizer: Any = False  # the served model's local tokenizer, looked up on first need
+
+    def _fill_token_texts(self, resp: TeacherResponse) -> None:
+        """vLLM's ``return_tokens_as_token_ids`` names top-k candidates ``token_id:N`` with the bytes
+        of that string: recover each token's text and bytes from the model's local tokenizer."""
+        from pipeline.teachers.token_text import fill_token_texts, local_tokenizer
+
+        if self._tokenizer is False:
+            self._tokenizer = local_tokenizer(self.model)
+        if self._tokenizer is not None:
+            fill_token_texts(resp.logprobs, self._tokenizer)
 
     def body(self, req: TeacherRequest) -> dict[str, Any]:
         """The Chat Completions request body."""
         body: dict[str, Any] = {"model": self.model, "messages": [m.model_dump() for m in req.messages], **req.params}
         if req.top_logprobs:
             body["logprobs"] = True
-            body["top_logprobs"] = req.top_logprobs
+            # A vLLM server lists the sampled token first even when it is not among the top k (and
+            # drops the k-th): ask a self-hosted server for one more, and keep the best k.
+            extra = 1 if self.cfg.base_url and req.top_logprobs < 20 else 0
+            body["top_logprobs"] = req.top_logprobs + extra
         return body
 
     async def complete(self, req: TeacherRequest) -> TeacherResponse:
@@ -124,7 +143,10 @@ class OpenAITeacher:
 
         call = client.post("/chat/completions", body=self.body(req), cast_to=httpx2.Response)
         body, headers = await send_raw(call, openai, f"teacher {self.model} at {client.base_url}", self.cfg.timeout_s)
-        return response_from_body(body, time.perf_counter() - start, headers, bool(req.top_logprobs))
+        resp = response_from_body(body, time.perf_counter() - start, headers, req.top_logprobs)
+        if resp.logprobs and any(p.id is not None for p in resp.logprobs):
+            await asyncio.to_thread(self._fill_token_texts, resp)
+        return resp
 
     async def aclose(self) -> None:
         for client in self._clients:
