@@ -109,14 +109,42 @@ def heldout_inputs(task, version: str):
     return [r.prompt for r in rows], [r.label for r in rows]
 
 
+def label_logprobs(model, tok, texts: list[str], labels: list[str], chunk: int = 32) -> list[dict[str, float]]:
+    """log P(label string, then the stop token | prompt): the label as the model's whole answer.
+    Left padding puts every label at the end, so only its last positions need logits."""
+    import torch
+
+    stop = tok.convert_tokens_to_ids(tok.eos_token)
+    label_ids = [tok(label, add_special_tokens=False)["input_ids"] + [stop] for label in labels]
+    tail = max(len(lab) for lab in label_ids)
+    seqs = [tok(t, add_special_tokens=False)["input_ids"] + lab for t in texts for lab in label_ids]
+    out: list[float] = []
+    for start in range(0, len(seqs), chunk):
+        part = seqs[start : start + chunk]
+        width = max(len(x) for x in part)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in part])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in part])
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                           logits_to_keep=tail + 1).logits.float().log_softmax(-1)
+        for row in range(len(part)):
+            lab = label_ids[(start + row) % len(labels)]
+            first = tail - len(lab)
+            out.append(sum(logits[row, first + j, t].item() for j, t in enumerate(lab)))
+    return [dict(zip(labels, out[i : i + len(labels)])) for i in range(0, len(out), len(labels))]
+
+
 def predict(model_dir: Path, prompts, labels: list[str]) -> tuple[list[str], list[float]]:
     """(argmax label, log-odds of the first label over the second) per prompt."""
-    from pipeline.evaluation.student import load_student, score_label_strings
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model, tok = load_student(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     texts = [tok.apply_chat_template([m.model_dump() for m in p], add_generation_prompt=True, tokenize=False)
              for p in prompts]
-    scores = score_label_strings(model, tok, texts, labels)
+    scores = label_logprobs(model, tok, texts, labels)
     margins = [s[labels[0]] - s[labels[1]] for s in scores]
     return [max(s, key=s.get) for s in scores], margins
 
