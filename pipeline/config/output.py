@@ -29,6 +29,12 @@ class OutputConfig(Section):
     kind: Literal["label", "json", "text"]
     labels: list[str] | None = Field(None, description="label: the fixed label set.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    calibrate: Literal["none", "prior"] = Field(
+        "none",
+        description="label: 'prior' divides each soft label by the teacher's mean label distribution over the run "
+        "and renormalises, and the label becomes the calibrated argmax: a small teacher biased toward one label "
+        "still ranks inputs well (contextual calibration, Zhao et al. 2021).",
+    )
     json_schema: dict[str, Any] | None = Field(None, description="json: a JSON Schema (inline).")
     json_schema_file: str | None = Field(None, description="json: a JSON Schema file in the task folder.")
     min_chars: int = Field(1, ge=0, description="text: shortest acceptable answer.")

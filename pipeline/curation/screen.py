@@ -15,6 +15,7 @@ from pipeline.config.task import TaskFolder
 from pipeline.curation import filters
 from pipeline.curation.parse import (
     Parsed,
+    calibrate,
     one_hot,
     parse_json,
     parse_label,
@@ -62,8 +63,9 @@ def load_json_validator(task: TaskFolder):
 
 
 class Screener:
-    def __init__(self, task: TaskFolder):
+    def __init__(self, task: TaskFolder, prior: dict[str, float] | None = None):
         self.cfg = task.config
+        self.prior = prior  # label tasks with output.calibrate: prior — the teacher's mean label distribution
         filters.check_patterns(self.cfg.filters)
         self.validator = load_json_validator(task) if self.cfg.output.kind == "json" else None
 
@@ -82,6 +84,16 @@ class Screener:
             if dropped:
                 return Verdict(*dropped)
         parsed = self.parse(record)
+        soft = None
+        if self.cfg.output.kind == "label":
+            out = self.cfg.output
+            soft = soft_label_from_logprobs(record.logprobs, out.labels, out.normalize.aliases)
+            if self.prior is not None and soft is not None:
+                # calibrated: the label is the argmax of the debiased distribution, even when the
+                # answer text itself was not a label (its top-k still spelled the labels)
+                calibrated = calibrate(soft[0], self.prior)
+                soft = (calibrated, soft[1])
+                parsed = Parsed(value=max(calibrated, key=calibrated.get))
         if parsed.reason:
             return Verdict(parsed.reason, parsed.detail)
         record.parsed = parsed.value
@@ -91,7 +103,6 @@ class Screener:
         label_prob = None
         if self.cfg.output.kind == "label":
             labels = self.cfg.output.labels
-            soft = soft_label_from_logprobs(record.logprobs, labels, self.cfg.output.normalize.aliases)
             if soft is None:
                 record.soft_label, record.soft_label_kind = one_hot(parsed.value, labels), "one_hot"
                 verdict.soft_source = "no_label_in_top_k" if record.logprobs else "no_logprobs"

@@ -31,6 +31,7 @@ from typing import Any
 from pipeline.config.task import TaskFolder, load_task
 from pipeline.curation import build, decontam
 from pipeline.curation.dedupe import dedupe, lsh_bands
+from pipeline.curation.parse import label_prior, soft_label_from_logprobs
 from pipeline.curation.screen import Screener
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.inputs import read_source
@@ -130,6 +131,15 @@ def contamination(record: Record, index: decontam.EvalIndex) -> tuple[str, str] 
     return None
 
 
+def teacher_label_prior(task: TaskFolder, records: list[Record]) -> dict[str, float] | None:
+    """With ``output.calibrate: prior``, the teacher's mean label distribution over this run's answers."""
+    out = task.config.output
+    if out.kind != "label" or out.calibrate != "prior":
+        return None
+    softs = [s[0] for s in (soft_label_from_logprobs(r.logprobs, out.labels, out.normalize.aliases) for r in records) if s]
+    return label_prior(softs, out.labels)
+
+
 def rejected_row(record: Record, reason: str, detail: str | None, **extra: Any) -> dict:
     return {"reason": reason, "detail": detail, **extra, "record": record.model_dump(mode="json")}
 
@@ -150,11 +160,13 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     cfg = task.config
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    screener = Screener(task)  # bad schema / regex fail here, before any work
+    Screener(task)  # bad schema / regex fail here, before any work
     index = build_eval_index(task) if cfg.decontam.enabled else decontam.EvalIndex(n=cfg.decontam.ngram)
 
     records, rejected = read_generated(paths.generated_jsonl, strict=strict, quiet=quiet)
     timings["read"] = time.perf_counter() - t_start
+    prior = teacher_label_prior(task, records)
+    screener = Screener(task, prior)
 
     t = time.perf_counter()
     kept: list[tuple[Record, Any]] = []
@@ -243,6 +255,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         "config": {k: getattr(cfg, k).model_dump(mode="json") for k in ("output", "filters", "dedupe", "decontam", "split")},
         "inputs": inputs,
         "params": {"strict": strict},
+        "label_prior": prior,
         "counts": {
             "read": len(records) + reasons.get("corrupt_line", 0),
             "corrupt_lines": reasons.get("corrupt_line", 0),

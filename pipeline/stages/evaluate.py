@@ -44,7 +44,30 @@ def load_eval_set(task: TaskFolder, dataset_version: str | None, limit: int | No
 
     inputs, golds, path = read_eval_source(task, limit)
     records = answer_inputs(task, [dict(x) for x in inputs], quiet=quiet)
-    return source_set(task, inputs, golds, records, path)
+    eval_set = source_set(task, inputs, golds, records, path)
+    prior = dataset_label_prior(task, dataset_version)
+    if prior is not None:  # the student learnt calibrated labels: judge the teacher's the same way
+        eval_set.teacher_texts = [calibrated_label(task, r, prior) or r.completion for r in records]
+    return eval_set
+
+
+def dataset_label_prior(task: TaskFolder, dataset_version: str | None) -> dict[str, float] | None:
+    """The teacher's label prior the student's dataset was calibrated with (output.calibrate: prior)."""
+    if task.config.output.calibrate != "prior" or not dataset_version:
+        return None
+    manifest = TaskPaths(task.name).versions_dir / dataset_version / "manifest.json"
+    return json.loads(manifest.read_text()).get("label_prior") if manifest.exists() else None
+
+
+def calibrated_label(task: TaskFolder, record, prior: dict[str, float]) -> str | None:
+    from pipeline.curation.parse import calibrate, soft_label_from_logprobs
+
+    out = task.config.output
+    soft = soft_label_from_logprobs(record.logprobs, out.labels, out.normalize.aliases)
+    if soft is None:
+        return None
+    cal = calibrate(soft[0], prior)
+    return max(cal, key=cal.get)
 
 
 def resolve_model_dir(task: TaskFolder, model: str | Path | None) -> Path:
