@@ -9,7 +9,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 RT := data/external/rotten_tomatoes_corpus.csv.bz2
 
-.PHONY: setup demo test test-vllm bench lint clean-venv
+.PHONY: setup demo test test-vllm bench lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,3 +54,9 @@ test-vllm: setup $(VLLM_STAMP)
 
 lint: setup
 	$(BIN)/ruff check pipeline tests scripts bench
+
+bench: setup
+	$(BIN)/python bench/generate_throughput.py
+	$(BIN)/python bench/dedupe.py
+	$(BIN)/python bench/evaluate_student.py
+	$(BIN)/python bench/kd_vs_sft.py
