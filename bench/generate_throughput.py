@@ -86,10 +86,9 @@ def run_ours(url: str, n: int, workdir: Path) -> tuple[float, int]:
     )
     os.environ["DISTILL_DATA_DIR"] = str(workdir / "data")
     start = time.perf_counter()
-    manifest = {}
     try:
-        manifest = run_generate(load_task(task_dir), quiet=True)
-    except Exception as exc:  # report, don't crash the bench: unanswered prompts are a figure
+        run_generate(load_task(task_dir), quiet=True)
+    except Exception as exc:  # noqa: BLE001 — report, don't crash the bench: unanswered prompts are a figure
         print(f"  ours stopped: {exc}", flush=True)
     seconds = time.perf_counter() - start
     out = workdir / "data" / "bench" / "generated" / "generated.jsonl"
@@ -110,7 +109,7 @@ async def run_baseline(url: str, n: int) -> tuple[float, int]:
                     model="gpt-4o-mini", max_tokens=16,
                     messages=[{"role": "user", "content": f"Classify: {row['text']}"}])
                 return True
-            except Exception:  # the baseline gave up on this prompt: it counts as unanswered
+            except Exception:  # noqa: BLE001 — the baseline gave up on this prompt: it counts as unanswered
                 return False
 
     start = time.perf_counter()

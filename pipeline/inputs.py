@@ -110,7 +110,7 @@ def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int |
 
     try:
         ds = load_from_disk(str(path))
-    except Exception as exc:  # datasets raises several types for a folder that is not a dataset
+    except Exception as exc:  # noqa: BLE001 — datasets raises several types for a folder that is not a dataset
         raise InputDataError(f"{path}: not a dataset saved with save_to_disk ({type(exc).__name__})") from None
     if isinstance(ds, DatasetDict):
         if split is None:

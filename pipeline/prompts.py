@@ -36,7 +36,7 @@ class PromptRenderer:
     """Renders one task's templates. Build it once per run; ``render`` is called per input."""
 
     @classmethod
-    def for_task(cls, task) -> "PromptRenderer":
+    def for_task(cls, task) -> PromptRenderer:
         """The renderer of a loaded TaskFolder, with ``task``, ``description`` and ``labels`` in context."""
         cfg = task.config
         return cls(task.path, {"task": cfg.name, "description": cfg.description, "labels": cfg.output.labels or []})
@@ -95,7 +95,7 @@ class PromptRenderer:
             ) from None
         except SecurityError as exc:
             raise TemplateError(f"{_template_line(exc, self.folder)}: unsafe template operation: {exc}") from None
-        except Exception as exc:  # a template bug (e.g. a filter on the wrong type): still one line
+        except Exception as exc:  # noqa: BLE001 — a template bug (e.g. a filter on the wrong type): still one line
             raise TemplateError(f"{_template_line(exc, self.folder)}: {type(exc).__name__}: {exc}") from None
 
     def render(self, inputs: dict[str, Any]) -> list[Message]:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.cli import main
 from pipeline.config import load_task
@@ -106,7 +105,7 @@ def test_run_refuses_while_another_holds_the_lock(tmp_path, server, tiny_model_d
     with TaskLock(TaskPaths("runtask").lock_file):
         proc = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "run", str(folder), "--quiet"],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
+            capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
         )
     assert proc.returncode == 4
     assert "another run of this task is in progress" in proc.stderr

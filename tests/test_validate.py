@@ -147,7 +147,7 @@ def test_cli_subprocess_prints_one_line_and_no_traceback(tmp_path):
     cfg["inputs"]["source"]["feilds"] = {}
     folder = write_task(tmp_path / "t", cfg)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "validate", str(folder)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "pipeline.cli", "validate", str(folder)], capture_output=True, text=True, check=False, cwd=REPO
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr + proc.stdout

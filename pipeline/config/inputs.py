@@ -42,7 +42,7 @@ class InputsConfig(Section):
     generate: GenerateInputsConfig | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "InputsConfig":
+    def _exactly_one(self) -> InputsConfig:
         if (self.source is None) == (self.generate is None):
             raise ValueError("set exactly one of 'source' (a file) or 'generate' (teacher-written inputs)")
         return self

@@ -65,7 +65,7 @@ class OutputConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _kind_needs(self) -> "OutputConfig":
+    def _kind_needs(self) -> OutputConfig:
         if self.kind == "label" and not self.labels:
             raise ValueError("kind 'label' needs 'labels', the fixed label set")
         if self.kind == "json" and self.json_schema is None and self.json_schema_file is None:

@@ -72,8 +72,8 @@ def drift_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Drift: {report['previous'] or '(none)'} -> {report['current']}",
         "",
-        f"- examples: {report['examples']['previous']} -> {report['examples']['current']} "
-        f"(+{report['new_examples']} new, -{report['dropped_examples']} dropped)",
+        (f"- examples: {report['examples']['previous']} -> {report['examples']['current']} "
+         f"(+{report['new_examples']} new, -{report['dropped_examples']} dropped)"),
         f"- duplicate rate: {report['duplicate_rate']['previous']} -> {report['duplicate_rate']['current']:.3f}",
         f"- label distribution shift (TVD): {report['label_tvd']:.3f}",
     ]

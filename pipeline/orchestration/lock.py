@@ -11,8 +11,9 @@ import fcntl
 import json
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 from pipeline.errors import LockedError
 
@@ -25,7 +26,7 @@ class TaskLock:
         self._fd: int | None = None
         self.stale_holder: dict | None = None  # set when we took over a dead run's lock
 
-    def acquire(self) -> "TaskLock":
+    def acquire(self) -> TaskLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -40,7 +41,7 @@ class TaskLock:
         previous = _read_holder(fd)
         if previous:
             self.stale_holder = previous  # a file with a free flock: its run died without cleaning up
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": datetime.now(timezone.utc).isoformat()}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": datetime.now(UTC).isoformat()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         os.fsync(fd)
@@ -55,7 +56,7 @@ class TaskLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "TaskLock":
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

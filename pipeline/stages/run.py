@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config.task import TaskFolder, load_task
@@ -81,7 +81,7 @@ def run_pipeline(
             return False
 
         def done(stage: str, fingerprint: str, **extra) -> None:
-            state[stage] = {"fingerprint": fingerprint, "finished_at": datetime.now(timezone.utc).isoformat(), **extra}
+            state[stage] = {"fingerprint": fingerprint, "finished_at": datetime.now(UTC).isoformat(), **extra}
             _save_state(paths, state)
             summary["stages"][stage] = "ran"
 

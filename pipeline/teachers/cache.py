@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pipeline.errors import InputDataError
 from pipeline.teachers.base import TeacherResponse
@@ -120,7 +120,7 @@ class AnswerCache:
         with self._lock:
             self.conn.close()
 
-    def __enter__(self) -> AnswerCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

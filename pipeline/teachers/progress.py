@@ -2,6 +2,8 @@
 Quiet mode (cron) shows nothing."""
 from __future__ import annotations
 
+from typing import Self
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -57,7 +59,7 @@ class GenerateProgress:
             rate=f"{speed:.1f} req/s" if speed else "",
         )
 
-    def __enter__(self) -> GenerateProgress:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 
