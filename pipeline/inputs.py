@@ -126,12 +126,14 @@ def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int |
     return rows
 
 
-def read_source(source: SourceConfig, base: Path) -> list[dict[str, Any]]:
-    """All inputs of a source (after the field mapping), in file order."""
+def read_source(source: SourceConfig, base: Path, section: str = "inputs.source") -> list[dict[str, Any]]:
+    """All inputs of a source (after the field mapping), in file order. ``section`` names the
+    task.yaml section in messages (``inputs.source`` or ``eval.source``)."""
     path = Path(source.path).expanduser()
     path = path if path.is_absolute() else base / path
     if not path.exists():
-        raise InputDataError(f"{path}: input file not found; fix inputs.source.path (relative to the task folder)")
+        hint = " (a fetched corpus: run `make setup`)" if "external" in path.parts else ""
+        raise InputDataError(f"{path}: input file not found{hint}; fix {section}.path (relative to the task folder)")
     fmt = infer_format(path, source.format)
     fields = dict(source.fields)
     if fields:  # carry the `where` columns through the mapping until the rows are filtered

@@ -152,3 +152,9 @@ def test_cli_subprocess_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "inputs.source.feilds" in proc.stdout
+
+
+def test_missing_eval_source_names_the_eval_section(tmp_path, capsys):
+    cfg = base_config(eval={"source": {"path": "real.csv"}})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and any("real.csv" in ln and "fix eval.source.path" in ln for ln in lines)

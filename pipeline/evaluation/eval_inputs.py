@@ -94,7 +94,7 @@ def read_eval_source(task: TaskFolder, limit: int | None) -> tuple[list[dict], l
     Rotten Tomatoes snippets come movie by movie, so the first N rows are not representative)."""
     cfg = task.config.eval
     path = task.file(cfg.source.path)
-    rows = read_source(cfg.source, task.path)
+    rows = read_source(cfg.source, task.path, "eval.source")
     if limit and limit < len(rows):
         keep = set(sorted(range(len(rows)), key=lambda i: input_id(rows[i]))[:limit])  # hash order: stable, unbiased
         rows = [r for i, r in enumerate(rows) if i in keep]

@@ -107,10 +107,10 @@ def build_eval_index(task: TaskFolder) -> decontam.EvalIndex:
     index = decontam.EvalIndex(n=cfg.decontam.ngram)
     if cfg.eval.source is not None:
         try:
-            rows = read_source(cfg.eval.source, task.path)
+            rows = read_source(cfg.eval.source, task.path, "eval.source")
         except InputDataError as exc:
             raise InputDataError(
-                f"eval.source (read for decontamination): {exc}; fetch the file (make data) or set decontam.enabled: false"
+                f"eval.source (read for decontamination): {exc}; fetch the file (make setup) or set decontam.enabled: false"
             ) from None
         for row in rows:
             for key, value in row.items():

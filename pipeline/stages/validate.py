@@ -67,7 +67,7 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport) -> None:
     ev = task.config.eval
     if ev.source is None:
         return
-    rows = _check(report, read_source, ev.source, task.path)
+    rows = _check(report, read_source, ev.source, task.path, "eval.source")
     if rows is None:
         return
     if not rows:
