@@ -112,8 +112,8 @@ def request_hash(payload: dict[str, Any]) -> str:
 
 def read_jsonl(path: Path | str, model: type[BaseModel] | None = None, *, strict: bool = True) -> Iterator[Any]:
     """Yield the rows of a JSONL file (as ``model`` when given). A bad line raises InputDataError
-    naming the file and the line; with ``strict=False`` bad lines are skipped by the caller's choice
-    via ``iter_jsonl_with_errors`` instead."""
+    naming the file and the line; ``strict=False`` skips it. To report each bad line instead, use
+    ``iter_jsonl_with_errors``."""
     for lineno, row, err in iter_jsonl_with_errors(path, model):
         if err is not None:
             if strict:
@@ -127,11 +127,15 @@ def iter_jsonl_with_errors(path: Path | str, model: type[BaseModel] | None = Non
     report each bad line (nothing is skipped silently)."""
     path = Path(path)
     try:
-        fh = path.open("r", encoding="utf-8")
+        fh = path.open("rb")  # decoded line by line, so a bad byte is reported with its own line number
     except OSError as exc:
         raise InputDataError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from None
     with fh:
-        for lineno, line in enumerate(fh, start=1):
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputDataError(f"{path}:{lineno}: not UTF-8 text; re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -37,3 +37,12 @@ def test_keys_are_redacted_from_messages(monkeypatch):
     err = TeacherError("401 for key not-shaped-like-a-key-123 and sk-" "proj-abcdefghijklmnop")
     assert "not-shaped" not in str(err) and "abcdefghijkl" not in str(err)
     assert redact("Authorization: Bearer abcdefghijklmnopq") == "Authorization: Bearer ***"
+
+
+def test_non_utf8_jsonl_is_a_one_line_error_naming_the_line(tmp_path):
+    from pipeline.records import read_jsonl
+
+    path = tmp_path / "g.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
+    with pytest.raises(InputDataError, match=r"g\.jsonl:2: not UTF-8"):
+        list(read_jsonl(path))

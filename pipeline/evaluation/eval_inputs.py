@@ -11,7 +11,6 @@ teacher's cached answer) is the same as for the same input without a gold answer
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from pipeline.config.task import TaskFolder
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
+from pipeline.hashing import file_sha256
 from pipeline.inputs import input_id, read_source
 from pipeline.paths import TaskPaths
 from pipeline.records import Message, Record, TrainRow, iter_jsonl_with_errors, read_jsonl
@@ -38,16 +38,6 @@ class EvalSet:
     teacher_cached: int = 0
     teacher_new: int = 0
     input_hashes: dict[str, str] = field(default_factory=dict)  # {path: sha256} of the files read
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def load_json_schema(task: TaskFolder) -> dict | None:

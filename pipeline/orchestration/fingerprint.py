@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from pipeline.config.task import TaskFolder
+from pipeline.hashing import file_sha256
 from pipeline.paths import TaskPaths
-
-
-def file_sha256(path: Path) -> str | None:
-    """SHA-256 of a file, or of a folder's files in name order; None when it does not exist."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def digest(obj: Any) -> str:
@@ -35,20 +20,18 @@ def _source_hash(task: TaskFolder, source) -> str | None:
     return file_sha256(task.file(source.path)) if source is not None else None
 
 
-def stage_fingerprints(task: TaskFolder) -> dict[str, str]:
-    """Fingerprints of the generate and evaluate-config inputs known before anything runs."""
+def generate_fingerprint(task: TaskFolder) -> str:
+    """What the generate stage reads: teacher, inputs, templates and the input file."""
     cfg = task.config
     templates = task.template_hashes()
-    return {
-        "generate": digest(
-            {
-                "teacher": cfg.teacher.model_dump(mode="json", exclude={"budget", "concurrency"}),
-                "inputs": cfg.inputs.model_dump(mode="json"),
-                "templates": templates,
-                "source": _source_hash(task, cfg.inputs.source),
-            }
-        ),
-    }
+    return digest(
+        {
+            "teacher": cfg.teacher.model_dump(mode="json", exclude={"budget", "concurrency"}),
+            "inputs": cfg.inputs.model_dump(mode="json"),
+            "templates": templates,
+            "source": _source_hash(task, cfg.inputs.source),
+        }
+    )
 
 
 def curate_fingerprint(task: TaskFolder) -> str:

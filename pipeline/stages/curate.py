@@ -18,7 +18,6 @@ half-written and ``latest`` is untouched.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -34,6 +33,7 @@ from pipeline.curation.dedupe import dedupe, lsh_bands
 from pipeline.curation.parse import label_prior, soft_label_from_logprobs
 from pipeline.curation.screen import Screener
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.hashing import file_sha256
 from pipeline.inputs import read_source
 from pipeline.orchestration.lock import TaskLock
 from pipeline.paths import TaskPaths
@@ -41,14 +41,6 @@ from pipeline.records import Record, iter_jsonl_with_errors, write_jsonl
 
 HELP = "Parse, filter, dedupe and decontaminate generated answers into a versioned dataset."
 MAX_REPORTED = 10  # corrupt lines printed one by one before summarising
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_generated(path: Path, *, strict: bool, quiet: bool) -> tuple[list[Record], list[dict]]:
@@ -236,14 +228,14 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     write_jsonl(tmp / "rejected.jsonl", rejected)
     build.save_dataset_dict(tmp / "dataset", rows["train"], rows["eval"])
 
-    inputs = {str(paths.generated_jsonl): sha256_file(paths.generated_jsonl)}
+    inputs = {str(paths.generated_jsonl): file_sha256(paths.generated_jsonl)}
     if cfg.decontam.enabled:
         if cfg.eval.source is not None:
             src = task.file(cfg.eval.source.path)
             if src.is_file():
-                inputs[str(src)] = sha256_file(src)
+                inputs[str(src)] = file_sha256(src)
         for extra in cfg.decontam.extra_files:
-            inputs[str(task.file(extra))] = sha256_file(task.file(extra))
+            inputs[str(task.file(extra))] = file_sha256(task.file(extra))
     reasons = Counter(r["reason"] for r in rejected)
     manifest = {
         "stage": "curate",

@@ -27,7 +27,8 @@ from pipeline.config.task import TaskFolder, load_task
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
 from pipeline.evaluation import routing as rt
-from pipeline.evaluation.eval_inputs import EvalSet, file_sha256, held_out_set, read_eval_source, source_set
+from pipeline.evaluation.eval_inputs import EvalSet, held_out_set, read_eval_source, source_set
+from pipeline.hashing import file_sha256
 from pipeline.paths import TaskPaths
 from pipeline.pricing import FREE, price_for
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from pipeline.config import TaskFolder, load_task
 from pipeline.errors import DistillError, LockedError
+from pipeline.hashing import file_sha256
 from pipeline.inputs import input_writing_variables, read_source
-from pipeline.orchestration.fingerprint import file_sha256
 from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl

@@ -85,7 +85,7 @@ def run_pipeline(
             _save_state(paths, state)
             summary["stages"][stage] = "ran"
 
-        gen_fp = fp.stage_fingerprints(task)["generate"]
+        gen_fp = fp.generate_fingerprint(task)
         if due("generate", gen_fp):
             manifest = run_generate(task, quiet=quiet)
             summary["generate"] = {k: manifest.get(k) for k in ("counts", "cost_usd", "tokens") if k in manifest}

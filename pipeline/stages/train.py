@@ -13,11 +13,9 @@ main process writes the outputs.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +23,7 @@ from pydantic import ValidationError
 from pipeline.config.task import TaskFolder, load_task, validation_error_lines
 from pipeline.config.train import TrainConfig
 from pipeline.errors import ConfigError, InputDataError
+from pipeline.hashing import file_sha256
 from pipeline.paths import TaskPaths
 
 HELP = "Train the student on a built dataset version: SFT or knowledge distillation (TRL)."
@@ -74,10 +73,6 @@ def effective_train_config(task: TaskFolder, **changes: Any) -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_error_lines(f"{task.path / 'task.yaml'} (with flags)", exc)[0]) from None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _model_version_name(resume: str | None, paths: TaskPaths) -> str:
@@ -226,7 +221,7 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
     (out_dir / "training_args.json").write_text(sft_args.to_json_string(), encoding="utf-8")
     metrics_doc = {"final": metrics, "log_history": trainer.state.log_history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, default=str), encoding="utf-8")
-    inputs = {str(p): _sha256(p) for p in (vdir / "train.jsonl", vdir / "eval.jsonl") if p.is_file()}
+    inputs = {str(p): file_sha256(p) for p in (vdir / "train.jsonl", vdir / "eval.jsonl") if p.is_file()}
     counts = {"train": train_enc.counts, "eval": eval_enc.counts if eval_enc else {}}
     manifest = {
         "stage": "train",
