@@ -136,10 +136,11 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         raise InputDataError(f"{path}: input file not found{hint}; fix {section}.path (relative to the task folder)")
     fmt = infer_format(path, source.format)
     fields = dict(source.fields)
-    if fields:  # carry the `where` columns through the mapping until the rows are filtered
-        for column in source.where:
+    filter_columns = list(source.where) + ([source.group_split.field] if source.group_split else [])
+    if fields:  # carry the `where` / group columns through the mapping until the rows are filtered
+        for column in filter_columns:
             fields.setdefault(f"__where_{column}", column)
-    limit = None if source.where else source.limit
+    limit = None if (filter_columns or source.sample) else source.limit
     try:
         if fmt == "jsonl":
             rows = _read_jsonl(path, fields, limit)
@@ -151,13 +152,29 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         raise InputDataError(f"{path}: not UTF-8 text; re-encode the file as UTF-8") from None
     except OSError as exc:
         raise InputDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
     if source.where:
-        key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
         rows = [r for r in rows if all(str(r.get(key(c))) in vals for c, vals in source.where.items())]
+    if source.group_split:
+        split = source.group_split
+        if rows and key(split.field) not in rows[0]:
+            raise InputDataError(f"{path}: no column '{split.field}'; fix {section}.group_split.field")
+        held = split.keep == "holdout"
+        rows = [r for r in rows if (group_fraction(r.get(key(split.field))) < split.holdout_fraction) == held]
+    if filter_columns and source.fields:
         rows = [{k: v for k, v in r.items() if not k.startswith("__where_")} for r in rows]
-        if source.limit:
-            rows = rows[: source.limit]
+    if source.sample and source.sample < len(rows):
+        keep = set(sorted(range(len(rows)), key=lambda i: input_id(rows[i]))[: source.sample])
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    if source.limit and (filter_columns or source.sample):
+        rows = rows[: source.limit]
     return rows
+
+
+def group_fraction(value: Any) -> float:
+    """A group's fixed place in [0, 1): the first 8 bytes of SHA-256 of its text."""
+    digest = hashlib.sha256(str(value).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def input_writing_variables(gen) -> list[dict[str, Any]]:

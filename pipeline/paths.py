@@ -44,6 +44,11 @@ class TaskPaths:
         return self.generated_dir / "generated.jsonl"
 
     @property
+    def content_free_jsonl(self) -> Path:
+        """The teacher's answers to content-free inputs (output.calibrate: content_free / em)."""
+        return self.generated_dir / "content_free.jsonl"
+
+    @property
     def versions_dir(self) -> Path:
         return self.root / "versions"
 

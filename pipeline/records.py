@@ -64,6 +64,12 @@ class TeacherInfo(BaseModel):
     top_logprobs: int | None = None
 
 
+# Where a soft label came from: "scored" = every label's probability from a scoring teacher (exact);
+# "logprobs" = read from the answer's top-k token logprobs (labels outside the top-k get 0);
+# "one_hot" = no probabilities, the parsed label only. See pipeline/curation/soft_labels.py.
+SoftLabelKind = Literal["scored", "logprobs", "one_hot"]
+
+
 class Record(BaseModel):
     """One generated example: a line of ``data/<task>/generated/generated.jsonl``."""
 
@@ -76,9 +82,11 @@ class Record(BaseModel):
     finish_reason: str | None = None
     parsed: Any = Field(None, description="Filled by curate: the label, the JSON object, or the text.")
     soft_label: dict[str, float] | None = Field(None, description="Filled by curate for label tasks: P(label).")
-    soft_label_kind: Literal["logprobs", "one_hot"] | None = None
+    soft_label_kind: SoftLabelKind | None = None
     teacher: TeacherInfo
     logprobs: list[TokenPosition] | None = Field(None, description="Per generated token: chosen token + top-k.")
+    label_logprobs: dict[str, float] | None = Field(
+        None, description="Label tasks with a scoring teacher (hf): log P(label) for every label of the set.")
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = Field(None, description="usage x price table; None when the price is unknown.")
     latency_s: float | None = None
@@ -98,7 +106,7 @@ class TrainRow(BaseModel):
     completion: list[Message] = Field(description="One assistant message: the teacher's answer.")
     label: str | None = Field(None, description="Label tasks: the parsed label.")
     soft_label: dict[str, float] | None = None
-    soft_label_kind: Literal["logprobs", "one_hot"] | None = None
+    soft_label_kind: SoftLabelKind | None = None
     token_logprobs: list[TokenPosition] | None = Field(None, description="The teacher's per-token top-k.")
     teacher_model: str | None = None
     teacher_backend: str | None = None

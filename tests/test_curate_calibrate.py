@@ -1,22 +1,39 @@
-"""output.calibrate: prior — a teacher biased toward one label still yields a balanced dataset."""
+"""output.calibrate: a teacher's label bias removed, without forcing balanced classes.
+
+'prior' divides by the run's mean (balanced classes assumed); 'content_free' divides by the
+teacher's answer to content-free inputs (Zhao et al. 2021); 'em' then re-estimates the inputs'
+class prior (Saerens et al. 2002). On an 80/20 input set the last two keep 80/20."""
 from __future__ import annotations
+
+import math
+import random
 
 import pytest
 
 from pipeline.config.task import load_task
-from pipeline.curation.parse import calibrate, label_prior
-from pipeline.records import TrainRow, read_jsonl
+from pipeline.curation.soft_labels import calibration_weights, em_prior, reweight
+from pipeline.records import TrainRow, read_jsonl, write_jsonl
 from pipeline.stages.curate import run_curate
 from tests.curate_fixtures import edit_task_yaml, make_record, position, write_generated
 
+LABELS = ["positive", "negative"]
 
-def test_calibrate_divides_by_the_prior_and_renormalises():
-    prior = label_prior([{"pos": 0.9, "neg": 0.1}, {"pos": 0.7, "neg": 0.3}], ["pos", "neg"])
-    assert prior == pytest.approx({"pos": 0.8, "neg": 0.2})
-    cal = calibrate({"pos": 0.7, "neg": 0.3}, prior)
+
+def test_prior_weights_divide_by_the_mean_and_renormalise():
+    cal = calibration_weights("prior", [{"pos": 0.9, "neg": 0.1}, {"pos": 0.7, "neg": 0.3}], ["pos", "neg"])
+    assert cal["mean"] == pytest.approx({"pos": 0.8, "neg": 0.2})
     # 0.7/0.8 = 0.875 and 0.3/0.2 = 1.5 -> the less-positive-than-usual answer becomes negative
-    assert cal == pytest.approx({"pos": 0.875 / 2.375, "neg": 1.5 / 2.375})
-    assert calibrate({"pos": 1.0, "neg": 0.0}, {"pos": 1.0, "neg": 0.0}) == {"pos": 1.0, "neg": 0.0}
+    assert reweight({"pos": 0.7, "neg": 0.3}, cal["weights"]) == pytest.approx({"pos": 0.875 / 2.375, "neg": 1.5 / 2.375})
+
+
+def test_em_recovers_the_class_prior_of_calibrated_posteriors():
+    rng = random.Random(0)
+    posteriors = []
+    for _ in range(4000):  # two unit Gaussians at +-1: the posterior under a uniform prior is sigmoid(2x)
+        x = rng.gauss(1.0 if rng.random() < 0.7 else -1.0, 1.0)
+        p = 1 / (1 + math.exp(-2 * x))
+        posteriors.append({"a": p, "b": 1 - p})
+    assert em_prior(posteriors, ["a", "b"])["a"] == pytest.approx(0.7, abs=0.03)
 
 
 def biased_records():
@@ -24,46 +41,89 @@ def biased_records():
     records = []
     for i in range(10):
         lp_pos = -0.1 - 0.06 * i
-        p_neg = 1 - 2.718281828 ** lp_pos
-        import math
-
-        top = [("positive", lp_pos), ("negative", math.log(p_neg))]
+        top = [("positive", lp_pos), ("negative", math.log(1 - math.exp(lp_pos)))]
         records.append(make_record(f"review {i} " + "word " * i, "positive",
                                    logprobs=[position("positive", lp_pos, top)], salt=str(i)))
     return records
 
 
+def _curate(folder, data_root, calibrate: str):
+    edit_task_yaml(folder, output={"kind": "label", "labels": LABELS, "calibrate": calibrate},
+                   decontam={"enabled": False}, dedupe={"enabled": False}, split={"eval_fraction": 0.0})
+    manifest = run_curate(load_task(folder), quiet=True)
+    rows = list(read_jsonl(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "train.jsonl", TrainRow))
+    return manifest, rows
+
+
 @pytest.mark.parametrize("mode, expected_negative", [("none", 0), ("prior", 5)])
 def test_prior_calibration_balances_a_biased_teacher(task_copy, data_root, mode, expected_negative):
-    folder = task_copy("sentiment")
-    edit_task_yaml(folder, output={"kind": "label", "labels": ["positive", "negative"], "calibrate": mode},
-                   decontam={"enabled": False}, dedupe={"enabled": False}, split={"eval_fraction": 0.0})
-    task = load_task(folder)
     write_generated(data_root / "data", "sentiment", biased_records())
-    manifest = run_curate(task, quiet=True)
-    rows = list(read_jsonl(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "train.jsonl", TrainRow))
+    manifest, rows = _curate(task_copy("sentiment"), data_root, mode)
     assert len(rows) == 10
     assert sum(r.label == "negative" for r in rows) == expected_negative
     if mode == "prior":
-        assert manifest["label_prior"]["positive"] > 0.5
+        assert manifest["calibration"]["mean"]["positive"] > 0.5
         for r in rows:  # the stored soft label is the calibrated one, and the label is its argmax
             assert r.label == max(r.soft_label, key=r.soft_label.get)
             assert r.completion[0].content == r.label
 
 
-def test_evaluate_judges_the_teacher_with_the_prior_its_student_learnt(task_copy, data_root):
+def scored_record(text: str, p_positive: float, salt: str):
+    record = make_record(text, "positive" if p_positive >= 0.5 else "negative", salt=salt)
+    record.label_logprobs = {"positive": math.log(p_positive), "negative": math.log(1 - p_positive)}
+    return record
+
+
+BIAS = 1.5  # the teacher's own log-odds toward "positive", whatever the input
+
+
+def imbalanced_run(data_root, n: int = 300, share: float = 0.8, mu: float = 2.0):
+    """A scoring teacher on inputs that are 80% positive: log-odds = 2*mu*x + BIAS, x ~ N(+-mu, 1)
+    (the true log-likelihood ratio of two unit Gaussians at +-mu), and its content-free answers."""
+    rng = random.Random(1)
+    records = []
+    for i in range(n):
+        x = rng.gauss(mu if i < share * n else -mu, 1.0)
+        records.append(scored_record(f"review {i}", 1 / (1 + math.exp(-(2 * mu * x + BIAS))), str(i)))
+    write_generated(data_root / "data", "sentiment", records)
+    empty = [scored_record(text, 1 / (1 + math.exp(-BIAS)), f"cf{text}") for text in ("N/A", "", "[MASK]")]
+    write_jsonl(data_root / "data" / "sentiment" / "generated" / "content_free.jsonl", empty)
+
+
+@pytest.mark.parametrize("mode", ["content_free", "em"])
+def test_calibration_keeps_an_80_20_input_set_80_20(task_copy, data_root, mode):
+    imbalanced_run(data_root)
+    manifest, rows = _curate(task_copy("sentiment"), data_root, mode)
+    share = sum(r.label == "positive" for r in rows) / len(rows)
+    assert 0.75 <= share <= 0.85, (mode, share)
+    assert all(r.soft_label_kind == "scored" for r in rows)
+    if mode == "em":
+        assert manifest["calibration"]["prior"]["positive"] == pytest.approx(0.8, abs=0.05)
+        mean = sum(r.soft_label["positive"] for r in rows) / len(rows)
+        assert mean == pytest.approx(0.8, abs=0.05)  # EM's fixed point: the soft labels average to the prior
+
+
+def test_content_free_calibration_needs_the_content_free_answers(task_copy, data_root):
+    from pipeline.errors import ConfigError
+
+    write_generated(data_root / "data", "sentiment", biased_records())
+    with pytest.raises(ConfigError, match="content_free.jsonl: no content-free answers.*re-run `distill generate"):
+        _curate(task_copy("sentiment"), data_root, "content_free")
+
+
+def test_evaluate_judges_the_teacher_with_the_weights_its_student_learnt(task_copy, data_root):
     import json
 
-    from pipeline.stages.evaluate import calibrated_label, dataset_label_prior
+    from pipeline.stages.evaluate import dataset_label_weights, teacher_label
 
     folder = task_copy("sentiment")
-    edit_task_yaml(folder, output={"kind": "label", "labels": ["positive", "negative"], "calibrate": "prior"})
+    edit_task_yaml(folder, output={"kind": "label", "labels": LABELS, "calibrate": "prior"})
     task = load_task(folder)
     vdir = data_root / "data" / "sentiment" / "versions" / "v1"
     vdir.mkdir(parents=True)
-    (vdir / "manifest.json").write_text(json.dumps({"label_prior": {"positive": 0.8, "negative": 0.2}}))
-    prior = dataset_label_prior(task, "v1")
-    assert prior == {"positive": 0.8, "negative": 0.2}
+    weights = {"positive": 1 / 0.8, "negative": 1 / 0.2}
+    (vdir / "manifest.json").write_text(json.dumps({"calibration": {"method": "prior", "weights": weights}}))
+    assert dataset_label_weights(task, "v1") == weights
     weakest, strongest = biased_records()[9], biased_records()[0]
-    assert calibrated_label(task, weakest, prior) == "negative"  # P(positive) 0.53 < its usual 0.8
-    assert calibrated_label(task, strongest, prior) == "positive"
+    assert teacher_label(task, weakest, weights) == "negative"  # P(positive) 0.53 < its usual 0.8
+    assert teacher_label(task, strongest, weights) == "positive"

@@ -161,3 +161,34 @@ def test_score_answers_for_json_and_text():
     text = OutputConfig(kind="text")
     s = score_answers(text, ["quick fox"], ["the quick brown fox"], ["the quick brown fox"])
     assert s.student_scores == [pytest.approx(2 / 3)] and s.teacher_scores == [1.0]
+
+
+def test_gap_closed_and_kappa_on_hand_computed_cases():
+    from pipeline.evaluation.metrics import cohen_kappa, gap_closed, majority_share
+
+    gold = ["pos"] * 6 + ["neg"] * 4
+    assert majority_share(gold) == ("pos", 0.6)
+    # teacher 0.8, student 0.7, baseline 0.6: half the margin
+    assert gap_closed(0.7, 0.8, 0.6) == pytest.approx(0.5)
+    assert gap_closed(0.55, 0.8, 0.6) == pytest.approx(-0.25)  # below the baseline: negative, not "x% of quality"
+    assert gap_closed(0.7, 0.6, 0.6) is None  # no margin to close
+    # kappa: 8/10 agree; both say pos 5 times: p_e = 0.5*0.5 + 0.5*0.5 = 0.5 -> (0.8 - 0.5) / 0.5
+    a = ["pos"] * 5 + ["neg"] * 5
+    b = ["pos"] * 4 + ["neg"] + ["pos"] + ["neg"] * 4
+    assert cohen_kappa(a, b) == pytest.approx(0.6)
+    assert cohen_kappa(["pos"] * 4, ["pos"] * 4) == 1.0
+
+
+def test_routing_threshold_is_chosen_on_one_half_and_measured_on_the_other():
+    from pipeline.evaluation.routing import held_out_threshold
+
+    # ids ending in an even hex digit choose, odd ones report. On the choosing half the student is
+    # right whenever confident; on the reporting half it is wrong there: the report must show that.
+    ids = [f"{i:015x}{d}" for i, d in enumerate("02468ace13579bdf")]
+    conf = [0.9] * 4 + [0.1] * 4 + [0.9] * 4 + [0.1] * 4
+    student = [1.0] * 4 + [0.0] * 4 + [0.0] * 4 + [1.0] * 4
+    teacher = [1.0] * 16
+    out = held_out_threshold(range(16), ids, conf, student, teacher, target=1.0)
+    assert out["chosen_on"] == 8 and out["reported_on"] == 8
+    point = out["point"]
+    assert point.threshold == 0.9 and point.coverage == 0.5 and point.student_quality == 0.0

@@ -3,6 +3,7 @@ teacher with another tokenizer, outputs, resume, LoRA, and the errors a user can
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -58,24 +59,25 @@ def _token_kl(model_dir: Path, tokenizer_dir: Path, rows) -> float:
 
 
 def _label_kl(model_dir: Path, rows) -> float:
+    """Mean KL(teacher || student) over the label set, the student's label log-probs read at the
+    answer's first position (the labels begin with different tokens)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.training.data import encode_rows
+    from pipeline.training.data import encode_prompt_completion, encode_rows, label_completions
     from pipeline.training.label_kd import label_kl
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    enc = encode_rows(list(enumerate(rows)), tok, kd_level="label", labels=["positive", "negative"], max_length=None)
+    labels = ["positive", "negative"]
+    indexed = list(enumerate(rows))
+    enc = encode_rows(indexed, tok, kd_level="label", labels=labels, max_length=None)
+    firsts = [ids[0] for ids in label_completions(tok, indexed, labels)]
     kls = []
     with torch.no_grad():
-        for item in enc.rows:
-            seq = []
-            for ids, lab in zip(item["cand_input_ids"], item["cand_labels"]):
-                lp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
-                tgt = torch.tensor(lab[1:])
-                keep = tgt != -100
-                seq.append(lp[keep].gather(-1, tgt[keep][:, None]).sum())
-            kls.append(label_kl(torch.stack(seq)[None], torch.tensor([item["label_probs"]]), 1.0).item())
+        for row, item in zip(rows, enc.rows):
+            ids, start = encode_prompt_completion(tok, row.prompt, row.completion)
+            lp = torch.log_softmax(model(torch.tensor([ids[:start]])).logits[0, -1], -1)[firsts]
+            kls.append(label_kl(lp[None], torch.tensor([item["label_probs"]]), 1.0).item())
     return sum(kls) / len(kls)
 
 
@@ -115,7 +117,8 @@ def test_label_kd_from_a_teacher_with_another_tokenizer(data_root, tiny_model_di
     rows = teacher_rows(tiny_model_dir, n=8, with_ids=False, p_positive=0.9)
     write_version(data_root, "sentiment", rows, rows[:2])
     before = _label_kl(tiny_model_dir, rows)
-    task = _task(data_root, tiny_model_dir, method="kd", temperature=1.0, alpha=0.9, sft={"max_steps": 10})
+    task = _task(data_root, tiny_model_dir, method="kd", temperature=1.0, alpha=0.9, label_loss="kl",
+                 sft={"max_steps": 10})
     m = run_train(task, quiet=True)
     assert m["kd_level"] == "label" and "no token ids" in m["token_kd_unavailable"]
     after = _label_kl(Path(m["output_dir"]), rows)
@@ -234,3 +237,57 @@ def test_two_runs_in_the_same_second_get_their_own_model_folders(data_root, monk
     assert train_stage._model_version_name(None, paths) == "20260102T030405Z-1"
     (paths.models_dir / "20260102T030405Z-1").mkdir()
     assert train_stage._model_version_name(None, paths) == "20260102T030405Z-2"
+
+
+def _label_log_odds(model_dir: Path, rows) -> list[float]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.training.data import encode_prompt_completion, label_completions
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    firsts = [ids[0] for ids in label_completions(tok, list(enumerate(rows)), ["positive", "negative"])]
+    out = []
+    with torch.no_grad():
+        for row in rows:
+            ids, start = encode_prompt_completion(tok, row.prompt, row.completion)
+            logits = model(torch.tensor([ids[:start]])).logits[0, -1]
+            out.append(float(logits[firsts[0]] - logits[firsts[1]]))
+    return out
+
+
+def test_logit_matching_learns_the_ranking_of_a_flat_teacher(data_root, tiny_model_dir):
+    """A teacher whose P(positive) only spans 0.43-0.57 still ranks its inputs; the default label
+    loss (logit_mse, standardised) makes the student's log-odds follow that ranking."""
+    rows = teacher_rows(tiny_model_dir, n=8, with_ids=False)
+    teacher = []
+    for i, row in enumerate(rows):
+        p = 0.43 + 0.02 * ((i * 3) % 8)  # 0.43-0.57 in a fixed shuffle of the rows
+        row.soft_label = {"positive": p, "negative": 1 - p}
+        row.label = "positive" if p > 0.5 else "negative"
+        row.completion[0].content = row.label
+        teacher.append(math.log(p / (1 - p)))
+    write_version(data_root, "sentiment", rows, rows[:2])
+    task = _task(data_root, tiny_model_dir, method="kd", alpha=0.9, early_stopping=None, sft={"max_steps": 30})
+    m = run_train(task, quiet=True)
+    assert m["kd_level"] == "label" and m["label_loss"] == "logit_mse" and m["steps"] == 30
+    student = _label_log_odds(Path(m["output_dir"]), rows)
+    assert _pearson(student, teacher) > 0.8, (student, teacher)
+
+
+def _pearson(a: list[float], b: list[float]) -> float:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
+
+
+def test_early_stopping_keeps_the_best_agreement_and_records_the_curve(data_root, tiny_model_dir):
+    rows = teacher_rows(tiny_model_dir, n=8, with_ids=False, p_positive=0.9)
+    write_version(data_root, "sentiment", rows, rows[:4])
+    task = _task(data_root, tiny_model_dir, method="kd", alpha=0.9,
+                 early_stopping={"eval_steps": 2, "patience": 1}, sft={"max_steps": 40, "learning_rate": 0.0})
+    m = run_train(task, quiet=True)
+    curve = m["learning_curve"]["curve"]
+    # lr 0: agreement never improves on step 0, so training stops at the first check after patience
+    assert [p["step"] for p in curve] == [0, 2] and m["steps"] == 2
+    assert m["learning_curve"]["best_step"] == 0 and m["metrics"]["heldout_agreement"] == curve[0]["agreement"]

@@ -8,6 +8,17 @@ from pydantic import Field, model_validator
 from pipeline.config.base import Section
 
 
+class GroupSplitConfig(Section):
+    """Parameters that control splitting a source by group, so that related rows (the snippets of one
+    movie, the posts of one user) never sit on both sides: the transfer set takes one side, the
+    evaluation the other. A group's side is a hash of its value, so it never changes between runs."""
+
+    field: str = Field(description="Column holding the group (read from the file, before source.fields).")
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of groups held out.")
+    keep: Literal["rest", "holdout"] = Field(
+        description="'rest' (the transfer set: inputs.source) or 'holdout' (the evaluation: eval.source).")
+
+
 class SourceConfig(Section):
     """Parameters that control reading inputs from a JSONL, CSV or on-disk HF dataset."""
 
@@ -22,6 +33,12 @@ class SourceConfig(Section):
     where: dict[str, list[str]] = Field(
         default_factory=dict, description="Keep only rows whose column value is one of these (column -> values)."
     )
+    group_split: GroupSplitConfig | None = Field(
+        None, description="Keep one side of a split by group (e.g. movie), applied after `where`.")
+    sample: int | None = Field(
+        None, ge=1,
+        description="Use N rows spread over the whole file (a fixed hash order), after where and group_split; "
+        "unlike `limit` (the first N), a file grouped by topic still gives every topic.")
 
 
 class GenerateInputsConfig(Section):

@@ -29,11 +29,13 @@ class OutputConfig(Section):
     kind: Literal["label", "json", "text"]
     labels: list[str] | None = Field(None, description="label: the fixed label set.")
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
-    calibrate: Literal["none", "prior"] = Field(
+    calibrate: Literal["none", "prior", "content_free", "em"] = Field(
         "none",
-        description="label: 'prior' divides each soft label by the teacher's mean label distribution over the run "
-        "and renormalises, and the label becomes the calibrated argmax: a small teacher biased toward one label "
-        "still ranks inputs well (contextual calibration, Zhao et al. 2021).",
+        description="label: reweight every soft label of a run, and take the label as the reweighted argmax: "
+        "'content_free' divides by the teacher's label distribution on content-free inputs ('N/A', '', "
+        "'[MASK]'; Zhao et al. 2021), keeping the inputs' own class balance; 'em' does that, then re-estimates "
+        "the inputs' class prior by EM (Saerens et al. 2002) for imbalanced inputs; 'prior' divides by the "
+        "run's mean distribution, which assumes balanced classes. See pipeline/curation/soft_labels.py.",
     )
     json_schema: dict[str, Any] | None = Field(None, description="json: a JSON Schema (inline).")
     json_schema_file: str | None = Field(None, description="json: a JSON Schema file in the task folder.")

@@ -17,6 +17,15 @@ class StudentConfig(Section):
     layer_map: list[int] | None = Field(None, description="Teacher layer indices to keep (default: every other layer).")
 
 
+class EarlyStoppingConfig(Section):
+    """Parameters that control stopping on held-out agreement (label tasks)."""
+
+    eval_steps: int = Field(20, ge=1, description="Measure the student's agreement with the teacher on the eval "
+                            "split every N optimiser steps.")
+    patience: int = Field(3, ge=1, description="Stop after N measurements without a new best; the best weights "
+                          "are kept (in memory) and saved.")
+
+
 class TrainConfig(Section):
     """Parameters that control training. ``sft`` is passed to TRL's SFTConfig field by field."""
 
@@ -28,6 +37,17 @@ class TrainConfig(Section):
         description="kd: 'token' = sparse top-k KL per token (the student must share the teacher's tokenizer); "
         "'label' = answer-level KL over the label set (any teacher, label tasks); 'auto' = token when the "
         "vocabularies match, else label.",
+    )
+    label_loss: Literal["kl", "logit_mse"] = Field(
+        "logit_mse",
+        description="label-level KD: 'logit_mse' matches the student's centred label log-probs to the teacher's, "
+        "standardised over the training set (Ba & Caruana 2014; right for a flat or weak teacher, whose "
+        "0.53/0.47 targets give a KL almost no gradient); 'kl' is Hinton's KL at train.temperature.",
+    )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default_factory=EarlyStoppingConfig,
+        description="Label tasks with an eval split: stop when held-out agreement with the teacher stops "
+        "improving, within the step budget (num_train_epochs / max_steps); null trains the whole budget.",
     )
     lora: dict[str, Any] | None = Field(None, description="peft LoraConfig fields; unset trains all weights.")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig overrides (num_train_epochs, learning_rate...).")

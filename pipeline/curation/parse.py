@@ -131,21 +131,6 @@ def soft_label_from_logprobs(
     return {label: mass.get(label, 0.0) / total for label in labels}, min(total, 1.0)
 
 
-def label_prior(soft_labels: list[dict[str, float]], labels: list[str]) -> dict[str, float] | None:
-    """The teacher's mean label distribution over a run (None without any soft label)."""
-    if not soft_labels:
-        return None
-    return {lab: sum(s[lab] for s in soft_labels) / len(soft_labels) for lab in labels}
-
-
-def calibrate(soft: dict[str, float], prior: dict[str, float]) -> dict[str, float]:
-    """P(label) / prior(label), renormalised: the label distribution with the teacher's bias removed.
-    A label the teacher never gives (prior 0) keeps probability 0."""
-    scaled = {lab: (p / prior[lab] if prior.get(lab, 0.0) > 0 else 0.0) for lab, p in soft.items()}
-    total = sum(scaled.values())
-    return {lab: v / total for lab, v in scaled.items()} if total > 0 else dict(soft)
-
-
 def one_hot(label: str, labels: list[str]) -> dict[str, float]:
     return {lab: 1.0 if lab == label else 0.0 for lab in labels}
 

@@ -13,15 +13,8 @@ from typing import Any
 
 from pipeline.config.task import TaskFolder
 from pipeline.curation import filters
-from pipeline.curation.parse import (
-    Parsed,
-    calibrate,
-    one_hot,
-    parse_json,
-    parse_label,
-    parse_text,
-    soft_label_from_logprobs,
-)
+from pipeline.curation.parse import Parsed, one_hot, parse_json, parse_label, parse_text
+from pipeline.curation.soft_labels import label_distribution, reweight
 from pipeline.errors import ConfigError
 from pipeline.records import Record
 
@@ -63,9 +56,9 @@ def load_json_validator(task: TaskFolder):
 
 
 class Screener:
-    def __init__(self, task: TaskFolder, prior: dict[str, float] | None = None):
+    def __init__(self, task: TaskFolder, label_weights: dict[str, float] | None = None):
         self.cfg = task.config
-        self.prior = prior  # label tasks with output.calibrate: prior — the teacher's mean label distribution
+        self.label_weights = label_weights  # output.calibrate: the per-label weights (soft_labels.py)
         filters.check_patterns(self.cfg.filters)
         self.validator = load_json_validator(task) if self.cfg.output.kind == "json" else None
 
@@ -87,13 +80,13 @@ class Screener:
         soft = None
         if self.cfg.output.kind == "label":
             out = self.cfg.output
-            soft = soft_label_from_logprobs(record.logprobs, out.labels, out.normalize.aliases)
-            if self.prior is not None and soft is not None:
-                # calibrated: the label is the argmax of the debiased distribution, even when the
-                # answer text itself was not a label (its top-k still spelled the labels)
-                calibrated = calibrate(soft[0], self.prior)
-                soft = (calibrated, soft[1])
-                parsed = Parsed(value=max(calibrated, key=calibrated.get))
+            soft = label_distribution(record, out.labels, out.normalize.aliases)
+            if soft is not None and (self.label_weights is not None or soft[2] == "scored"):
+                # the label is the argmax of the (calibrated) distribution, even when the answer
+                # text itself was not a label (its top-k still spelled the labels)
+                dist = reweight(soft[0], self.label_weights) if self.label_weights else soft[0]
+                soft = (dist, soft[1], soft[2])
+                parsed = Parsed(value=max(dist, key=dist.get))
         if parsed.reason:
             return Verdict(parsed.reason, parsed.detail)
         record.parsed = parsed.value
@@ -107,8 +100,8 @@ class Screener:
                 record.soft_label, record.soft_label_kind = one_hot(parsed.value, labels), "one_hot"
                 verdict.soft_source = "no_label_in_top_k" if record.logprobs else "no_logprobs"
             else:
-                record.soft_label, record.soft_label_kind = soft[0], "logprobs"
-                verdict.soft_source = "logprobs"
+                record.soft_label, record.soft_label_kind = soft[0], soft[2]
+                verdict.soft_source = soft[2]
                 label_prob = soft[0][parsed.value] * soft[1]  # before renormalising: the teacher's own belief
                 verdict.confidence = label_prob
             verdict.label, verdict.completion = parsed.value, parsed.value

@@ -169,3 +169,39 @@ def quality_percent(student: float | None, teacher: float | None) -> float | Non
     if student is None or teacher is None or teacher <= 0:
         return None
     return 100 * student / teacher
+
+
+def majority_share(reference: Sequence[Any]) -> tuple[Any, float] | None:
+    """(the most frequent reference answer, its share): what always answering that one label scores."""
+    values = [r for r in reference if r is not None]
+    if not values:
+        return None
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    best = max(counts, key=counts.__getitem__)
+    return best, counts[best] / len(values)
+
+
+def gap_closed(student: float | None, teacher: float | None, baseline: float | None) -> float | None:
+    """(student - baseline) / (teacher - baseline): the share of the teacher's margin over the
+    majority-class baseline that the student keeps. None when the teacher does not beat the baseline
+    (then there is no margin to close)."""
+    if student is None or teacher is None or baseline is None or teacher - baseline <= 1e-9:
+        return None
+    return (student - baseline) / (teacher - baseline)
+
+
+def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
+    """Cohen's kappa between two labelings: agreement corrected for what their label frequencies
+    would give by chance. 1 = identical, 0 = chance. None when undefined."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if not pairs:
+        return None
+    n = len(pairs)
+    observed = sum(x == y for x, y in pairs) / n
+    labels = {x for x, _ in pairs} | {y for _, y in pairs}
+    expected = sum((sum(x == lab for x, _ in pairs) / n) * (sum(y == lab for _, y in pairs) / n) for lab in labels)
+    if expected >= 1.0 - 1e-12:
+        return 1.0 if observed >= 1.0 - 1e-12 else None
+    return (observed - expected) / (1.0 - expected)

@@ -15,6 +15,7 @@ from typing import Any
 
 PLOT_QUALITY_COST = "quality_vs_cost.png"
 PLOT_COVERAGE = "coverage_vs_quality.png"
+PLOT_LEARNING = "learning_curve.png"
 
 
 def fmt_usd(x: float | None) -> str:
@@ -41,15 +42,44 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(what, student, teacher) lines shared by the Markdown table and the terminal table."""
     q, lat, cost = report["quality"], report["latency"], report["cost_per_1000"]
     rows = [(f"{q['metric']} (vs {report['reference']})", fmt_frac(q["student"]), fmt_frac(q["teacher"]))]
+    h = report.get("headline") or {}
+    if "gap_closed" in h:
+        rows.append(("gap closed (vs majority baseline)", fmt_frac(h.get("gap_closed")), "100%"))
+        rows.append(("Cohen's kappa with the teacher", fmt_num(h.get("kappa"), 2), "n/a"))
     names = {"accuracy", "macro_f1", "agreement_with_teacher", "json_valid", "field_exact_match", "rouge_l"}
     for name in sorted(set(report["metrics"]["student"]) & names - {q["metric"]}):
         rows.append((name, fmt_frac(report["metrics"]["student"][name]), fmt_frac(report["metrics"]["teacher"].get(name))))
+    tp = report["throughput"]
     rows += [
         ("latency p50", fmt_s(lat["student"]["p50_s"]), fmt_s(lat["teacher"]["p50_s"])),
         ("latency p95", fmt_s(lat["student"]["p95_s"]), fmt_s(lat["teacher"]["p95_s"])),
         ("cost / 1,000 requests", fmt_usd(cost["student_usd"]), fmt_usd(cost["teacher_usd"])),
     ]
+    if tp.get("teacher_rps"):
+        rows.append((f"requests/s (batch {tp['batch_size']})", fmt_num(tp["student_rps"], 1), fmt_num(tp["teacher_rps"], 1)))
     return rows
+
+
+def headline_sentence(report: dict[str, Any]) -> str:
+    """The one sentence a reader takes away. A student at or below the majority-class baseline is
+    called that; "gap closed" is the share of the teacher's margin over that baseline it keeps."""
+    h = report.get("headline") or {}
+    q = report["quality"]
+    if "gap_closed" not in h:  # json / text tasks: the metric itself
+        return (f"The student scores {fmt_frac(q['student'])} {q['metric']} against the teacher's "
+                f"{fmt_frac(q['teacher'])} (vs {report['reference']}).")
+    base = (f"majority-class baseline {fmt_frac(h['majority_baseline'])} ('{h['majority_label']}' always)"
+            if h.get("majority_baseline") is not None else "no baseline")
+    agree = f"agreement with the teacher {fmt_frac(h.get('agreement'))}, Cohen's kappa {fmt_num(h.get('kappa'), 2)}"
+    verdict = h.get("verdict")
+    if verdict == "teacher_at_or_below_baseline":
+        return (f"The teacher itself does no better than the {base} ({q['metric']} {fmt_frac(q['teacher'])}), so "
+                f"there is no margin to distil; {agree}.")
+    if verdict == "student_at_or_below_baseline":
+        return (f"The student is at or below the {base}: {q['metric']} {fmt_frac(q['student'])} vs the teacher's "
+                f"{fmt_frac(q['teacher'])}; it has not learnt the task ({agree}).")
+    return (f"The student closes {fmt_frac(h.get('gap_closed'))} of the teacher's margin over the {base} "
+            f"({q['metric']} {fmt_frac(q['student'])} vs {fmt_frac(q['teacher'])}); {agree}.")
 
 
 def _routing_sentence(report: dict[str, Any]) -> str:
@@ -57,6 +87,10 @@ def _routing_sentence(report: dict[str, Any]) -> str:
     target = f"{fmt_frac(r['target'])} {report['quality']['metric']} ({r['target_source']})"
     if r["threshold"] is None:
         return f"The student reaches the target {target} on no share of traffic: send every request to the teacher."
+    if r.get("pays") is False:
+        return (f"Routing does not pay here: the student would answer {fmt_frac(r['coverage'])} of traffic, "
+                f"for {fmt_usd(r['routed_cost_per_1000_usd'])} per 1,000 requests at {fmt_frac(r['routed_quality'])} "
+                "overall, no better than the teacher alone: send everything to the teacher.")
     if r["coverage"] >= 1.0:
         return (f"The student reaches the target {target} on **all** traffic "
                 f"({fmt_frac(r['student_quality'])}): it can answer every request alone, at "
@@ -67,6 +101,8 @@ def _routing_sentence(report: dict[str, Any]) -> str:
         f"{fmt_frac(r['student_quality'])} {report['quality']['metric']} (target {target}); the rest goes to "
         f"the teacher, for {fmt_frac(r['routed_quality'])} overall at {fmt_usd(r['routed_cost_per_1000_usd'])} "
         "per 1,000 requests."
+        + (f" (Threshold chosen on {r['chosen_on']} inputs, figures measured on the other {r['reported_on']}.)"
+           if r.get("reported_on") else "")
     )
 
 
@@ -79,8 +115,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"vs teacher `{p['teacher']}`, on {c['inputs']} inputs from {p['eval_source']}. "
         f"Quality is measured against **{report['reference']}** answers."),
         "",
-        (f"**The student reaches {'n/a' if q['student_pct_of_teacher'] is None else format(q['student_pct_of_teacher'], '.1f') + '%'}"
-        f" of the teacher's quality** ({q['metric']}: {fmt_frac(q['student'])} vs {fmt_frac(q['teacher'])})."),
+        f"**{headline_sentence(report)}**",
         "",
         "| | student | teacher |",
         "| --- | --- | --- |",
@@ -97,7 +132,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *_routing_table(report),
         "",
-        f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})",
+        f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})"
+        + (f" ![learning curve]({PLOT_LEARNING})" if report.get("learning_curve") else ""),
         "",
         "## Counts",
         "",
@@ -207,6 +243,27 @@ def plot_coverage_vs_quality(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_learning_curve(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = report["learning_curve"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["step"] for p in curve], [p["agreement"] for p in curve], marker=".")
+    best = max(curve, key=lambda p: p["agreement"])
+    ax.axvline(best["step"], color="green", linestyle=":", label=f"kept: step {best['step']}")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("agreement with the teacher (held-out split)")
+    ax.set_title(f"{report['task']}: learning curve")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(report: dict[str, Any], folder: Path, extra_files: dict[str, Path] | None = None) -> dict[str, str]:
     """Write the four files; returns their paths. report.json goes last, through a rename, so its
     presence means the report is complete."""
@@ -220,6 +277,10 @@ def write_report(report: dict[str, Any], folder: Path, extra_files: dict[str, Pa
     report["files"] = {k: str(v) for k, v in {**files, **(extra_files or {})}.items()}
     plot_quality_vs_cost(report, files["quality_vs_cost_png"])
     plot_coverage_vs_quality(report, files["coverage_vs_quality_png"])
+    if report.get("learning_curve"):
+        files["learning_curve_png"] = folder / PLOT_LEARNING
+        report["files"]["learning_curve_png"] = str(files["learning_curve_png"])
+        plot_learning_curve(report, files["learning_curve_png"])
     files["report_md"].write_text(render_markdown(report), encoding="utf-8")
     tmp = files["report_json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
@@ -233,8 +294,6 @@ def print_summary(report: dict[str, Any], console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    q = report["quality"]
-    pct = "n/a" if q["student_pct_of_teacher"] is None else f"{q['student_pct_of_teacher']:.1f}%"
     table = Table(title=f"{report['task']}: student vs teacher on {report['counts']['inputs']} inputs")
     table.add_column("")
     table.add_column("student", justify="right")
@@ -242,7 +301,8 @@ def print_summary(report: dict[str, Any], console=None) -> None:
     for row in _rows(report):
         table.add_row(*row)
     console.print(table)
-    console.print(f"Student quality: [bold]{pct}[/bold] of the teacher's. "
-                  f"Throughput: {fmt_num(report['throughput']['student_rps'], 1)} req/s.")
+    cost = report["summary"].get("cost_ratio")
+    console.print(headline_sentence(report)
+                  + (f" The student costs 1/{cost:.1f} of the teacher per request." if cost else ""))
     console.print(_routing_sentence(report).replace("**", ""))
     console.print(f"Report: {report['files']['report_md']}")

@@ -96,3 +96,39 @@ def routed_cost_per_1000(coverage: float, student_usd: float | None, teacher_usd
     if teacher_usd is None:
         return None
     return student_usd + (1 - coverage) * teacher_usd
+
+
+def held_out_threshold(indices: Sequence[int], ids: Sequence[str], confidence: Sequence[float],
+                       student_scores: Sequence[float | None], teacher_scores: Sequence[float | None],
+                       target: float) -> dict:
+    """Choose the threshold on one half of the inputs and measure it on the other. The halves are
+    fixed by input id (the hash's last hex digit even / odd), so a re-run splits the same way.
+    Returns {"point": CurvePoint on the reporting half (or None), "chosen_on", "reported_on"}."""
+    choose = [i for i in indices if int(ids[i][-1], 16) % 2 == 0]
+    report = [i for i in indices if int(ids[i][-1], 16) % 2 == 1]
+    out: dict = {"point": None, "chosen_on": len(choose), "reported_on": len(report)}
+    if not choose or not report:
+        return out
+    pick = best_threshold(coverage_curve([confidence[i] for i in choose], [student_scores[i] for i in choose],
+                                         [teacher_scores[i] for i in choose]), target)
+    if pick is None:
+        return out
+    answered = [i for i in report if confidence[i] >= pick.threshold]
+    n = len(report)
+    student_sum = sum(student_scores[i] for i in answered)
+    rest = sum(teacher_scores[i] for i in report if confidence[i] < pick.threshold)
+    out["point"] = CurvePoint(
+        threshold=pick.threshold, coverage=len(answered) / n,
+        student_quality=student_sum / len(answered) if answered else 0.0,
+        routed_quality=(student_sum + rest) / n,
+    )
+    return out
+
+
+def routing_pays(routed_usd: float | None, routed_quality: float, teacher_usd: float | None,
+                 teacher_quality: float | None) -> bool:
+    """Routing is worth it only when it costs less than sending everything to the teacher and keeps
+    its quality (within a point)."""
+    if routed_usd is None or teacher_usd is None or teacher_quality is None:
+        return True
+    return routed_usd < teacher_usd and routed_quality >= teacher_quality - 0.01

@@ -38,6 +38,7 @@ class Scored:
     teacher_scores: list[float | None]
     student_metrics: dict[str, float | None]
     teacher_metrics: dict[str, float | None]
+    golds: list[Any] | None = None  # the parsed gold answers, when the inputs have them
 
     @property
     def scored(self) -> list[int]:
@@ -96,7 +97,8 @@ def score_answers(
     elif kind == "json":
         s_metrics["json_valid"] = m.json_validity(s_parsed, schema)
         t_metrics["json_valid"] = m.json_validity(t_parsed, schema)
-    scored = Scored(metric, "gold" if with_gold else "teacher", s_parsed, t_parsed, s_scores, t_scores, s_metrics, t_metrics)
+    scored = Scored(metric, "gold" if with_gold else "teacher", s_parsed, t_parsed, s_scores, t_scores, s_metrics,
+                    t_metrics, list(golds) if with_gold else None)
     if kind != "label" or not with_gold:  # accuracy already set; the others are the mean item score
         s_metrics[metric] = scored.quality("student")
         t_metrics[metric] = scored.quality("teacher")

@@ -244,3 +244,46 @@ def run_student(
                      for _ in texts[start : start + batch_size]]
     return StudentRun(answers, token_lps, label_lps, sum(batch_times), confidence_s, latencies, batch_size,
                       max_new_tokens, "single" if latency_samples > 0 else "batch")
+
+
+def time_label_scoring(score, prompt_texts: Sequence[str], *, batch_size: int, latency_samples: int,
+                       on_batch=None) -> tuple[list[dict[str, float]], list[float], list[float]]:
+    """Run ``score(texts) -> [{label: logprob}]`` over every prompt in batches, then one prompt at a
+    time on the first ``latency_samples``: (scores, batch times, single-request latencies). The
+    same procedure times the student and a local teacher, so their costs compare like for like."""
+    score(list(prompt_texts[:1]))  # warm-up, not timed
+    scores: list[dict[str, float]] = []
+    batch_times: list[float] = []
+    for start in range(0, len(prompt_texts), batch_size):
+        t0 = time.perf_counter()
+        scores += score(list(prompt_texts[start:start + batch_size]))
+        batch_times.append(time.perf_counter() - t0)
+        if on_batch:
+            on_batch(len(scores), len(prompt_texts))
+    latencies = []
+    for text in prompt_texts[:latency_samples]:
+        t0 = time.perf_counter()
+        score([text])
+        latencies.append(time.perf_counter() - t0)
+    return scores, batch_times, latencies
+
+
+def run_student_labels(model_dir: Path, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
+                       batch_size: int, latency_samples: int = 32, on_batch=None) -> StudentRun:
+    """A label student served as a classifier: every label's log-probability by the rule it was
+    trained with (pipeline/label_scoring.py), the answer being the most probable label. One prompt
+    pass per request; no text is generated."""
+    from pipeline.label_scoring import label_completion_ids, student_label_logprobs
+
+    model, tokenizer = load_student(model_dir)
+    texts = _prompt_texts(tokenizer, prompts)
+    if not texts:
+        return StudentRun([], [], [], 0.0, 0.0, [], batch_size, 0)
+    first = [m.model_dump() for m in prompts[0]]
+    label_ids = [label_completion_ids(tokenizer, first, label) for label in labels]
+    scores, batch_times, latencies = time_label_scoring(
+        lambda batch: student_label_logprobs(model, tokenizer, batch, label_ids, labels), texts,
+        batch_size=batch_size, latency_samples=latency_samples, on_batch=on_batch)
+    answers = [max(s, key=s.get) for s in scores]
+    return StudentRun(answers, [[] for _ in answers], scores, sum(batch_times), 0.0, latencies, batch_size, 0,
+                      "single" if latency_samples > 0 else "batch")

@@ -30,7 +30,6 @@ from typing import Any
 from pipeline.config.task import TaskFolder, load_task
 from pipeline.curation import build, decontam
 from pipeline.curation.dedupe import dedupe, lsh_bands
-from pipeline.curation.parse import label_prior, soft_label_from_logprobs
 from pipeline.curation.screen import Screener
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.hashing import file_sha256
@@ -123,13 +122,24 @@ def contamination(record: Record, index: decontam.EvalIndex) -> tuple[str, str] 
     return None
 
 
-def teacher_label_prior(task: TaskFolder, records: list[Record]) -> dict[str, float] | None:
-    """With ``output.calibrate: prior``, the teacher's mean label distribution over this run's answers."""
+def teacher_calibration(task: TaskFolder, records: list[Record], content_free: list[Record]) -> dict | None:
+    """The calibration weights of ``output.calibrate`` for this run (pipeline/curation/soft_labels.py)."""
+    from pipeline.curation.soft_labels import calibration_weights, label_distribution
+
     out = task.config.output
-    if out.kind != "label" or out.calibrate != "prior":
+    if out.kind != "label" or out.calibrate == "none":
         return None
-    softs = [s[0] for s in (soft_label_from_logprobs(r.logprobs, out.labels, out.normalize.aliases) for r in records) if s]
-    return label_prior(softs, out.labels)
+
+    def dists(rs: list[Record]) -> list[dict[str, float]]:
+        found = (label_distribution(r, out.labels, out.normalize.aliases) for r in rs)
+        return [d[0] for d in found if d is not None]
+
+    if out.calibrate in ("content_free", "em") and not content_free:
+        raise ConfigError(
+            f"{TaskPaths(task.name).content_free_jsonl}: no content-free answers for output.calibrate "
+            f"'{out.calibrate}'; re-run `distill generate {task.name}` (it asks them)"
+        )
+    return calibration_weights(out.calibrate, dists(records), out.labels, dists(content_free))
 
 
 def rejected_row(record: Record, reason: str, detail: str | None, **extra: Any) -> dict:
@@ -157,8 +167,10 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
 
     records, rejected = read_generated(paths.generated_jsonl, strict=strict, quiet=quiet)
     timings["read"] = time.perf_counter() - t_start
-    prior = teacher_label_prior(task, records)
-    screener = Screener(task, prior)
+    content_free = list(read_generated(paths.content_free_jsonl, strict=strict, quiet=True)[0]) \
+        if paths.content_free_jsonl.exists() else []
+    calibration = teacher_calibration(task, records, content_free)
+    screener = Screener(task, calibration["weights"] if calibration else None)
 
     t = time.perf_counter()
     kept: list[tuple[Record, Any]] = []
@@ -247,7 +259,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         "config": {k: getattr(cfg, k).model_dump(mode="json") for k in ("output", "filters", "dedupe", "decontam", "split")},
         "inputs": inputs,
         "params": {"strict": strict},
-        "label_prior": prior,
+        "calibration": calibration,
         "counts": {
             "read": len(records) + reasons.get("corrupt_line", 0),
             "corrupt_lines": reasons.get("corrupt_line", 0),

@@ -46,29 +46,34 @@ def load_eval_set(task: TaskFolder, dataset_version: str | None, limit: int | No
     inputs, golds, path = read_eval_source(task, limit)
     records = answer_inputs(task, [dict(x) for x in inputs], quiet=quiet)
     eval_set = source_set(task, inputs, golds, records, path)
-    prior = dataset_label_prior(task, dataset_version)
-    if prior is not None:  # the student learnt calibrated labels: judge the teacher's the same way
-        eval_set.teacher_texts = [calibrated_label(task, r, prior) or r.completion for r in records]
+    weights = dataset_label_weights(task, dataset_version)
+    if task.config.output.kind == "label":  # judge the teacher's labels as the dataset was built
+        eval_set.teacher_texts = [teacher_label(task, r, weights) or r.completion for r in records]
     return eval_set
 
 
-def dataset_label_prior(task: TaskFolder, dataset_version: str | None) -> dict[str, float] | None:
-    """The teacher's label prior the student's dataset was calibrated with (output.calibrate: prior)."""
-    if task.config.output.calibrate != "prior" or not dataset_version:
+def dataset_label_weights(task: TaskFolder, dataset_version: str | None) -> dict[str, float] | None:
+    """The calibration weights the student's dataset was built with (output.calibrate), if any."""
+    if task.config.output.calibrate == "none" or not dataset_version:
         return None
     manifest = TaskPaths(task.name).versions_dir / dataset_version / "manifest.json"
-    return json.loads(manifest.read_text()).get("label_prior") if manifest.exists() else None
+    if not manifest.exists():
+        return None
+    calibration = json.loads(manifest.read_text()).get("calibration")
+    return calibration["weights"] if calibration else None
 
 
-def calibrated_label(task: TaskFolder, record, prior: dict[str, float]) -> str | None:
-    from pipeline.curation.parse import calibrate, soft_label_from_logprobs
+def teacher_label(task: TaskFolder, record, weights: dict[str, float] | None) -> str | None:
+    """The teacher's label for a record: the argmax of its (calibrated) soft label; None when the
+    record has no probabilities (its answer text is parsed instead)."""
+    from pipeline.curation.soft_labels import label_distribution, reweight
 
     out = task.config.output
-    soft = soft_label_from_logprobs(record.logprobs, out.labels, out.normalize.aliases)
-    if soft is None:
+    dist = label_distribution(record, out.labels, out.normalize.aliases)
+    if dist is None or (weights is None and dist[2] != "scored"):
         return None
-    cal = calibrate(soft[0], prior)
-    return max(cal, key=cal.get)
+    p = reweight(dist[0], weights) if weights else dist[0]
+    return max(p, key=p.get)
 
 
 def resolve_model_dir(task: TaskFolder, model: str | Path | None) -> Path:
@@ -110,9 +115,15 @@ def _max_new_tokens(task: TaskFolder) -> int:
     return 256
 
 
-def teacher_cost(task: TaskFolder, eval_set: EvalSet) -> tuple[float | None, str]:
-    """(USD per 1,000 requests or None when unknown, how it was computed)."""
+def teacher_cost(task: TaskFolder, eval_set: EvalSet, timing: dict | None = None) -> tuple[float | None, str]:
+    """(USD per 1,000 requests or None when unknown, how it was computed). ``timing``: a local
+    teacher timed like the student (teacher_timing.py)."""
     teacher, cfg = task.config.teacher, task.config.eval
+    if timing is not None and cfg.teacher_price_per_hour is not None:
+        usd = m.machine_cost_per_1000(timing["seconds_per_request"], cfg.teacher_price_per_hour)
+        return usd, (f"{1000 * timing['seconds_per_request']:.1f} ms of this machine per answer, timed like the "
+                     f"student (batch size {timing['batch_size']}, {timing['timed_requests']} requests) x "
+                     f"${cfg.teacher_price_per_hour}/h")
     records = [r for r in eval_set.teacher_records if r is not None]
     if not records:
         return None, "unknown: no generation records for these inputs"
@@ -135,8 +146,39 @@ def teacher_cost(task: TaskFolder, eval_set: EvalSet) -> tuple[float | None, str
                  "x recorded token usage")
 
 
+def headline_figures(scored, kind: str) -> dict[str, Any]:
+    """The report's headline: the share of the teacher's margin over the majority-class baseline the
+    student keeps ("gap closed"), its agreement with the teacher and Cohen's kappa, and a verdict
+    that never dresses a student at or below the baseline up as a share of the teacher's quality."""
+    out: dict[str, Any] = {"metric": scored.metric, "reference": scored.reference}
+    if kind != "label":
+        return out
+    pairs = [(s, t) for s, t in zip(scored.student_parsed, scored.teacher_parsed)]
+    out["agreement"] = m.agreement([s for s, _ in pairs], [t for _, t in pairs])
+    out["kappa"] = m.cohen_kappa([s for s, _ in pairs], [t for _, t in pairs])
+    q_student, q_teacher = scored.quality("student"), scored.quality("teacher")
+    if scored.reference == "gold":
+        reference = scored.golds
+    else:  # against the teacher: the baseline always answers the teacher's most frequent label
+        reference = scored.teacher_parsed
+    majority = m.majority_share(reference or [])
+    out["majority_label"], out["majority_baseline"] = majority if majority else (None, None)
+    baseline = out["majority_baseline"]
+    out["student"], out["teacher"] = q_student, q_teacher
+    out["gap_closed"] = m.gap_closed(q_student, q_teacher, baseline)
+    if baseline is None or q_student is None:
+        out["verdict"] = "unknown"
+    elif q_teacher is not None and q_teacher <= baseline + 1e-9:
+        out["verdict"] = "teacher_at_or_below_baseline"
+    elif q_student <= baseline + 1e-9:
+        out["verdict"] = "student_at_or_below_baseline"
+    else:
+        out["verdict"] = "above_baseline"
+    return out
+
+
 def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: EvalSet, run, scored,
-                 timings: dict[str, float]) -> dict[str, Any]:
+                 timings: dict[str, float], teacher_timing: dict | None = None) -> dict[str, Any]:
     """Every number of the report; ``run`` is a StudentRun, ``scored`` a Scored."""
     cfg = task.config
     kind = cfg.output.kind
@@ -152,25 +194,40 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
     student_usd = m.machine_cost_per_1000(run.seconds_per_request, cfg.eval.student_price_per_hour)
     # routing runs the student on every request and needs its confidence too
     student_routed_usd = m.machine_cost_per_1000(run.routed_seconds_per_request, cfg.eval.student_price_per_hour)
-    teacher_usd, teacher_basis = teacher_cost(task, eval_set)
+    teacher_usd, teacher_basis = teacher_cost(task, eval_set, teacher_timing)
     routing: dict[str, Any] = {"confidence": confidence_name, "target": target,
                                "target_source": "eval.target_quality" if cfg.eval.target_quality is not None
                                else "the teacher's quality", "threshold": None, "coverage": 0.0,
                                "student_quality": None, "routed_quality": q_teacher,
                                "routed_cost_per_1000_usd": teacher_usd,  # no threshold: the teacher alone
+                               "pays": None, "chosen_on": None, "reported_on": None,
                                "curve": []}
     if scored_idx and target is not None:
         curve = rt.coverage_curve([confidence[i] for i in scored_idx], [scored.student_scores[i] for i in scored_idx],
                                   [scored.teacher_scores[i] for i in scored_idx])
         routing["curve"] = [p.as_dict() for p in curve]
-        best = rt.best_threshold(curve, target)
-        if best is not None:
+        # The threshold is chosen on one half of the inputs and its figures are reported on the other:
+        # chosen and measured on the same inputs, the student's share would look better than it is.
+        held = rt.held_out_threshold(scored_idx, eval_set.ids, confidence, scored.student_scores,
+                                     scored.teacher_scores, target)
+        routing["chosen_on"] = held["chosen_on"]
+        routing["reported_on"] = held["reported_on"]
+        if held["point"] is not None:
+            best = held["point"]
+            usd = rt.routed_cost_per_1000(best.coverage, student_routed_usd, teacher_usd)
             routing.update(threshold=best.threshold, coverage=best.coverage, student_quality=best.student_quality,
-                           routed_quality=best.routed_quality,
-                           routed_cost_per_1000_usd=rt.routed_cost_per_1000(best.coverage, student_routed_usd, teacher_usd))
+                           routed_quality=best.routed_quality, routed_cost_per_1000_usd=usd,
+                           pays=rt.routing_pays(usd, best.routed_quality, teacher_usd, q_teacher))
     teacher_lat = [r.latency_s for r in eval_set.teacher_records if r is not None and r.latency_s is not None]
+    teacher_lat_source = "the generation records" + (
+        f" (in-process {cfg.teacher.backend}: the time of a batch of up to {cfg.teacher.batch_size})"
+        if cfg.teacher.backend in LOCAL_BACKENDS else "")
+    if teacher_timing is not None and teacher_timing["latencies_s"]:
+        teacher_lat = teacher_timing["latencies_s"]
+        teacher_lat_source = "one request at a time, timed like the student"
     pct = m.quality_percent(q_student, q_teacher)
     n = len(eval_set.prompts)
+    headline = headline_figures(scored, kind)
     disagreements = [
         {"input": eval_set.inputs[i] or eval_set.prompts[i][-1].content, "gold": eval_set.golds[i] if eval_set.golds else None,
          "teacher": eval_set.teacher_texts[i], "student": run.texts[i]}
@@ -200,11 +257,11 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         "latency": {
             "student": {**m.latency_summary(run.latencies_s),
                         "method": "one request at a time" if run.latency_method == "single" else "per batch"},
-            "teacher": {**m.latency_summary(teacher_lat), "source": "the generation records" + (
-                f" (in-process {cfg.teacher.backend}: the time of a batch of up to {cfg.teacher.batch_size})"
-                if cfg.teacher.backend in LOCAL_BACKENDS else "")},
+            "teacher": {**m.latency_summary(teacher_lat), "source": teacher_lat_source},
         },
-        "throughput": {"student_rps": run.throughput_rps, "batch_size": run.batch_size},
+        "throughput": {"student_rps": run.throughput_rps, "batch_size": run.batch_size,
+                       "teacher_rps": (1.0 / teacher_timing["seconds_per_request"]
+                                       if teacher_timing and teacher_timing["seconds_per_request"] else None)},
         "cost_per_1000": {
             "student_usd": student_usd, "student_with_confidence_usd": student_routed_usd,
             "teacher_usd": teacher_usd, "teacher_basis": teacher_basis,
@@ -215,8 +272,14 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         },
         "routing": routing,
         "disagreements": disagreements,
-        "summary": {"quality_pct_of_teacher": pct, "student_usd_per_1000": student_usd,
-                    "teacher_usd_per_1000": teacher_usd, "routing_coverage": routing["coverage"]},
+        "headline": headline,
+        "learning_curve": (manifest.get("learning_curve") or {}).get("curve"),
+        "summary": {"gap_closed": headline.get("gap_closed"), "agreement_with_teacher": headline.get("agreement"),
+                    "cohen_kappa": headline.get("kappa"), "verdict": headline.get("verdict"),
+                    "quality_pct_of_teacher": pct, "student_usd_per_1000": student_usd,
+                    "teacher_usd_per_1000": teacher_usd,
+                    "cost_ratio": (teacher_usd / student_usd) if teacher_usd and student_usd else None,
+                    "routing_coverage": routing["coverage"]},
     }
 
 
@@ -225,7 +288,8 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     """Evaluate the student in ``model`` (default: the task's latest) and write its report."""
     from pipeline.evaluation.report import print_summary, write_report
     from pipeline.evaluation.scoring import score_answers
-    from pipeline.evaluation.student import run_student
+    from pipeline.evaluation.student import run_student, run_student_labels
+    from pipeline.stages.generate import scoring_labels
     from pipeline.records import write_jsonl
 
     started = time.perf_counter()
@@ -245,16 +309,31 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
 
     t0 = time.perf_counter()
     cfg = task.config
-    run = run_student(model_dir, eval_set.prompts, max_new_tokens=_max_new_tokens(task), batch_size=cfg.eval.batch_size,
-                      labels=cfg.output.labels if cfg.output.kind == "label" else None,
-                      latency_samples=cfg.eval.latency_samples,
-                      on_batch=None if quiet else (lambda done, total: say(f"student {done}/{total}")))
+    progress = None if quiet else (lambda done, total: say(f"student {done}/{total}"))
+    constrained = cfg.output.kind == "label" and cfg.eval.label_answer == "constrained"
+    if constrained:
+        run = run_student_labels(model_dir, eval_set.prompts, cfg.output.labels, batch_size=cfg.eval.batch_size,
+                                 latency_samples=cfg.eval.latency_samples, on_batch=progress)
+    else:
+        run = run_student(model_dir, eval_set.prompts, max_new_tokens=_max_new_tokens(task),
+                          batch_size=cfg.eval.batch_size,
+                          labels=cfg.output.labels if cfg.output.kind == "label" else None,
+                          latency_samples=cfg.eval.latency_samples, on_batch=progress)
     timings["student_s"] = round(time.perf_counter() - t0, 3)
-    if cfg.output.kind == "label" and cfg.eval.label_answer == "constrained" and run.label_logprobs:
+    teacher_timing = None
+    if constrained and scoring_labels(task) and cfg.eval.teacher_price_per_hour is not None:
+        from pipeline.evaluation.teacher_timing import time_local_teacher
+
+        t0 = time.perf_counter()
+        say("timing the teacher like the student")
+        teacher_timing = time_local_teacher(cfg.teacher.model, eval_set.prompts, cfg.output.labels,
+                                            batch_size=cfg.eval.batch_size, latency_samples=cfg.eval.latency_samples)
+        timings["teacher_timing_s"] = round(time.perf_counter() - t0, 3)
+    if constrained and run.label_logprobs:
         run.texts = [max(lps, key=lps.get) for lps in run.label_logprobs]  # the most probable label of the set
     scored = score_answers(cfg.output, run.texts, eval_set.teacher_texts, eval_set.golds, eval_set.schema)
     timings["total_s"] = round(time.perf_counter() - started, 3)
-    report = build_report(task, model_dir, manifest, eval_set, run, scored, timings)
+    report = build_report(task, model_dir, manifest, eval_set, run, scored, timings, teacher_timing)
     write_jsonl(model_dir / "eval_predictions.jsonl", [
         {"id": eval_set.ids[i], "inputs": eval_set.inputs[i], "gold": eval_set.golds[i] if eval_set.golds else None,
          "teacher": eval_set.teacher_texts[i], "student": run.texts[i], "teacher_parsed": scored.teacher_parsed[i],

@@ -81,13 +81,21 @@ class _Session:
         self.failed: dict[str, str] = {}
 
     def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
-             variants: list[int] | None = None) -> list[Job]:
+             variants: list[int] | None = None, labels: list[str] | None = None) -> list[Job]:
         out = []
         for i, msgs in enumerate(messages):
             req, payload = make_request(self.cfg.backend, self.cfg.model, msgs, params, top_logprobs,
-                                        variants[i] if variants else 0)
+                                        variants[i] if variants else 0, labels)
             out.append(Job(req, payload))
         return out
+
+    def answer_jobs(self, messages: list[list[Message]]) -> list[Job]:
+        """The requests that answer the task's prompts: a scored label request when the teacher can
+        score (``scoring_labels``), else a generation with the teacher's params and top-k."""
+        labels = scoring_labels(self.task)
+        if labels:
+            return self.jobs(messages, {}, None, labels=labels)
+        return self.jobs(messages, self.cfg.params, self.cfg.top_logprobs)
 
     def answer(self, name: str, jobs: list[Job]) -> dict[str, TeacherResponse]:
         """Answer every job (cache first), record the pass's counters, return {hash: response}."""
@@ -161,6 +169,18 @@ class _Session:
         return stats
 
 
+SCORING_BACKENDS = ("hf",)
+
+
+def scoring_labels(task: TaskFolder) -> list[str] | None:
+    """The label set, when the task's answers are scored rather than generated: a label task whose
+    teacher runs in-process (one prefill per input gives every label's probability exactly)."""
+    cfg = task.config
+    if cfg.output.kind == "label" and cfg.teacher.backend in SCORING_BACKENDS:
+        return list(cfg.output.labels or [])
+    return None
+
+
 class _NoTeacher:
     backend = model = "none"
 
@@ -173,7 +193,7 @@ def _record(session: _Session, job: Job, inputs: dict, resp: TeacherResponse) ->
         id=h[:16], task=session.task.name, inputs=inputs, messages=job.req.messages, completion=resp.text,
         finish_reason=resp.finish_reason,
         teacher=TeacherInfo(backend=cfg.backend, model=cfg.model, params=job.req.params, top_logprobs=job.req.top_logprobs),
-        logprobs=resp.logprobs, usage=resp.usage,
+        logprobs=resp.logprobs, label_logprobs=resp.label_logprobs, usage=resp.usage,
         cost_usd=None if price is None else price.cost(resp.usage.prompt_tokens, resp.usage.completion_tokens, batch=batch),
         latency_s=resp.latency_s, request_hash=h, cached=h not in session.new_hashes,
     )
@@ -200,8 +220,7 @@ def _teacher_written_inputs(session: _Session, limit: int | None) -> list[dict[s
 
 def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str = "answering") -> list[Record]:
     renderer = PromptRenderer.for_task(session.task)
-    cfg = session.cfg
-    jobs = session.jobs([renderer.render(x) for x in inputs], cfg.params, cfg.top_logprobs)
+    jobs = session.answer_jobs([renderer.render(x) for x in inputs])
     answers = session.answer(name, jobs)
     records, seen = [], set()
     for x, job in zip(inputs, jobs):
@@ -212,13 +231,22 @@ def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str =
     return records
 
 
+def content_free_inputs(inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task's prompt with no content (Zhao et al. 2021): every input field set to "N/A", then
+    "", then "[MASK]". The teacher's answers show the label bias of the prompt itself."""
+    from pipeline.curation.soft_labels import CONTENT_FREE_INPUTS
+
+    fields = list(inputs[0])
+    return [{f: value for f in fields} for value in CONTENT_FREE_INPUTS]
+
+
 def answer_inputs(task: TaskFolder, inputs: list[dict], *, quiet: bool = True) -> list[Record]:
     """Render and answer ``inputs`` (from the cache where possible): one Record per input, in order."""
     paths = TaskPaths(task.name)
     with AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=False)
         renderer = PromptRenderer.for_task(task)
-        jobs = session.jobs([renderer.render(x) for x in inputs], session.cfg.params, session.cfg.top_logprobs)
+        jobs = session.answer_jobs([renderer.render(x) for x in inputs])
         answers = session.answer("answering", jobs)
         error = _incomplete(session, sum(j.req.request_hash in answers for j in jobs), len(inputs))
         if error is not None:
@@ -264,6 +292,9 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
         records = _answer_records(session, inputs)
+        if cfg.output.kind == "label" and cfg.output.calibrate in ("content_free", "em") and inputs:
+            write_jsonl(paths.content_free_jsonl, _answer_records(session, content_free_inputs(inputs),
+                                                                 "content-free inputs"))
         error = _incomplete(session, len(records), len(inputs))
         write_jsonl(paths.generated_jsonl, records)
         manifest = _manifest(task, session, records, started, time.perf_counter() - t0, batch, limit, error)

@@ -117,7 +117,7 @@ def run_train(
     from accelerate import PartialState
 
     from pipeline.training.arguments import build_sft_config, lora_config
-    from pipeline.training.data import choose_kd_level, encode_rows, read_train_rows
+    from pipeline.training.data import choose_kd_level, encode_rows, label_completions, read_train_rows
     from pipeline.training.student_init import build_student
 
     t0 = time.perf_counter()
@@ -159,6 +159,10 @@ def run_train(
         raise InputDataError(f"{vdir / 'train.jsonl'}: no rows; re-run `distill curate {task.name}`")
     labels = task.config.output.labels if task.config.output.kind == "label" else None
     level, token_problem = choose_kd_level(cfg.method, cfg.kd_level, train_rows, tokenizer, labels, vdir / "train.jsonl")
+    if level == "none" and labels and any(r.label for _, r in train_rows):
+        # SFT on a label task: the same trainer with alpha 0 is exactly cross-entropy on the teacher's
+        # labels, and it can read the student's labels for early stopping and the learning curve
+        level, cfg = "label", cfg.model_copy(update={"alpha": 0.0})
     enc = {"kd_level": level, "labels": labels, "max_length": sft_args.max_length,
            "truncation_mode": sft_args.truncation_mode, "completion_only_loss": sft_args.completion_only_loss}
     train_enc = encode_rows(train_rows, tokenizer, **enc)
@@ -171,8 +175,17 @@ def run_train(
         out_dir.mkdir(parents=True, exist_ok=True)
         run_info = {"dataset_version": vdir.name, "train": cfg.model_dump(), "overrides": overrides}
         (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
+    label_ids = label_completions(tokenizer, train_rows, labels) if level == "label" else None
     trainer = _make_trainer(cfg, level, model, tokenizer, sft_args, train_enc.rows,
-                            eval_enc.rows if eval_enc else None, lora_config(cfg.lora, task_file))
+                            eval_enc.rows if eval_enc else None, lora_config(cfg.lora, task_file), label_ids)
+    stopper = None
+    if level == "label" and cfg.early_stopping and eval_enc and eval_enc.rows:
+        from pipeline.training.early_stop import AgreementEarlyStopping
+
+        stopper = AgreementEarlyStopping(trainer, eval_enc.rows, eval_steps=cfg.early_stopping.eval_steps,
+                                         patience=cfg.early_stopping.patience,
+                                         batch_size=sft_args.per_device_eval_batch_size)
+        trainer.add_callback(stopper)
     resume_ckpt = None
     if resume:
         from transformers.trainer_utils import get_last_checkpoint
@@ -186,15 +199,20 @@ def run_train(
     metrics = dict(result.metrics)
     if evaluate and eval_enc and eval_enc.rows:
         metrics.update(trainer.evaluate())
+    learning = stopper.summary() if stopper else None
+    if learning:
+        metrics["heldout_agreement"] = learning["best_agreement"]
     trainer.accelerator.wait_for_everyone()
     if not state.is_main_process:
         return {}
     return _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args,
                           overrides, student_info, train_enc, eval_enc, metrics,
-                          {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt)
+                          {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
+                          learning)
 
 
-def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, train_rows, eval_rows, peft_config):
+def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, train_rows, eval_rows, peft_config,
+                  label_ids=None):
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -206,12 +224,16 @@ def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, trai
               "processing_class": tokenizer, "peft_config": peft_config}
     if level == "none":
         return SFTTrainer(**common)
+    from pipeline.training.label_kd import teacher_logit_scale
+
+    scale = teacher_logit_scale([r["label_probs"] for r in train_rows]) if level == "label" else 1.0
     return KDTrainer(**common, data_collator=KDCollator(tokenizer.pad_token_id, sft_args.pad_to_multiple_of),
-                     kd_level=level, temperature=cfg.temperature, alpha=cfg.alpha)
+                     kd_level=level, temperature=cfg.temperature, alpha=cfg.alpha, label_ids=label_ids,
+                     label_loss=cfg.label_loss, logit_scale=scale)
 
 
 def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args, overrides,
-                   student_info, train_enc, eval_enc, metrics, timings, resume_ckpt) -> dict:
+                   student_info, train_enc, eval_enc, metrics, timings, resume_ckpt, learning=None) -> dict:
     model = trainer.model
     if hasattr(model, "merge_and_unload"):  # LoRA: keep the adapter, and a merged model evaluate can load
         model.save_pretrained(out_dir / "adapter")
@@ -219,7 +241,7 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)  # with its chat template (chat_template.jinja)
     (out_dir / "training_args.json").write_text(sft_args.to_json_string(), encoding="utf-8")
-    metrics_doc = {"final": metrics, "log_history": trainer.state.log_history}
+    metrics_doc = {"final": metrics, "log_history": trainer.state.log_history, "learning_curve": learning}
     (out_dir / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, default=str), encoding="utf-8")
     inputs = {str(p): file_sha256(p) for p in (vdir / "train.jsonl", vdir / "eval.jsonl") if p.is_file()}
     counts = {"train": train_enc.counts, "eval": eval_enc.counts if eval_enc else {}}
@@ -245,6 +267,9 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
         "alpha": cfg.alpha,
         "student": student_info,
         "lora": cfg.lora,
+        "label_loss": cfg.label_loss if level == "label" and cfg.alpha > 0 else None,
+        "steps": trainer.state.global_step,
+        "learning_curve": learning,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     }
     (out_dir / "train_manifest.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")

@@ -24,6 +24,8 @@ class TeacherRequest(BaseModel):
     messages: list[Message]
     params: dict[str, Any] = Field(default_factory=dict, description="Sampling parameters, sent as-is.")
     top_logprobs: int | None = None
+    labels: list[str] | None = Field(
+        None, description="Label tasks with a scoring backend: score these labels instead of generating.")
     request_hash: str
 
 
@@ -36,6 +38,7 @@ class TeacherResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
     logprobs: list[TokenPosition] | None = None
+    label_logprobs: dict[str, float] | None = None  # a scored label request: log P(label) for each label
     model: str
     # Rate-limit response headers (lower-cased) for the executor to learn limits from; never stored.
     headers: dict[str, str] | None = Field(None, exclude=True)
@@ -74,7 +77,7 @@ class RetryableError(Exception):
 
 
 def request_payload(backend: str, model: str, params: dict[str, Any], top_logprobs: int | None,
-                    messages: list[Message], variant: int = 0) -> dict[str, Any]:
+                    messages: list[Message], variant: int = 0, labels: list[str] | None = None) -> dict[str, Any]:
     """The canonical request: what decides the answer, hence what the cache key hashes.
     The base URL and the API key are deliberately left out: replicas of one model answer alike.
     ``variant`` > 0 marks a deliberate repeat of the same prompt (teacher-written inputs sample
@@ -88,14 +91,17 @@ def request_payload(backend: str, model: str, params: dict[str, Any], top_logpro
     }
     if variant:
         payload["variant"] = variant
+    if labels:
+        payload["labels"] = list(labels)
     return payload
 
 
 def make_request(backend: str, model: str, messages: list[Message], params: dict[str, Any],
-                 top_logprobs: int | None = None, variant: int = 0) -> tuple[TeacherRequest, dict[str, Any]]:
+                 top_logprobs: int | None = None, variant: int = 0,
+                 labels: list[str] | None = None) -> tuple[TeacherRequest, dict[str, Any]]:
     """A request plus its canonical payload (stored next to the answer in the cache)."""
-    payload = request_payload(backend, model, params, top_logprobs, messages, variant)
-    req = TeacherRequest(messages=messages, params=dict(params), top_logprobs=top_logprobs,
+    payload = request_payload(backend, model, params, top_logprobs, messages, variant, labels)
+    req = TeacherRequest(messages=messages, params=dict(params), top_logprobs=top_logprobs, labels=labels,
                          request_hash=request_hash(payload))
     return req, payload
 

@@ -245,6 +245,9 @@ class Executor:
     # -- in-process backends: groups of batch_size ---------------------------------------------
     async def _run_batched(self, todo: list[Job]) -> None:
         size = self.cfg.batch_size
+        # Prompts of similar length share a batch: a padded batch costs its longest prompt for every
+        # row (real inputs run from 5 to 100+ words). Answers are cached by hash, so order is free.
+        todo = sorted(todo, key=lambda j: sum(len(m.content) for m in j.req.messages))
         for i in range(0, len(todo), size):
             group = []
             for job in todo[i : i + size]:

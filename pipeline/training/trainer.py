@@ -6,9 +6,12 @@ pipeline/training/data.py for their shape) next to input_ids and labels.
 
 token level: one forward; the student's logits are projected only at target positions (the full
   (batch, seq, vocab) logits are never built), then kd_loss.sparse_topk_kl + CE.
-label level: the prompt answered with each label is stacked under the batch, so one forward (DDP
-  needs exactly one per backward) gives both the CE on the teacher's answer and the student's
-  sequence logprob of every label; then label_kd.label_kl.
+label level: the student's log P(label) for every label, from one forward (DDP needs exactly one
+  per backward). When the labels begin with different tokens it is read at the answer's first
+  position of the same forward as the CE. Otherwise (shared prefixes: book_flight, book_hotel) each
+  row is packed as prompt + every label's completion, with a 4D attention mask that lets each label
+  see the prompt and itself only, so the prompt runs once and the vocabulary projection is computed
+  only at the label tokens. Then label_kd.label_kl (T) or label_kd.label_logit_mse.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from pipeline.training.kd_loss import kd_objective, sparse_topk_kl, token_ce
-from pipeline.training.label_kd import label_kd_objective, label_kl
+from pipeline.training.label_kd import label_kd_objective, label_kl, label_logit_mse
 
 TOKEN_COLUMNS = ("kd_pos", "kd_ids", "kd_logprobs")
-LABEL_COLUMNS = ("cand_input_ids", "cand_labels", "label_probs")
+LABEL_COLUMNS = ("answer_start", "label_probs", "label_index")
 
 
 class KDCollator:
@@ -38,8 +41,12 @@ class KDCollator:
         batch = self.base([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
         if "kd_pos" in examples[0]:
             batch.update(self._token_columns(examples, batch["input_ids"].shape[1]))
-        if "cand_input_ids" in examples[0]:
-            batch.update(self._label_columns(examples))
+        if "label_probs" in examples[0]:
+            batch.update(
+                answer_start=torch.tensor([e["answer_start"] for e in examples], dtype=torch.long),
+                label_probs=torch.tensor([e["label_probs"] for e in examples], dtype=torch.float32),
+                label_index=torch.tensor([e["label_index"] for e in examples], dtype=torch.long),
+            )
         return batch
 
     @staticmethod
@@ -56,24 +63,11 @@ class KDCollator:
                 mask[b, p, : len(cid)] = True
         return {"teacher_ids": ids, "teacher_logprobs": lps, "teacher_mask": mask}
 
-    def _label_columns(self, examples) -> dict[str, torch.Tensor]:
-        flat = [
-            {"input_ids": ids, "labels": lab}
-            for e in examples
-            for ids, lab in zip(e["cand_input_ids"], e["cand_labels"])
-        ]
-        cand = self.base(flat)
-        return {
-            "cand_input_ids": cand["input_ids"],
-            "cand_attention_mask": cand["attention_mask"],
-            "cand_labels": cand["labels"],
-            "label_probs": torch.tensor([e["label_probs"] for e in examples], dtype=torch.float32),
-        }
-
 
 def add_target_logits_head(model) -> None:
     """Let ``model(..., labels=labels, target_logits=True)`` return logits only at positions whose
-    next-token label is not -100, as [N, vocab], in (batch, position) order. Patched on the
+    next-token label is not -100, as [N, vocab], in (batch, position) order; or, with
+    ``logit_positions`` ([N, 2] row/position pairs), only at those positions. Patched on the
     instance like TRL's fused head, so DDP/FSDP/PEFT wrappers still run their own forward."""
     previous_forward = model.forward
     text_config = model.config.get_text_config()
@@ -81,17 +75,20 @@ def add_target_logits_head(model) -> None:
     logit_scale = getattr(text_config, "logit_scale", None)
 
     @functools.wraps(type(model).forward)
-    def forward(self, *args, target_logits=False, labels=None, **kwargs):
+    def forward(self, *args, target_logits=False, labels=None, logit_positions=None, **kwargs):
         if not target_logits:
             if labels is not None:
                 kwargs["labels"] = labels
             return previous_forward(*args, **kwargs)
         kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
-        mask = labels[:, 1:] != -100
+        hidden = self.base_model(*args, **kwargs).last_hidden_state
+        if logit_positions is not None:  # [N, 2]: (row, position) pairs, in that order
+            picked = hidden[logit_positions[:, 0], logit_positions[:, 1]]
+        else:
+            picked = hidden[:, :-1][labels[:, 1:] != -100]
         # Call the head as a module (not its weight): DeepSpeed ZeRO-3 and FSDP gather parameters in
         # module hooks, and keep them gathered for the backward.
-        logits = self.get_output_embeddings()(hidden[mask])
+        logits = self.get_output_embeddings()(picked)
         if logit_scale is not None:
             logits = logits * logit_scale
         if softcap is not None:  # Gemma 2/3: the model's own forward applies this after the head
@@ -101,26 +98,66 @@ def add_target_logits_head(model) -> None:
     model.forward = forward.__get__(model)
 
 
-def label_first_token_ids(cand_ids: torch.Tensor, cand_labels: torch.Tensor, n_labels: int) -> torch.Tensor | None:
-    """[B, L] the first answer token of each label's candidate, or None when two labels of a row
-    begin with the same token (then only the whole label strings tell them apart)."""
-    rows = cand_ids.shape[0] // max(n_labels, 1)
-    if rows == 0 or n_labels < 2:
-        return None
-    answer = cand_labels != -100
-    start = answer.float().argmax(-1)  # first answer position of each candidate
-    ids = cand_ids.gather(-1, start[:, None]).view(rows, n_labels)
-    distinct = all(len(set(r.tolist())) == n_labels for r in ids)
-    return ids if distinct else None
+def packed_label_batch(prompts: list[list[int]], label_ids: list[list[int]], pad_id: int, dtype) -> dict:
+    """Each row as its prompt followed by every label's completion, for one forward.
+
+    Each label's tokens see the prompt and the label's own earlier tokens only (a 4D additive
+    mask), at the positions they would have right after the prompt; so the logits equal those of
+    L separate forwards of prompt + label. Returns input_ids, attention_mask (4D), position_ids and
+    ``logit_positions`` / ``targets`` / ``owner``: for every label token, the (row, position) whose
+    logits predict it, the token, and its (row, label) index."""
+    import torch
+
+    total = [len(p) + sum(len(c) for c in label_ids) for p in prompts]
+    width = max(total)
+    rows = len(prompts)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((rows, width), dtype=torch.long)
+    allowed = torch.zeros((rows, width, width), dtype=torch.bool)
+    where, targets, owner = [], [], []
+    for b, prompt in enumerate(prompts):
+        n = len(prompt)
+        ids[b, :n] = torch.tensor(prompt)
+        pos[b, :n] = torch.arange(n)
+        allowed[b, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        at = n
+        for j, cand in enumerate(label_ids):
+            m = len(cand)
+            ids[b, at:at + m] = torch.tensor(cand)
+            pos[b, at:at + m] = torch.arange(n, n + m)
+            allowed[b, at:at + m, :n] = True
+            allowed[b, at:at + m, at:at + m] = torch.ones(m, m, dtype=torch.bool).tril()
+            for t, token in enumerate(cand):
+                where.append((b, n - 1 if t == 0 else at + t - 1))
+                targets.append(token)
+                owner.append((b, j))
+            at += m
+        for q in range(total[b], width):  # padding attends to itself only (no all-masked rows)
+            allowed[b, q, q] = True
+    mask = torch.zeros((rows, 1, width, width), dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos,
+            "logit_positions": torch.tensor(where), "targets": torch.tensor(targets), "owner": torch.tensor(owner)}
 
 
 class KDTrainer(SFTTrainer):
-    """SFTTrainer whose loss is alpha*T^2*KL(teacher || student) + (1-alpha)*CE (see kd_loss)."""
+    """SFTTrainer whose loss is alpha*T^2*KD(teacher || student) + (1-alpha)*CE (see kd_loss, label_kd).
 
-    def __init__(self, *args, kd_level: str = "token", temperature: float = 2.0, alpha: float = 0.5, **kwargs):
+    Label level takes ``label_ids`` (each label's completion tokens, end of turn included),
+    ``label_loss`` ("kl" or "logit_mse") and ``logit_scale`` (label_kd.teacher_logit_scale)."""
+
+    def __init__(self, *args, kd_level: str = "token", temperature: float = 2.0, alpha: float = 0.5,
+                 label_ids: list[list[int]] | None = None, label_loss: str = "kl", logit_scale: float = 1.0,
+                 **kwargs):
         if kd_level not in ("token", "label"):
             raise ValueError(f"kd_level must be 'token' or 'label', got {kd_level!r}")
+        if kd_level == "label" and not label_ids:
+            raise ValueError("label-level KD needs label_ids")
         self.kd_level, self.temperature, self.alpha = kd_level, float(temperature), float(alpha)
+        self.label_ids = label_ids or []
+        firsts = [ids[0] for ids in self.label_ids]
+        # the answer's first position tells the labels apart when their first tokens all differ
+        self.first_ids = firsts if len(set(firsts)) == len(firsts) else None
+        self.label_loss, self.logit_scale = label_loss, float(logit_scale)
         self._num_rows_in_batch: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -131,7 +168,7 @@ class KDTrainer(SFTTrainer):
         self._signature_columns = list(self._signature_columns) + list(TOKEN_COLUMNS + LABEL_COLUMNS)
 
     def _get_num_items_in_batch(self, batch_samples, device):
-        # The label-level KL is one term per row: count the rows of the accumulated batch (and of
+        # The label-level KD term is one per row: count the rows of the accumulated batch (and of
         # every device) the same way transformers counts target tokens for the CE.
         if self.kd_level == "label" and batch_samples:
             rows = sum(int(b["label_probs"].shape[0]) for b in batch_samples)
@@ -179,61 +216,75 @@ class KDTrainer(SFTTrainer):
         acc = (out.logits.argmax(-1) == targets).float().mean() if targets.numel() else ce.new_zeros(())
         return loss, {"kl": kl_mean, "ce": ce.mean() if ce.numel() else ce.new_zeros(()), "mean_token_accuracy": acc}
 
-    def _label_loss(self, model, inputs, num_items_in_batch):
-        first_ids = label_first_token_ids(inputs["cand_input_ids"], inputs["cand_labels"], inputs["label_probs"].shape[1])
-        if first_ids is not None:
-            return self._first_token_label_loss(model, inputs, num_items_in_batch, first_ids)
-        return self._whole_label_loss(model, inputs, num_items_in_batch)
+    # -- label level ------------------------------------------------------------------------------
+    def student_label_logprobs(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log P(label) [B, L], CE summed over the target tokens, number of target tokens), from
+        one forward of the student."""
+        if self.first_ids is not None:
+            return self._first_token_scores(model, inputs)
+        return self._whole_label_scores(model, inputs)
 
-    def _first_token_label_loss(self, model, inputs, num_items_in_batch, first_ids):
-        """When the labels begin with different tokens, the student's label distribution is read at the
-        answer's first token, from the same forward as the CE: as the teacher's soft label is read
-        from its first token's top-k. One forward of B rows instead of B*(1+L) (bench/kd_vs_sft.py)."""
+    def _first_token_scores(self, model, inputs):
+        """The labels begin with different tokens: the student's label distribution is read at the
+        position that predicts the answer's first token (``answer_start`` - 1), from the same forward
+        as the CE; as the teacher's first-token top-k would be. One forward of B rows."""
         labels = inputs["labels"]
         out = model(
             input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels, target_logits=True
         )
         mask = labels[:, 1:] != -100
-        targets = labels[:, 1:][mask]
-        ce = token_ce(out.logits, targets)
-        per_row = mask.sum(-1)
-        first = torch.cumsum(per_row, 0) - per_row  # index of each row's first answer token in out.logits
-        seq_lp = torch.log_softmax(out.logits[first], dim=-1).gather(-1, first_ids)  # [B, L]
-        return self._label_objective(seq_lp, ce.sum(), inputs, num_items_in_batch)
+        ce = token_ce(out.logits, labels[:, 1:][mask])
+        # where the position answer_start-1 sits among the flattened target positions: the row's
+        # offset plus the targets before it in the row. Read from answer_start, never from the
+        # label mask, which also covers the prompt under completion_only_loss: false.
+        before = torch.cumsum(mask.sum(-1), 0) - mask.sum(-1)
+        rows = torch.arange(len(mask), device=mask.device)
+        index = before + mask.cumsum(-1)[rows, inputs["answer_start"] - 1] - 1
+        seq_lp = torch.log_softmax(out.logits[index].float(), dim=-1)[:, self.first_ids]
+        return seq_lp, ce.sum(), mask.sum()
 
-    def _whole_label_loss(self, model, inputs, num_items_in_batch):
-        ids, cand_ids = inputs["input_ids"], inputs["cand_input_ids"]
-        width = max(ids.shape[1], cand_ids.shape[1])
+    def _whole_label_scores(self, model, inputs):
+        """Labels that share a first token: one packed forward per row (packed_label_batch). The CE
+        is the teacher's label's own completion, read from the same forward."""
+        ids, starts = inputs["input_ids"], inputs["answer_start"].tolist()
+        prompts = [ids[b, : starts[b]].tolist() for b in range(len(ids))]  # the collator pads on the right
+        pad = getattr(self.processing_class, "pad_token_id", None) or 0
+        dtype = next(model.parameters()).dtype
+        packed = packed_label_batch(prompts, self.label_ids, pad, dtype)
+        device = ids.device
+        out = model(input_ids=packed["input_ids"].to(device), attention_mask=packed["attention_mask"].to(device),
+                    position_ids=packed["position_ids"].to(device), target_logits=True,
+                    logit_positions=packed["logit_positions"].to(device))
+        token_lp = torch.log_softmax(out.logits.float(), -1).gather(-1, packed["targets"].to(device)[:, None]).squeeze(-1)
+        owner = packed["owner"].to(device)
+        seq_lp = torch.zeros(len(ids), len(self.label_ids), device=device, dtype=token_lp.dtype)
+        seq_lp = seq_lp.index_put((owner[:, 0], owner[:, 1]), token_lp, accumulate=True)
+        mine = owner[:, 1] == inputs["label_index"][owner[:, 0]]
+        return seq_lp, -token_lp[mine].sum(), mine.sum()
 
-        def widen(t, value):
-            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
-
-        pad_id = self.processing_class.pad_token_id if hasattr(self.processing_class, "pad_token_id") else 0
-        stacked_ids = torch.cat([widen(ids, pad_id), widen(cand_ids, pad_id)])
-        stacked_mask = torch.cat([widen(inputs["attention_mask"], 0), widen(inputs["cand_attention_mask"], 0)])
-        stacked_labels = torch.cat([widen(inputs["labels"], -100), widen(inputs["cand_labels"], -100)])
-        out = model(input_ids=stacked_ids, attention_mask=stacked_mask, labels=stacked_labels, fused_lm_head=True)
-        batch = ids.shape[0]
-        log_probs = out.log_probs  # [rows, width-1], zero where the label is -100
-        ce_sum = -log_probs[:batch].sum()
-        probs = inputs["label_probs"]
-        seq_lp = log_probs[batch:].sum(-1).view(batch, probs.shape[1])
-        return self._label_objective(seq_lp, ce_sum, inputs, num_items_in_batch)
-
-    def _label_objective(self, seq_lp, ce_sum, inputs, num_items_in_batch):
+    def _label_loss(self, model, inputs, num_items_in_batch):
+        seq_lp, ce_sum, n_targets = self.student_label_logprobs(model, inputs)
         batch = seq_lp.shape[0]
         probs = inputs["label_probs"]
         has_teacher = probs.sum(-1) > 0
-        kl = label_kl(seq_lp, torch.where(has_teacher[:, None], probs, torch.ones_like(probs)), self.temperature)
-        kl = kl * has_teacher
-        n_items = num_items_in_batch if num_items_in_batch is not None else (inputs["labels"][:, 1:] != -100).sum()
+        safe = torch.where(has_teacher[:, None], probs, torch.ones_like(probs))
+        if self.label_loss == "logit_mse":
+            kd = label_logit_mse(seq_lp, safe, self.logit_scale)
+            temperature = 1.0
+        else:
+            kd = label_kl(seq_lp, safe, self.temperature)
+            temperature = self.temperature
+        kd = kd * has_teacher
         n_rows = self._num_rows_in_batch if (num_items_in_batch is not None and self._num_rows_in_batch is not None) else batch
+        n_items = num_items_in_batch if num_items_in_batch is not None else n_targets
+        if self.first_ids is None:  # the CE covers the teacher label's own tokens: a mean per row
+            n_items = n_rows
         loss = label_kd_objective(
-            kl, ce_sum, alpha=self.alpha, temperature=self.temperature, num_rows=n_rows, num_items=n_items
+            kd, ce_sum, alpha=self.alpha, temperature=temperature, num_rows=n_rows, num_items=n_items
         )
         agree = (seq_lp.argmax(-1) == probs.argmax(-1)).float()[has_teacher]
         return loss, {
-            "kl": kl.sum() / has_teacher.sum().clamp(min=1),
-            "ce": ce_sum / (inputs["labels"][:, 1:] != -100).sum().clamp(min=1),
-            "label_agreement": agree.mean() if agree.numel() else kl.new_zeros(()),
+            "kd": kd.sum() / has_teacher.sum().clamp(min=1),
+            "ce": ce_sum / torch.as_tensor(n_targets).clamp(min=1),
+            "label_agreement": agree.mean() if agree.numel() else kd.new_zeros(()),
         }

@@ -1,0 +1,112 @@
+"""The soft label: what the teacher believes about a label-task input, defined once.
+
+A soft label is ``{label: P(label)}`` over the task's whole label set, summing to 1, read from one
+teacher answer (a ``Record``) and written by curate to ``Record.soft_label`` / ``TrainRow.soft_label``
+with its kind (``pipeline.records.SoftLabelKind``); training reads it back with
+``pipeline.training.label_kd.teacher_label_probs``. Where it comes from, best first:
+
+- ``scored``: a scoring teacher (``hf``) gave log P(label) for every label
+  (``Record.label_logprobs``, see pipeline/label_scoring.py): renormalised over the set, exact.
+- ``logprobs``: the answer's top-k token logprobs (``parse.soft_label_from_logprobs``): a label
+  whose first token was not in the top-k gets 0; renormalised over the labels that were.
+- ``one_hot``: no probabilities (Anthropic, or no label in the top-k): the parsed label only.
+
+For token-level KD the teacher's per-token top-k (``TrainRow.token_logprobs``) plays the same part;
+it is not called a soft label here.
+
+**Calibration** (``output.calibrate``) reweights every soft label of a run by per-label weights w,
+``p'(y) ∝ p(y) · w(y)``, and the label becomes the argmax of p'. The weights are stored in the dataset
+manifest, so evaluate judges the teacher's answers on real inputs exactly the same way.
+
+- ``prior``: w = 1 / (the run's mean soft label). Right only when the classes are balanced: it
+  forces the calibrated labels toward equal shares whatever the inputs hold.
+- ``content_free`` (Zhao et al. 2021): w = 1 / p_cf, where p_cf is the mean soft label for the same
+  prompt with content-free inputs ("N/A", "", "[MASK]"), asked by generate. It removes the prompt's
+  own bias and leaves the inputs' class balance alone.
+- ``em`` (Saerens et al. 2002): content-free first (posteriors under a uniform prior), then EM
+  re-estimates the class prior π of this run's inputs: π ← mean_i normalise(p_i · π / uniform), to a
+  fixed point; w = π / p_cf. Use it when the inputs are known to be imbalanced.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pipeline.curation.parse import soft_label_from_logprobs
+from pipeline.records import Record
+
+# Inputs that carry no content: the prompt's own label bias shows through (Zhao et al. 2021, §5).
+CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+EM_MAX_ITERATIONS = 200
+EM_TOLERANCE = 1e-8
+
+
+def renormalised(label_logprobs: dict[str, float], labels: Sequence[str]) -> dict[str, float]:
+    """softmax over the label set of log P(label)."""
+    top = max(label_logprobs[lab] for lab in labels)
+    w = {lab: math.exp(label_logprobs[lab] - top) for lab in labels}
+    total = sum(w.values())
+    return {lab: v / total for lab, v in w.items()}
+
+
+def label_distribution(record: Record, labels: Sequence[str], aliases: dict[str, str] | None = None
+                       ) -> tuple[dict[str, float], float, str] | None:
+    """(P(label) over the label set, the teacher's raw mass on the labels, kind) or None when the
+    record carries no probabilities for the labels."""
+    if record.label_logprobs and all(lab in record.label_logprobs for lab in labels):
+        mass = sum(math.exp(record.label_logprobs[lab]) for lab in labels)
+        return renormalised(record.label_logprobs, labels), min(mass, 1.0), "scored"
+    soft = soft_label_from_logprobs(record.logprobs, list(labels), aliases)
+    if soft is None:
+        return None
+    return soft[0], soft[1], "logprobs"
+
+
+def mean_distribution(dists: Sequence[dict[str, float]], labels: Sequence[str]) -> dict[str, float] | None:
+    if not dists:
+        return None
+    return {lab: sum(d[lab] for d in dists) / len(dists) for lab in labels}
+
+
+def reweight(p: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+    """p · w, renormalised. A label with weight 0 keeps probability 0."""
+    scaled = {lab: v * weights.get(lab, 0.0) for lab, v in p.items()}
+    total = sum(scaled.values())
+    return {lab: v / total for lab, v in scaled.items()} if total > 0 else dict(p)
+
+
+def em_prior(posteriors: Sequence[dict[str, float]], labels: Sequence[str]) -> dict[str, float]:
+    """Saerens et al. (2002): the class prior of these inputs, from posteriors computed under a
+    uniform prior. Each step re-weights every posterior by π/uniform and averages them."""
+    k = len(labels)
+    prior = {lab: 1.0 / k for lab in labels}
+    for _ in range(EM_MAX_ITERATIONS):
+        adjusted = [reweight(p, {lab: prior[lab] * k for lab in labels}) for p in posteriors]
+        new = mean_distribution(adjusted, labels) or prior
+        done = max(abs(new[lab] - prior[lab]) for lab in labels) < EM_TOLERANCE
+        prior = new
+        if done:
+            break
+    return prior
+
+
+def calibration_weights(method: str, dists: Sequence[dict[str, float]], labels: Sequence[str],
+                        content_free: Sequence[dict[str, float]] | None = None) -> dict | None:
+    """{"method", "weights", and what they came from}, or None for ``none`` / no soft labels.
+    ``content_free``: the soft labels of the content-free prompts (needed by content_free and em)."""
+    if method == "none" or not dists:
+        return None
+    floor = 1e-12  # a label the teacher never gives keeps weight 1/floor: huge but finite
+
+    if method == "prior":
+        mean = mean_distribution(dists, labels)
+        return {"method": method, "mean": mean, "weights": {lab: 1.0 / max(mean[lab], floor) for lab in labels}}
+    cf = mean_distribution(content_free or [], labels)
+    if cf is None:
+        return None
+    w = {lab: 1.0 / max(cf[lab], floor) for lab in labels}
+    out = {"method": method, "content_free": cf, "weights": w}
+    if method == "em":
+        prior = em_prior([reweight(p, w) for p in dists], labels)
+        out.update(prior=prior, weights={lab: w[lab] * prior[lab] for lab in labels})
+    return out

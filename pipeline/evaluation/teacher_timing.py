@@ -1,0 +1,38 @@
+"""Time a local teacher (``hf``) the way the student is timed: the same prompts, batch size,
+machine and procedure (``student.time_label_scoring``), so the report's cost ratio compares like
+for like. The teacher's answers themselves come from the generate stage's cache; this only
+measures what serving it would cost.
+
+Reads:  the teacher's local model folder (``teacher.model``; the embedded model's cached folder).
+Writes: nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.records import Message
+
+TIMED_BATCHES = 4  # enough batches for a stable per-request time, without re-scoring the whole set
+
+
+def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
+                       batch_size: int, latency_samples: int) -> dict:
+    """{"seconds_per_request" (batched), "latencies_s" (one request at a time), "batch_size"}."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.evaluation.student import time_label_scoring
+    from pipeline.label_scoring import teacher_label_logprobs
+    from pipeline.local_models import resolve_model_path
+
+    path = resolve_model_path(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+    sample = list(prompts[: batch_size * TIMED_BATCHES])
+    texts = [tokenizer.apply_chat_template([m.model_dump() for m in p], add_generation_prompt=True, tokenize=False)
+             for p in sample]
+    _, batch_times, latencies = time_label_scoring(
+        lambda batch: teacher_label_logprobs(model, tokenizer, batch, labels), texts,
+        batch_size=batch_size, latency_samples=latency_samples)
+    return {"seconds_per_request": sum(batch_times) / max(len(texts), 1), "latencies_s": latencies,
+            "batch_size": batch_size, "timed_requests": len(texts)}

@@ -1,0 +1,185 @@
+"""Score a closed label set with a local causal LM: one prefill per prompt, every label's probability.
+
+Used by the in-process teachers (``hf``) to answer label tasks without generating, and by the
+evaluate stage to read a student's labels. Generating a label and reading its first token's top-k
+gives only the labels whose first token made the top-k, and nothing to tell apart labels that share
+a first token (``book_flight``, ``book_hotel``); scoring gives the whole label set, exactly.
+
+How one prompt is scored:
+1. The prompt (rendered with the chat template, generation prompt included) runs once; its last
+   position gives the first token of every candidate. Only candidates with more tokens (or a
+   boundary to check) get a second, short pass over their own tokens on the prompt's KV cache.
+2. **Teacher rule** (``teacher_label_logprobs``): a label's probability is the sum over its
+   *surface variants* of P(variant | prompt). The variants are the label as written, lower-cased,
+   Capitalised and UPPER-cased, each with and without a leading space; variants that tokenise
+   identically count once. When a label's text begins another label's ("book" and "book_flight"),
+   its variants are also multiplied by P(the next token ends the word): an end-of-turn or other
+   special token, or a token whose text starts with whitespace or punctuation other than ``_`` and
+   ``-``; so "book" followed by "_flight" does not count for ``book``, while "Positive." counts for
+   ``positive`` either way. This is the label parser's own rule (``prefix_match``: a label followed
+   by a non-word character).
+3. **Student rule** (``student_label_logprobs``): the label's completion exactly as training
+   tokenises it (chat template: label text, then the end-of-turn token). When every label begins
+   with a different token, only that first token is read (one position's logits): the rule the
+   label-level KD loss trains.
+
+Memory: batch x candidates x (label length + 1) x vocabulary floats for the candidate pass.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+NO_BOUNDARY_CHARS = "_-"  # characters that continue a label word (book_flight, e-mail)
+
+
+def surface_variants(label: str) -> list[str]:
+    forms = [label, label.lower(), label[:1].upper() + label[1:], label.upper()]
+    out: list[str] = []
+    for form in forms:
+        for text in (form, " " + form):
+            if text not in out:
+                out.append(text)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _boundary_ids(tokenizer) -> tuple[int, ...]:
+    """Ids of tokens that end a word: special tokens, and tokens whose text starts with whitespace
+    or punctuation (not ``_`` or ``-``)."""
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for token_id in range(len(tokenizer)):
+        if token_id in special:
+            out.append(token_id)
+            continue
+        text = tokenizer.decode([token_id])
+        first = text[:1]
+        if first and not first.isalnum() and first not in NO_BOUNDARY_CHARS:
+            out.append(token_id)
+    return tuple(out)
+
+
+def encode_prompts(tokenizer, prompt_texts: Sequence[str]):
+    """Templated prompt texts as one left-padded batch."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer(list(prompt_texts), return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def _positions(mask):
+    return (mask.cumsum(-1) - 1).clamp(min=0)  # explicit position ids: left padding must not shift them
+
+
+def _cache_kwarg(model) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def candidate_logprobs(model, enc, candidates: Sequence[Sequence[int]], *, boundary: Sequence[int] | None = None,
+                       needs_boundary: Sequence[bool] | None = None):
+    """[B, C] log P(candidate tokens | prompt), plus log P(next token is a boundary) for the
+    candidates flagged in ``needs_boundary``, for every prompt of an encoded batch.
+
+    The prompt runs once (its last position gives every candidate's first token); only candidates
+    with more than one token, or a boundary to check, get a second pass over their own tokens,
+    on the prompt's KV cache repeated for each."""
+    import torch
+
+    flags = list(needs_boundary) if needs_boundary is not None else [False] * len(candidates)
+    mask = enc["attention_mask"]
+    batch = len(mask)
+    with torch.inference_mode():
+        out = model(**enc, position_ids=_positions(mask), use_cache=True, logits_to_keep=1)
+        first = out.logits[:, -1].float().log_softmax(-1)
+        total = first[:, [c[0] for c in candidates]]  # [B, C]
+        more = [j for j, c in enumerate(candidates) if len(c) > 1 or flags[j]]
+        if not more:
+            return total
+        cache = out.get("cache")  # transformers 5's name
+        cache = cache if cache is not None else out.past_key_values
+        feeds = [list(candidates[j]) if flags[j] else list(candidates[j][:-1]) for j in more]
+        k, width = len(more), max(len(f) for f in feeds)
+        ids = torch.zeros(k, width, dtype=torch.long)
+        feed_mask = torch.zeros(k, width, dtype=torch.long)
+        for r, f in enumerate(feeds):
+            ids[r, : len(f)] = torch.tensor(f)
+            feed_mask[r, : len(f)] = 1
+        cache.batch_repeat_interleave(k)
+        logprobs = model(
+            input_ids=ids.repeat(batch, 1),
+            attention_mask=torch.cat([mask.repeat_interleave(k, 0), feed_mask.repeat(batch, 1)], dim=1),
+            position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width),
+            **{_cache_kwarg(model): cache},
+        ).logits.float().log_softmax(-1).view(batch, k, width, -1)  # position t predicts candidate token t+1
+        for r, j in enumerate(more):
+            cand = list(candidates[j])
+            for t, token in enumerate(cand[1:]):
+                total[:, j] += logprobs[:, r, t, token]
+            if flags[j]:
+                total[:, j] += logprobs[:, r, len(cand) - 1, list(boundary)].logsumexp(-1)
+    return total
+
+
+def teacher_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:
+    """log P(label) for every prompt and label, by the teacher rule (module docstring)."""
+    variants: list[tuple[int, list[int]]] = []
+    seen: set[tuple[int, ...]] = set()
+    for j, label in enumerate(labels):
+        for text in surface_variants(label):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if ids and tuple(ids) not in seen:
+                seen.add(tuple(ids))
+                variants.append((j, ids))
+    enc = encode_prompts(tokenizer, prompt_texts)
+    texts = [t.strip().casefold() for t in labels]
+    # the next token decides only for a label whose text begins another label's ("book", "book_flight")
+    prefix = [any(o != t and o.startswith(t) for o in texts) for t in texts]
+    lp = candidate_logprobs(model, enc, [ids for _, ids in variants], boundary=_boundary_ids(tokenizer),
+                            needs_boundary=[prefix[j] for j, _ in variants])
+    owner = [j for j, _ in variants]
+    out = []
+    for row in lp:
+        per_label = {}
+        for j, label in enumerate(labels):
+            cols = [c for c, o in enumerate(owner) if o == j]
+            per_label[label] = float(row[cols].logsumexp(-1))
+        out.append(per_label)
+    return out
+
+
+def label_completion_ids(tokenizer, prompt_messages: list[dict], label: str) -> list[int]:
+    """The tokens a label adds after the prompt's generation prompt, as training tokenises it (the
+    label, then the end-of-turn token); trailing newlines of the template are left out."""
+    prompt = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=True)
+    full = tokenizer.apply_chat_template(prompt_messages + [{"role": "assistant", "content": label}], tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    full = list(full["input_ids"] if hasattr(full, "keys") else full)
+    start = 0
+    for a, b in zip(prompt, full):
+        if a != b:
+            break
+        start += 1
+    rest = full[start:]
+    special = set(tokenizer.all_special_ids)
+    end = next((i + 1 for i, t in enumerate(rest) if t in special), len(rest))
+    return rest[:end]
+
+
+def student_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], label_ids: Sequence[Sequence[int]],
+                           labels: Sequence[str]) -> list[dict[str, float]]:
+    """log P(label | prompt) by the student rule: the first token when the labels' first tokens all
+    differ (one position's logits), else the whole completion (label + end of turn)."""
+    import torch
+
+    enc = encode_prompts(tokenizer, prompt_texts)
+    firsts = [ids[0] for ids in label_ids]
+    if len(set(firsts)) == len(firsts):
+        with torch.inference_mode():
+            logits = model(**enc, position_ids=_positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1]
+        lp = logits.float().log_softmax(-1)[:, firsts]
+    else:
+        lp = candidate_logprobs(model, enc, label_ids)
+    return [dict(zip(labels, map(float, row))) for row in lp]
