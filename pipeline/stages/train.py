@@ -14,7 +14,9 @@ main process writes the outputs.
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,8 +61,10 @@ def main(args) -> int:
     )
     if manifest and not args.quiet:
         m = manifest["metrics"]
-        print(f"trained {manifest['model_version']} ({manifest['method']}"
-              f"{', kd ' + manifest['kd_level'] if manifest['method'] == 'kd' else ''}) on dataset "
+        what = manifest["method"] + (f", kd {manifest['kd_level']}" if manifest["method"] == "kd" else "")
+        if manifest["objective"].startswith("cross-entropy"):
+            what = "kd on one-hot labels = cross-entropy"
+        print(f"trained {manifest['model_version']} ({what}) on dataset "
               f"{manifest['dataset_version']}: train_loss={m.get('train_loss', float('nan')):.4f} "
               f"-> {manifest['output_dir']}")
     return 0
@@ -163,6 +167,11 @@ def run_train(
            "truncation_mode": sft_args.truncation_mode, "completion_only_loss": sft_args.completion_only_loss}
     train_enc = encode_rows(train_rows, tokenizer, **enc)
     eval_enc = encode_rows(eval_rows, tokenizer, **enc) if eval_rows else None
+    objective = training_objective(cfg.method, level, train_rows)
+    if state.is_main_process and not quiet:
+        for line in filter(None, [dropped_rows_warning(train_enc, eval_enc, sft_args.max_length, task_file),
+                                  None if objective == "kd" else f"train: {objective}"]):
+            print(line, file=sys.stderr, flush=True)
     if level != "none" and (sft_args.packing or sft_args.padding_free):
         raise ConfigError(f"{task_file}: train.sft: packing / padding_free mix rows, so the teacher's "
                           "per-row logprobs cannot follow them; turn them off for method kd")
@@ -191,7 +200,34 @@ def run_train(
         return {}
     return _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args,
                           overrides, student_info, train_enc, eval_enc, metrics,
-                          {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt)
+                          {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
+                          {"objective": objective,  # what the loss really was (kd, sft, or cross-entropy)
+                           "soft_labels": dict(Counter(r.soft_label_kind or "none" for _, r in train_rows))
+                           if level == "label" else None})
+
+
+def training_objective(method: str, level: str, rows) -> str:
+    """"kd", "sft", or what label-level KD really is when no row carries a teacher distribution:
+    KL to a one-hot target is cross-entropy, so it is not called KD (README: a teacher without logprobs)."""
+    if method == "sft" or level == "none":
+        return "sft"
+    if level == "label" and not any(r.soft_label_kind == "logprobs" for _, r in rows):
+        return ("cross-entropy: no training row has a teacher soft label (the teacher kept no logprobs), so KD on "
+                "one-hot labels is plain cross-entropy; set teacher.top_logprobs for soft labels")
+    return "kd"
+
+
+def dropped_rows_warning(train_enc, eval_enc, max_length: int | None, task_file: str) -> str | None:
+    """Rows whose prompt alone fills max_length lose their answer and are dropped: say it here, not
+    only in train_manifest.json."""
+    lost = {name: (enc.counts["dropped_truncated"], enc.counts["rows"] + enc.counts["dropped_truncated"])
+            for name, enc in (("training", train_enc), ("eval", eval_enc)) if enc is not None}
+    if not any(d for d, _ in lost.values()):
+        return None
+    longest = max(enc.counts["longest_tokens"] for enc in (train_enc, eval_enc) if enc is not None)
+    parts = " and ".join(f"{d} of {n} {name} rows" for name, (d, n) in lost.items())
+    return (f"warning: train: {parts} are longer than train.sft.max_length {max_length} and were dropped; "
+            f"set train.sft.max_length: {longest} in {task_file} to keep them")
 
 
 def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, train_rows, eval_rows, peft_config):
@@ -211,7 +247,7 @@ def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, trai
 
 
 def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args, overrides,
-                   student_info, train_enc, eval_enc, metrics, timings, resume_ckpt) -> dict:
+                   student_info, train_enc, eval_enc, metrics, timings, resume_ckpt, described) -> dict:
     model = trainer.model
     if hasattr(model, "merge_and_unload"):  # LoRA: keep the adapter, and a merged model evaluate can load
         model.save_pretrained(out_dir / "adapter")
@@ -240,6 +276,7 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
         "dataset_dir": str(vdir),
         "method": cfg.method,
         "kd_level": level,
+        **described,
         "token_kd_unavailable": token_problem,
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,
