@@ -28,6 +28,8 @@ def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
             out[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
+        if isinstance(out[key], bool) and raw.strip().lower() not in ("true", "false"):
+            out[key] = raw.strip()  # YAML 1.1 reads "no" as False: --set save_strategy=no means the string
     return out
 
 
