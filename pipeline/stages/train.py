@@ -76,7 +76,7 @@ def effective_train_config(task: TaskFolder, **changes: Any) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_error_lines(f"{task.path / 'task.yaml'} (with flags)", exc)[0]) from None
+        raise ConfigError(validation_error_lines(f"{task.path / 'task.yaml'} (with flags)", exc, TrainConfig)[0]) from None
 
 
 def _model_version_name(resume: str | None, paths: TaskPaths) -> str:
