@@ -232,10 +232,9 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     model_dir = resolve_model_dir(task, model)
     manifest = read_train_manifest(model_dir)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"evaluate: {msg}", flush=True))
-    if quiet:  # cron runs: no weight-loading progress bars either
-        from transformers.utils import logging as hf_logging
+    from pipeline.local_models import quiet_model_loading
 
-        hf_logging.disable_progress_bar()
+    quiet_model_loading()
     eval_set = load_eval_set(task, manifest.get("dataset_version"), limit or task.config.eval.limit, quiet=quiet)
     if (model_dir / "train_manifest.json").exists():  # names the weights' training run
         eval_set.input_hashes[str(model_dir / "train_manifest.json")] = file_sha256(model_dir / "train_manifest.json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -120,10 +121,14 @@ def run_train(
     import torch
     from accelerate import PartialState
 
+    from pipeline.local_models import quiet_model_loading
     from pipeline.training.arguments import build_sft_config, lora_config
     from pipeline.training.data import choose_kd_level, encode_rows, read_train_rows
     from pipeline.training.student_init import build_student
 
+    quiet_model_loading()
+    # peft asks the model `is_gradient_checkpointing`, deprecated in transformers 5: nothing a user can change
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     t0 = time.perf_counter()
     # cpu=True on a machine without CUDA: under a torchrun-style launcher accelerate then picks gloo
     # (MULTI_CPU) instead of silently running each rank alone. First PartialState wins, so do it here.
