@@ -66,7 +66,8 @@ def trial_answers(task: TaskFolder, shown: int = 5) -> str:
 
     kind = task.config.output.kind
     records = list(read_jsonl(TaskPaths(task.name).generated_jsonl, Record))
-    parsed = [(r, Screener(task).parse(r)) for r in records]
+    screener = Screener(task)
+    parsed = [(r, screener.parse(r)) for r in records]
     lines = [f"answers (the first {min(shown, len(records))} of {len(records)}, parsed as output.kind {kind}):"]
     for record, p in parsed[:shown]:
         got = f"-> {p.value!r}"[:80] if p.reason is None else f"-> NOT PARSED ({p.reason}: {p.detail})"
