@@ -134,3 +134,18 @@ def test_max_length_shorter_than_the_prompts_is_estimated_before_generate(tmp_pa
 def test_bundled_summarize_now_trains_with_sft(capsys):
     rc, lines = run_validate(Path(__file__).resolve().parent.parent / "prompts" / "summarize", capsys)
     assert rc == 0 and not errors(lines)
+
+
+def test_curate_settings_that_would_fail_after_generate_are_errors_now(tmp_path, capsys):
+    cfg = base_config(filters={"regex": "([unclosed"}, dedupe={"fields": ["body"]}, train={"method": "sft"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0
+    assert any("filters.regex" in e and "invalid regex" in e for e in errors(lines))
+    assert any("dedupe.fields" in e and "['body']" in e for e in errors(lines))
+
+
+def test_an_hourly_price_for_an_api_teacher_is_a_warning(tmp_path, capsys):
+    cfg = base_config(teacher={"backend": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9"},
+                      eval={"teacher_price_per_hour": 1.0}, train={"method": "sft"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc == 0 and any("eval.teacher_price_per_hour" in w for w in warnings(lines))

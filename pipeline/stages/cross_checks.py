@@ -141,18 +141,42 @@ def check_student(task: TaskFolder, report) -> None:
 
 def check_train_settings(task: TaskFolder, report) -> None:
     """train.sft keys (TRL's SFTConfig fields) and the settings KD cannot use."""
+    from pipeline.training.arguments import check_sft_keys
+
     where = task.path / "task.yaml"
     sft = task.config.train.sft
-    if sft:  # importing TRL takes seconds: only when there is something to check
-        from pipeline.training.arguments import check_sft_keys
-
+    if sft:
         try:
-            check_sft_keys(sft, f"{where}: train.sft")
+            check_sft_keys(sft, f"{where}: train.sft", sft_field_names())
         except DistillError as err:
             report.problems.append(str(err))
     if task.config.train.method == "kd" and (sft.get("packing") or sft.get("padding_free")):
         report.problems.append(f"{where}: train.sft: packing / padding_free mix rows, so the teacher's per-row "
                                "logprobs cannot follow them; turn them off or set train.method: sft")
+
+
+def sft_field_names() -> set[str]:
+    """SFTConfig's fields, kept per TRL + transformers version in the model cache: importing TRL
+    takes 5-25 s on a small machine, more than all of validate's other checks together."""
+    import json
+    from importlib.metadata import version
+
+    from pipeline.local_models import cache_root
+    from pipeline.training import arguments
+
+    path = cache_root() / f"sft_fields-trl{version('trl')}-transformers{version('transformers')}.json"
+    try:
+        return set(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        names = arguments.sft_field_names()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(sorted(names)), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs the next validate its import time
+    return names
 
 
 def check_logprob_settings(task: TaskFolder, report) -> None:
@@ -166,6 +190,34 @@ def check_logprob_settings(task: TaskFolder, report) -> None:
     for name in used:
         report.warnings.append(f"{where}: {name} reads the teacher's logprobs, which this teacher does not keep; "
                                "set teacher.top_logprobs or remove it")
+
+
+def check_curate_settings(task: TaskFolder, report, inputs: list[dict[str, Any]]) -> None:
+    """What curate would otherwise find only after the teacher is paid: a bad filter regex, dedupe
+    fields the inputs do not have."""
+    from pipeline.curation.filters import check_patterns
+
+    cfg, where = task.config, task.path / "task.yaml"
+    try:
+        check_patterns(cfg.filters)
+    except DistillError as err:
+        report.problems.append(str(err).replace("task.yaml", str(where), 1))
+    fields = cfg.dedupe.fields
+    if cfg.dedupe.enabled and fields and cfg.dedupe.compare != "output" and inputs:
+        have = set(inputs[0]) if cfg.inputs.source is not None else {cfg.inputs.generate.field}
+        missing = [f for f in fields if f not in have]
+        if missing:
+            report.problems.append(f"{where}: dedupe.fields: {missing} are not input fields ({sorted(have)}); "
+                                   "fix dedupe.fields")
+
+
+def check_eval_pricing(task: TaskFolder, report) -> None:
+    cfg = task.config
+    if cfg.eval.teacher_price_per_hour is not None and cfg.teacher.backend not in TOKEN_ID_BACKENDS:
+        report.warnings.append(
+            f"{task.path / 'task.yaml'}: eval.teacher_price_per_hour prices local teachers (hf, vllm) only; the "
+            f"{cfg.teacher.backend} teacher is priced per token from the price table: remove it"
+        )
 
 
 def check_held_out_split(task: TaskFolder, report, n_inputs: int | None) -> None:

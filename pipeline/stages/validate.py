@@ -134,6 +134,7 @@ def validate_task(task_arg) -> ValidationReport:
     n_inputs = len(inputs) if cfg.inputs.source is not None else cfg.inputs.generate.count
     for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
+                        (cross_checks.check_curate_settings, (inputs,)), (cross_checks.check_eval_pricing, ()),
                         (cross_checks.check_held_out_split, (n_inputs if inputs else None,)),
                         (cross_checks.check_max_length, (rendered or [],))):
         _check(report, check, task, report, *args)

@@ -39,8 +39,8 @@ def sft_field_names() -> set[str]:
     return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
 
 
-def check_sft_keys(values: dict[str, Any], source: str) -> None:
-    known = sft_field_names()
+def check_sft_keys(values: dict[str, Any], source: str, known: set[str] | None = None) -> None:
+    known = known or sft_field_names()
     for key in values:
         if key not in known:
             import difflib
