@@ -15,6 +15,7 @@ def test_rows_dropped_by_max_length_are_said_on_the_console(data_root, tiny_mode
     write_version(data_root, "sentiment", rows, rows[:2])
     m = run_train(_task(data_root, tiny_model_dir, method="sft", sft={"max_steps": 1, "max_length": 64}), quiet=False)
     err = capsys.readouterr().err
+    assert "train: sft" not in err and "cross-entropy" not in err  # only what needs saying
     longest = m["counts"]["train"]["longest_tokens"]
     assert m["counts"]["train"]["dropped_truncated"] == 3 and longest > 64
     assert (f"train: 3 of 8 training rows and 2 of 2 eval rows are longer than train.sft.max_length 64 and were "

@@ -175,7 +175,7 @@ def run_train(
     objective = training_objective(cfg.method, level, train_rows)
     if state.is_main_process and not quiet:
         for line in filter(None, [dropped_rows_warning(train_enc, eval_enc, sft_args.max_length, task_file),
-                                  None if objective == "kd" else f"train: {objective}"]):
+                                  f"train: {objective}" if objective.startswith("cross-entropy") else None]):
             print(line, file=sys.stderr, flush=True)
     if level != "none" and (sft_args.packing or sft_args.padding_free):
         raise ConfigError(f"{task_file}: train.sft: packing / padding_free mix rows, so the teacher's "
