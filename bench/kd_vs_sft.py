@@ -1,171 +1,39 @@
-"""Hard-label SFT vs soft-label KD on the demo task, same data, same steps, several seeds.
+"""Soft labels against hard labels, at equal data and steps, over seeds.
 
-    .venv/bin/python bench/kd_vs_sft.py [--task prompts/sentiment] [--seeds 3] [--steps 30]
-        [--batch-size 8] [--lr 1e-4] [--temperature 2] [--alpha 0.5] [--eval-limit 200]
+    .venv/bin/python bench/kd_vs_sft.py [--seeds 3] [--transfer 500] [--steps 60] [--eval-limit 500]
+        [--skip-token]
 
-Reads:  prompts/<task>/ and its latest dataset version (built first with run_generate + run_curate
-        when none exists: the embedded SmolLM2 teacher, no network), eval.source (Rotten Tomatoes
-        snippets, `scripts/fetch_data.py`).
-Writes: bench/results/kd_vs_sft/ (the trained students, deleted after scoring unless --keep).
-Prints: a table, then ONE JSON line with every figure.
-
-Per seed, both methods train through `run_train` (the real stage) with identical SFTConfig
-overrides; the order alternates by seed so a busy machine does not favour one method. Figures:
-  agreement_heldout  student label == the teacher's label on the dataset's eval split
-  agreement_real     student label == the teacher's label on the real inputs
-  accuracy_real      student label == gold on the real inputs (fresh -> positive, rotten -> negative)
-  auc_real           ROC AUC of the student's log-odds between the first two labels, against gold
-  margin_corr_real   Pearson correlation of the student's and the teacher's log-odds (soft agreement)
-  tokens_per_s       training tokens (prompt + answer) / train_runtime; kd_speed_ratio = KD / SFT
-Labels are read by scoring each label string as the whole answer (constrained decoding), the same
-rule for teacher and students. Target: KD costs at most 15% more than SFT (kd_speed_ratio >= 0.87).
+Part 1, labels (the demo task, prompts/sentiment): a copy of the task whose transfer set is
+--transfer real Rotten Tomatoes snippets (the demo's movie split and calibration), built through
+the real stages (run_generate + run_curate) in bench/results/kd_vs_sft/. The teacher's answers come
+from the demo's cache when it exists (data/sentiment/cache.sqlite is copied first: no answer is
+bought twice), else the embedded teacher scores them. Per seed, the same student (the task's
+from_teacher_layers map) trains through run_train twice with identical SFTConfig overrides and
+steps, early stopping off:
+  sft  cross-entropy on the teacher's (calibrated) labels
+  kd   the task's label loss on the teacher's soft labels (train.label_loss, train.alpha)
+then labels --eval-limit real snippets of the evaluation movies, read the way evaluate reads it:
+  agreement  the student's label == the teacher's calibrated label
+  accuracy   the student's label == the gold label (fresh -> positive, rotten -> negative)
+Part 2, tokens: bench/token_kd.py's run_token_part (token-level KD against SFT on a text task with
+the embedded teacher), unless --skip-token.
+Target, each part: KD ahead of SFT by more than 2 sd in agreement with the teacher.
+Prints a table, then ONE JSON line with every figure and a `targets_met` map.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config.task import load_task
-from pipeline.paths import TaskPaths
-
-
-def rt_inputs_task(task, n: int, out: Path, eval_texts: list[str], eval_gold: list[str]):
-    """A copy of the task whose inputs are N real Rotten Tomatoes snippets (none of them in the
-    evaluation sample) instead of teacher-written reviews, with its own data folder. Writing
-    inputs is most of the demo's generate time on a CPU; labelling them is quick. Its eval source
-    is the evaluation sample itself, so curate's decontamination removes exactly those inputs."""
-    import shutil as sh
-
-    import yaml
-
-    from pipeline.config.task import load_task as load
-    from pipeline.evaluation.eval_inputs import read_eval_source
-
-    rows, _, _ = read_eval_source(task, None)
-    exclude = set(eval_texts)
-    pool = [r for r in rows if r["text"] not in exclude]
-    random.Random(1).shuffle(pool)
-    folder = out / "task" / task.name
-    sh.rmtree(folder, ignore_errors=True)
-    sh.copytree(task.path, folder)
-    (folder / "inputs.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in pool[:n]))
-    cfg = yaml.safe_load((folder / "task.yaml").read_text())
-    cfg["inputs"] = {"source": {"path": "inputs.jsonl", "format": "jsonl"}}
-    (folder / "eval_inputs.jsonl").write_text(
-        "".join(json.dumps({"text": t, "gold": g}) + "\n" for t, g in zip(eval_texts, eval_gold)))
-    cfg["eval"]["source"] = {"path": "eval_inputs.jsonl", "format": "jsonl", "fields": {"text": "text", "gold": "gold"}}
-    cfg["eval"]["gold_map"] = {}
-    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    os.environ["DISTILL_DATA_DIR"] = str(out / "data")
-    return load(folder)
-
-
-def ensure_dataset(task, version: str | None, rebuild: bool = False) -> str:
-    """The dataset version to train on; generate + curate first when there is none (or ``rebuild``:
-    the --rt-inputs task, whose inputs depend on the eval sample; its answers come from the cache)."""
-    paths = TaskPaths(task.name)
-    if rebuild or (version is None and not paths.latest_pointer.exists()):
-        from pipeline.stages.curate import run_curate
-        from pipeline.stages.generate import run_generate
-
-        print("no dataset version: generating with the task's teacher, then curating", file=sys.stderr)
-        if rebuild or not paths.generated_jsonl.exists():
-            run_generate(task, quiet=True)
-        run_curate(task, quiet=True)
-    return paths.version_dir(version).name
-
-
-def real_inputs(task, limit: int, seed: int = 0):
-    """A label-balanced sample of the eval source: (prompt texts as messages, gold labels)."""
-    from pipeline.evaluation.eval_inputs import read_eval_source
-    from pipeline.prompts import PromptRenderer
-
-    rows, golds, _ = read_eval_source(task, None)
-    by_label: dict[str, list[int]] = {}
-    for i, g in enumerate(golds):
-        by_label.setdefault(g, []).append(i)
-    rng = random.Random(seed)
-    per = limit // max(len(by_label), 1)
-    picked = sorted(i for idx in by_label.values() for i in rng.sample(idx, min(per, len(idx))))
-    renderer = PromptRenderer.for_task(task)
-    return [renderer.render(rows[i]) for i in picked], [golds[i] for i in picked], [rows[i]["text"] for i in picked]
-
-
-def heldout_inputs(task, version: str):
-    from pipeline.records import TrainRow, read_jsonl
-
-    rows = list(read_jsonl(TaskPaths(task.name).version_dir(version) / "eval.jsonl", TrainRow))
-    rows = [r for r in rows if r.label]
-    return [r.prompt for r in rows], [r.label for r in rows]
-
-
-def label_logprobs(model, tok, texts: list[str], labels: list[str], chunk: int = 32) -> list[dict[str, float]]:
-    """log P(label string, then the stop token | prompt): the label as the model's whole answer.
-    Left padding puts every label at the end, so only its last positions need logits."""
-    import torch
-
-    stop = tok.convert_tokens_to_ids(tok.eos_token)
-    label_ids = [tok(label, add_special_tokens=False)["input_ids"] + [stop] for label in labels]
-    tail = max(len(lab) for lab in label_ids)
-    seqs = [tok(t, add_special_tokens=False)["input_ids"] + lab for t in texts for lab in label_ids]
-    out: list[float] = []
-    for start in range(0, len(seqs), chunk):
-        part = seqs[start : start + chunk]
-        width = max(len(x) for x in part)
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in part])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in part])
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                           logits_to_keep=tail + 1).logits.float().log_softmax(-1)
-        for row in range(len(part)):
-            lab = label_ids[(start + row) % len(labels)]
-            first = tail - len(lab)
-            out.append(sum(logits[row, first + j, t].item() for j, t in enumerate(lab)))
-    return [dict(zip(labels, out[i : i + len(labels)])) for i in range(0, len(out), len(labels))]
-
-
-def predict(model_dir: Path, prompts, labels: list[str]) -> tuple[list[str], list[float]]:
-    """(argmax label, log-odds of the first label over the second) per prompt."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    texts = [tok.apply_chat_template([m.model_dump() for m in p], add_generation_prompt=True, tokenize=False)
-             for p in prompts]
-    scores = label_logprobs(model, tok, texts, labels)
-    margins = [s[labels[0]] - s[labels[1]] for s in scores]
-    return [max(s, key=s.get) for s in scores], margins
-
-
-def auc(margins: list[float], gold: list[str], positive: str) -> float:
-    """ROC AUC of the margin for ``positive`` (Mann-Whitney; ties count half): threshold-free, so
-    it credits a student that ranks inputs right even when a biased teacher moved its argmax."""
-    pos = [m for m, g in zip(margins, gold) if g == positive]
-    neg = [m for m, g in zip(margins, gold) if g != positive]
-    if not pos or not neg:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
-def corr(a: list[float], b: list[float]) -> float:
-    return statistics.correlation(a, b) if len(a) > 1 and statistics.pstdev(a) and statistics.pstdev(b) else 0.0
-
-
-def agree(a: list[str], b: list[str]) -> float:
-    return sum(x == y for x, y in zip(a, b)) / max(len(a), 1)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def mean_sd(xs: list[float]) -> dict:
@@ -173,105 +41,128 @@ def mean_sd(xs: list[float]) -> dict:
             "runs": [round(x, 4) for x in xs]}
 
 
-def train_once(task, version: str, method: str, seed: int, args) -> tuple[Path, float, int]:
+def ahead_by_2sd(kd: dict, sft: dict) -> bool:
+    """KD's mean exceeds SFT's by more than twice the larger of the two standard deviations."""
+    return kd["mean"] - sft["mean"] > 2 * max(kd["sd"], sft["sd"], 1e-9)
+
+
+def bench_task(out: Path, transfer: int):
+    """A copy of the demo task with a --transfer snippet transfer set, its own data folder seeded
+    with the demo's answer cache, and early stopping off (equal steps for both methods)."""
+    import yaml
+
+    from pipeline.config.task import load_task
+
+    folder = out / "task" / "sentiment"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(REPO / "prompts" / "sentiment", folder)
+    cfg = yaml.safe_load((folder / "task.yaml").read_text())
+    for section in (cfg["inputs"]["source"], cfg["eval"]["source"]):
+        section["path"] = str((REPO / "prompts" / "sentiment" / section["path"]).resolve())
+    cfg["inputs"]["source"]["sample"] = transfer
+    cfg["train"]["early_stopping"] = None
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    data = out / "data"
+    os.environ["DISTILL_DATA_DIR"] = str(data)
+    os.environ["DISTILL_MODELS_DIR"] = str(out / "models")
+    demo_cache = REPO / "data" / "sentiment" / "cache.sqlite"
+    if demo_cache.exists() and not (data / "sentiment" / "cache.sqlite").exists():
+        import sqlite3
+
+        (data / "sentiment").mkdir(parents=True, exist_ok=True)
+        src = sqlite3.connect(demo_cache)  # the backup API copies a WAL database consistently
+        dst = sqlite3.connect(data / "sentiment" / "cache.sqlite")
+        src.backup(dst)
+        src.close()
+        dst.close()
+    return load_task(folder)
+
+
+def real_eval(task, version: str, limit: int):
+    """(rendered prompts, gold labels, the teacher's calibrated labels) for the evaluation snippets."""
+    from pipeline.evaluation.eval_inputs import read_eval_source
+    from pipeline.stages.evaluate import dataset_label_weights, teacher_label
+    from pipeline.stages.generate import answer_inputs
+
+    inputs, golds, _ = read_eval_source(task, limit)
+    records = answer_inputs(task, [dict(x) for x in inputs], quiet=True)
+    weights = dataset_label_weights(task, version)
+    return [r.messages for r in records], golds, [teacher_label(task, r, weights) for r in records]
+
+
+def student_labels(model_dir: Path, prompts, labels: list[str]) -> list[str]:
+    from pipeline.evaluation.student import run_student_labels
+
+    run = run_student_labels(model_dir, prompts, labels, batch_size=32, latency_samples=0)
+    return run.texts
+
+
+def label_part(args, out: Path) -> dict:
+    from pipeline.stages.curate import run_curate
+    from pipeline.stages.generate import run_generate
     from pipeline.stages.train import run_train
 
-    # gradient checkpointing off: on a CPU it only re-runs the forward, and memory is not short here
-    overrides = {"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
-                 "learning_rate": args.lr, "seed": seed, "save_strategy": "no", "logging_steps": args.steps,
-                 "max_length": 256, "gradient_checkpointing": False}
-    m = run_train(task, quiet=True, version=version, method=method, overrides=overrides,
-                  temperature=args.temperature, alpha=args.alpha, evaluate=False)
-    hist = json.loads((Path(m["output_dir"]) / "metrics.json").read_text())["log_history"]
-    tokens = max(int(h.get("num_tokens", 0)) for h in hist)
-    return Path(m["output_dir"]), m["metrics"]["train_runtime"], tokens
+    task = bench_task(out, args.transfer)
+    run_generate(task, quiet=True)
+    version = run_curate(task, quiet=True)["version"]
+    labels = task.config.output.labels
+    prompts, golds, teacher = real_eval(task, version, args.eval_limit)
+    results = {m: {"agreement": [], "accuracy": [], "train_s": []} for m in ("sft", "kd")}
+    for seed in range(args.seeds):
+        for method in (("sft", "kd") if seed % 2 == 0 else ("kd", "sft")):  # a busy machine favours neither
+            overrides = {"max_steps": args.steps, "seed": seed, "save_strategy": "no", "logging_steps": args.steps,
+                         "learning_rate": args.lr}
+            m = run_train(task, quiet=True, version=version, method=method, overrides=overrides, evaluate=False)
+            pred = student_labels(Path(m["output_dir"]), prompts, labels)
+            r = results[method]
+            r["agreement"].append(sum(p == t for p, t in zip(pred, teacher)) / len(pred))
+            r["accuracy"].append(sum(p == g for p, g in zip(pred, golds)) / len(pred))
+            r["train_s"].append(m["metrics"].get("train_runtime", 0.0))
+            print(f"labels seed {seed} {method}: agreement {r['agreement'][-1]:.3f} accuracy {r['accuracy'][-1]:.3f}",
+                  file=sys.stderr, flush=True)
+            shutil.rmtree(m["output_dir"], ignore_errors=True)
+    summary = {m: {k: mean_sd(v) for k, v in res.items()} for m, res in results.items()}
+    n_train = len((Path(os.environ["DISTILL_DATA_DIR"]) / "sentiment" / "versions" / version / "train.jsonl")
+                  .read_text().splitlines())
+    return {"transfer": args.transfer, "n_train": n_train, "n_eval": len(prompts), "steps": args.steps,
+            "teacher_accuracy": round(sum(t == g for t, g in zip(teacher, golds)) / len(golds), 4),
+            "label_loss": task.config.train.label_loss, "alpha": task.config.train.alpha, **summary,
+            "kd_ahead_by_2sd": ahead_by_2sd(summary["kd"]["agreement"], summary["sft"]["agreement"])}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", default="prompts/sentiment")
-    ap.add_argument("--version", default=None)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--temperature", type=float, default=2.0)
-    ap.add_argument("--alpha", type=float, default=0.5)
-    ap.add_argument("--eval-limit", type=int, default=200)
+    ap.add_argument("--transfer", type=int, default=500, help="Real snippets in the transfer set (<= 500).")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--eval-limit", type=int, default=500)
     ap.add_argument("--out", default="bench/results/kd_vs_sft")
-    ap.add_argument("--keep", action="store_true", help="Keep the trained students.")
-    ap.add_argument("--layer-map", default=None,
-                    help="Comma-separated teacher layers for a from_teacher_layers student (default: the task's).")
-    ap.add_argument("--rt-inputs", type=int, default=0, metavar="N",
-                    help="Build the dataset from N real review snippets (labelled by the task's teacher through "
-                         "run_generate + run_curate, in the bench's own data folder) instead of the demo's "
-                         "teacher-written inputs.")
+    ap.add_argument("--skip-token", action="store_true", help="Only the label part.")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    out = Path(args.out)
-    os.environ["DISTILL_MODELS_DIR"] = str(out / "models")
-
     t0 = time.perf_counter()
-    task = load_task(args.task)
-    labels = task.config.output.labels
-    real_prompts, real_gold, real_texts = real_inputs(task, args.eval_limit)
-    if args.rt_inputs:
-        task = rt_inputs_task(task, args.rt_inputs, out, real_texts, real_gold)
-    version = ensure_dataset(task, args.version, rebuild=bool(args.rt_inputs))
-    if args.layer_map:
-        student = task.config.student.model_copy(update={"layer_map": [int(x) for x in args.layer_map.split(",")]})
-        task = replace(task, config=task.config.model_copy(update={"student": student}))
-    held_prompts, held_teacher = heldout_inputs(task, version)
-    from pipeline.local_models import resolve_model_path
-
-    teacher_dir = resolve_model_path(task.config.teacher.model)
-    teacher_real, teacher_margin = predict(teacher_dir, real_prompts, labels)
-    keys = ("agreement_heldout", "agreement_real", "accuracy_real", "auc_real", "margin_corr_real", "tokens_per_s")
-    results: dict[str, dict[str, list[float]]] = {m: {k: [] for k in keys} for m in ("sft", "kd")}
-    ratios = []
-    for seed in range(args.seeds):
-        order = ("sft", "kd") if seed % 2 == 0 else ("kd", "sft")
-        tps = {}
-        for method in order:
-            model_dir, runtime, tokens = train_once(task, version, method, seed, args)
-            tps[method] = tokens / runtime
-            r = results[method]
-            r["tokens_per_s"].append(tps[method])
-            r["agreement_heldout"].append(agree(predict(model_dir, held_prompts, labels)[0], held_teacher))
-            pred_real, margin = predict(model_dir, real_prompts, labels)
-            r["agreement_real"].append(agree(pred_real, teacher_real))
-            r["accuracy_real"].append(agree(pred_real, real_gold))
-            r["auc_real"].append(auc(margin, real_gold, labels[0]))
-            r["margin_corr_real"].append(corr(margin, teacher_margin))
-            print(f"seed {seed} {method:3s}: " + " ".join(f"{k}={r[k][-1]:.3f}" for k in keys), file=sys.stderr)
-            if not args.keep:
-                shutil.rmtree(model_dir, ignore_errors=True)
-        ratios.append(tps["kd"] / tps["sft"])
-
-    summary = {m: {k: mean_sd(v) for k, v in res.items()} for m, res in results.items()}
-    print(f"\n{'metric':20s} {'SFT (mean ± sd)':>20s} {'KD (mean ± sd)':>20s}")
-    for k in keys:
-        s, d = summary["sft"][k], summary["kd"][k]
-        print(f"{k:20s} {s['mean']:>11.3f} ± {s['sd']:<6.3f} {d['mean']:>11.3f} ± {d['sd']:<6.3f}")
-    ratio = mean_sd(ratios)
-    ratio["median"] = round(statistics.median(ratios), 4)  # robust to one run slowed by a busy machine
-    print(f"KD tokens/s relative to SFT: {ratio['mean']:.3f} ± {ratio['sd']:.3f}, median {ratio['median']:.3f} "
-          "(target >= 0.87)")
-    print(f"teacher on the real inputs: accuracy {agree(teacher_real, real_gold):.3f}, "
-          f"AUC {auc(teacher_margin, real_gold, labels[0]):.3f}")
-    print(json.dumps({
-        "bench": "kd_vs_sft", "task": task.name, "dataset_version": version,
-        "inputs": f"{args.rt_inputs} real snippets" if args.rt_inputs else "teacher-written (demo task)",
-        "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "student": task.config.student.model_dump(), "temperature": args.temperature, "alpha": args.alpha,
-        "n_train": len((TaskPaths(task.name).version_dir(version) / "train.jsonl").read_text().splitlines()),
-        "n_heldout": len(held_prompts), "n_real": len(real_prompts),
-        "teacher_accuracy_real": round(agree(teacher_real, real_gold), 4),
-        "teacher_auc_real": round(auc(teacher_margin, real_gold, labels[0]), 4),
-        "sft": summary["sft"], "kd": summary["kd"],
-        "kd_speed_ratio": ratio, "kd_speed_target_met": ratio["median"] >= 0.87,
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }))
+    out = (REPO / args.out).resolve()
+    figures: dict = {"bench": "kd_vs_sft", "seeds": args.seeds, "labels": label_part(args, out)}
+    lab = figures["labels"]
+    print(f"\nlabels ({lab['n_train']} transfer rows, {lab['steps']} steps, {lab['n_eval']} real snippets; "
+          f"teacher accuracy {lab['teacher_accuracy']:.3f})")
+    for k in ("agreement", "accuracy"):
+        s, d = lab["sft"][k], lab["kd"][k]
+        print(f"  {k:10s} SFT {s['mean']:.3f} ± {s['sd']:.3f}   KD {d['mean']:.3f} ± {d['sd']:.3f}")
+    targets = {"labels_kd_ahead_by_2sd": lab["kd_ahead_by_2sd"]}
+    if not args.skip_token:
+        try:
+            from bench.token_kd import run_token_part
+        except ImportError:
+            figures["tokens"] = None
+        else:
+            figures["tokens"] = run_token_part(argparse.Namespace(seeds=args.seeds))
+            targets["tokens_kd_ahead_by_2sd"] = bool(figures["tokens"].get("targets_met", {}).get(
+                "kd_ahead_of_sft_by_2sd", False))
+    figures["targets_met"] = targets
+    figures["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(figures))
     return 0
 
 

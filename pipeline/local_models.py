@@ -36,6 +36,14 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "distill-pipeline"
 
 
+def quiet_model_loading() -> None:
+    """No "Loading weights" / "Writing model shards" progress bars: transformers drew one per model
+    loaded or saved, mixed into every stage's own output. Training's own progress bar stays."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def is_embedded_name(name_or_path: str) -> bool:
     return str(name_or_path).strip().lower() in SMOLLM2_ALIASES
 

@@ -39,7 +39,13 @@ class PromptRenderer:
     def for_task(cls, task) -> PromptRenderer:
         """The renderer of a loaded TaskFolder, with ``task``, ``description`` and ``labels`` in context."""
         cfg = task.config
-        return cls(task.path, {"task": cfg.name, "description": cfg.description, "labels": cfg.output.labels or []})
+        from pipeline.config.output import label_code_map
+
+        labels = cfg.output.labels or []
+        context = {"task": cfg.name, "description": cfg.description, "labels": labels}
+        if cfg.output.label_codes:  # "A) positive\nB) negative": the teacher answers the letter
+            context["label_options"] = "\n".join(f"{c}) {lab}" for c, lab in label_code_map(labels).items())
+        return cls(task.path, context)
 
     def __init__(self, folder: Path, context: dict[str, Any] | None = None):
         self.folder = Path(folder)

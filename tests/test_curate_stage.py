@@ -61,6 +61,8 @@ def sentiment(task_copy, data_root):
     edit_task_yaml(
         folder,
         filters={"drop_truncated": True},
+        # these records come without the content-free answers generate asks for the shipped task
+        output={"kind": "label", "labels": ["positive", "negative"], "calibrate": "prior"},
         eval={"source": {"path": "eval.csv", "fields": {"text": "text", "gold": "category"}}, "gold_field": "gold",
               "gold_map": {"fresh": "positive", "rotten": "negative"}},
         split={"eval_fraction": 0.2},
@@ -209,6 +211,9 @@ def test_teacher_written_inputs_are_deduped_on_the_written_text_only(sentiment, 
     b.inputs.update(genre="comedy", aspect="acting")  # same seeds, different text: kept
     c.inputs.update(genre="drama", aspect="plot")  # other seeds, same text: a duplicate
     write_generated(data_root / "data", "sentiment", [a, b, c])
+    edit_task_yaml(sentiment.path, inputs={"generate": {"field": "text", "seeds": {"genre": ["comedy", "drama"]},
+                                                        "grid": {"aspect": ["acting", "plot"]}, "count": 3}})
+    sentiment = load_task(sentiment.path)
     assert run_curate(sentiment, quiet=True)["counts"]["rejected"] == {"exact_duplicate": 1}
 
     edit_task_yaml(sentiment.path, dedupe={"fields": ["review"]})

@@ -152,3 +152,17 @@ def test_limit_answers_only_the_first_n_inputs(tmp_path, capsys):
         assert cli_main(["generate", str(folder), "--limit", "0"]) == 2
     assert [r.inputs["text"] for r in _records()] == [x["text"] for x in texts(3)]
     assert "--limit 0" in capsys.readouterr().err
+
+
+def test_a_limited_run_shows_its_answers_parsed_so_prose_is_seen_before_a_full_run(tmp_path, capsys):
+    from pipeline.cli import main
+
+    # a zero-shot prompt that does not list the labels: the fake teacher answers prose
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(6),
+                           extra={"output": {"kind": "label", "labels": ["positive", "negative"]}})
+        assert main(["generate", str(folder), "--limit", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "answers (the first 4 of 4, parsed as output.kind label):" in err
+    assert "'Answer " in err and "-> NOT PARSED (label_unknown" in err
+    assert "0 of 4 answers parse as label; fix the prompt" in err

@@ -86,3 +86,13 @@ def test_drift_reports_new_dropped_labels_and_rejections(data_root):
     assert report["duplicate_rate"]["current"] == pytest.approx(0.25)
     assert "+2 new, -1 dropped" in drift_markdown(report)
     assert compare_versions(b, b)["changed"] is False
+
+
+def test_first_version_reports_its_labels_not_a_shift_from_nothing(data_root):
+    paths = TaskPaths("t")
+    first = _make_version(paths, "v1", [{"id": "1", "label": "pos"}, {"id": "2", "label": "neg"}])
+    report = compare_versions(None, first)
+    assert report["label_tvd"] is None and report["labels"]["share_shift"] == {}
+    md = drift_markdown(report)
+    assert "TVD" not in md and "None" not in md
+    assert "- label distribution: pos 1, neg 1 (the first version: no shift to report)" in md

@@ -61,3 +61,28 @@ def test_preview_shows_n_rendered_inputs(task_folder, capsys):
     out = capsys.readouterr().out
     assert "input 1" in out and "input 2" not in out and "abcd" in out
     assert "requests: 2" in out
+
+
+def _edit(folder, **sections):
+    cfg = yaml.safe_load((folder / "task.yaml").read_text())
+    cfg.update(sections)
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_a_local_teacher_priced_by_the_hour_is_not_shown_as_free(task_folder, capsys):
+    _edit(task_folder, teacher={"backend": "hf", "model": "smollm2-135m-instruct", "params": {"max_tokens": 10}},
+          eval={"teacher_price_per_hour": 0.1})
+    assert main(["preview", str(task_folder), "-n", "0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "$0.0000" not in out
+    assert "estimated cost: no per-token price (hf runs on your machine); its machine time at $0.1/h" in out
+
+
+def test_evaluate_teacher_calls_on_eval_source_are_counted(task_folder, capsys):
+    (task_folder / "eval.jsonl").write_text('{"text": "abcd", "gold": "x"}\n' * 3)
+    _edit(task_folder, eval={"source": {"path": "eval.jsonl"}, "gold_field": "gold", "limit": 2})
+    assert main(["preview", str(task_folder), "-n", "0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # each: system (3+2) + user (3+1) + 3 priming = 12 prompt tokens, 10 completion; $1 / $2 per token
+    assert ("evaluate (eval.source, eval.limit 2): 2 more teacher requests, ~24 prompt + 20 completion tokens, "
+            "estimated cost: $64.0000") in out

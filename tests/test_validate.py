@@ -158,3 +158,17 @@ def test_missing_eval_source_names_the_eval_section(tmp_path, capsys):
     cfg = base_config(eval={"source": {"path": "real.csv"}})
     rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
     assert rc != 0 and any("real.csv" in ln and "fix eval.source.path" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("section, key, suggestion", [("eval", "gold_feild", "gold_field"),
+                                                      ("inputs.source", "feilds", "fields"),
+                                                      (None, "teachr", "teacher")])
+def test_unknown_key_offers_the_closest_known_key(tmp_path, capsys, section, key, suggestion):
+    cfg = base_config(eval={})
+    target = cfg
+    for part in (section.split(".") if section else []):
+        target = target[part]
+    target[key] = "x" if section else {}
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    where = f"{section}.{key}" if section else key
+    assert rc != 0 and any(f"{where}: unknown key '{key}'; did you mean '{suggestion}'?" in ln for ln in lines), lines

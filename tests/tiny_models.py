@@ -73,3 +73,27 @@ def build_tiny_model(path: Path, *, layers: int = 2, hidden: int = 32, seed: int
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def make_words_likely(path: Path, words: list[str], scale: float = 30.0) -> Path:
+    """Make a saved tiny model say one of ``words`` (e.g. the labels) as its next token: their
+    (tied) embedding rows become +/- ``scale`` x one unit vector, so on most inputs the one the
+    hidden state leans towards tops a random model's near-zero logits (30: about 4 of 5 prompts),
+    while other text stays likely enough to write. Saves the model in place; returns ``path``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(model.config.hidden_size, generator=gen)
+    direction = scale * direction / direction.norm()
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for i, word in enumerate(words):
+            for variant in (word, " " + word):
+                ids = tok(variant, add_special_tokens=False)["input_ids"]
+                if len(ids) == 1:  # a word split in pieces ("p" + "ositive") would make the pieces likely
+                    emb[ids[0]] = direction * (1 if i % 2 == 0 else -1)
+    model.save_pretrained(path)
+    return path

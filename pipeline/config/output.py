@@ -7,6 +7,13 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import Section
 
+CODE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def label_code_map(labels: list[str]) -> dict[str, str]:
+    """{"A": first label, "B": second, ...}: output.label_codes."""
+    return dict(zip(CODE_LETTERS, labels))
+
 
 class NormalizeConfig(Section):
     """How a label answer is normalised before it is matched against the label set."""
@@ -37,6 +44,12 @@ class OutputConfig(Section):
         "the inputs' class prior by EM (Saerens et al. 2002) for imbalanced inputs; 'prior' divides by the "
         "run's mean distribution, which assumes balanced classes. See pipeline/curation/soft_labels.py.",
     )
+    label_codes: bool = Field(
+        False,
+        description="label: the prompt lists the labels as A), B), C)... (template variable `label_options`) and "
+        "the teacher answers one code letter, so one token's top-k logprobs give an exact distribution even when "
+        "label names share a prefix (API teachers). The dataset still holds the label names.",
+    )
     json_schema: dict[str, Any] | None = Field(None, description="json: a JSON Schema (inline).")
     json_schema_file: str | None = Field(None, description="json: a JSON Schema file in the task folder.")
     min_chars: int = Field(1, ge=0, description="text: shortest acceptable answer.")
@@ -64,6 +77,21 @@ class OutputConfig(Section):
         for alias, label in self.normalize.aliases.items():
             if self.labels is not None and label not in self.labels:
                 raise ValueError(f"normalize.aliases: '{alias}' maps to '{label}', which is not in labels {self.labels}")
+        return self
+
+    def answer_normalize(self) -> NormalizeConfig:
+        """How an answer is matched to a label: ``normalize``, plus the code letters as aliases when
+        ``label_codes`` is on ("B" and "B)" mean the second label)."""
+        if not self.label_codes:
+            return self.normalize
+        aliases = {**label_code_map(self.labels or []), **self.normalize.aliases}
+        return self.normalize.model_copy(update={"aliases": aliases})
+
+    @model_validator(mode="after")
+    def _codes_fit(self) -> OutputConfig:
+        if self.label_codes and len(self.labels or []) > len(CODE_LETTERS):
+            raise ValueError(f"label_codes: at most {len(CODE_LETTERS)} labels get a code letter; "
+                             f"this task has {len(self.labels or [])}")
         return self
 
     @model_validator(mode="after")

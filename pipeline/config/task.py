@@ -1,12 +1,14 @@
 """The whole ``task.yaml``, and loading it with one-line errors that name the file and the field."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pipeline.config.base import Section
 from pipeline.config.curate import DecontamConfig, DedupeConfig, FiltersConfig, SplitConfig
@@ -89,14 +91,31 @@ class TaskConfigError(ConfigError):
         super().__init__(problems[0] + more)
 
 
-def validation_error_lines(source: str, exc: ValidationError) -> list[str]:
+def _section_keys(model: type[BaseModel], path: tuple) -> list[str]:
+    """The keys the section at ``path`` (e.g. ("eval",)) accepts, for a did-you-mean."""
+    for key in path:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            return []
+        nested = [t for t in (field.annotation, *get_args(field.annotation))
+                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def validation_error_lines(source: str, exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     """One line per error: ``file: field.path: what is wrong and how to fix it``."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{err['loc'][-1]}'; remove it or fix its spelling (see docs/architecture.md)"
+            key = str(err["loc"][-1])
+            close = difflib.get_close_matches(key, _section_keys(model or TaskConfig, err["loc"][:-1]), n=1)
+            fix = f"did you mean '{close[0]}'?" if close else "remove it or fix its spelling (see docs/architecture.md)"
+            msg = f"unknown key '{key}'; {fix}"
         elif err["type"] == "missing":
             msg = "required key is missing; add it"
         lines.append(f"{source}: {loc}: {msg}")

@@ -118,17 +118,44 @@ def soft_label_from_logprobs(
     and with or without a leading space (" Positive", "positive" and "POS"+"ITIVE" all count)."""
     if not positions:
         return None
-    keys = {_label_key(label): label for label in labels}
-    for alias, label in (aliases or {}).items():
-        keys.setdefault(_label_key(alias), label)
-    start = 0
-    while start < min(len(positions), _MAX_LEAD_TOKENS) and not _token_key(positions[start].token):
-        start += 1  # skip a leading space, newline, quote or "**" the teacher emitted first
-    mass = _label_mass(positions, start, keys, "")
+    keys = _label_keys(labels, aliases)
+    mass = _label_mass(positions, _first_label_position(positions), keys, "")
     total = sum(mass.values())
     if total <= 0:
         return None
     return {label: mass.get(label, 0.0) / total for label in labels}, min(total, 1.0)
+
+
+def _label_keys(labels: list[str], aliases: dict[str, str] | None) -> dict[str, str]:
+    keys = {_label_key(label): label for label in labels}
+    for alias, label in (aliases or {}).items():
+        keys.setdefault(_label_key(alias), label)
+    return keys
+
+
+def _first_label_position(positions: list[TokenPosition]) -> int:
+    start = 0
+    while start < min(len(positions), _MAX_LEAD_TOKENS) and not _token_key(positions[start].token):
+        start += 1  # skip a leading space, newline, quote or "**" the teacher emitted first
+    return start
+
+
+def label_mass_left_out(
+    positions: list[TokenPosition] | None, labels: list[str], aliases: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """What a soft label could not see, as probability at the answer's first token:
+    (the mass of top-k tokens that start a label yet went to none: a runner-up shared by several
+    labels, "Search" for SearchCreativeWork and SearchScreeningEvent, whose next token the teacher
+    never wrote; the mass outside the top-k, when some label got nothing and may be hiding there)."""
+    soft = soft_label_from_logprobs(positions, labels, aliases)
+    if soft is None:
+        return 0.0, 0.0
+    keys = _label_keys(labels, aliases)
+    here = positions[_first_label_position(positions)]
+    probs = [(_token_key(c.token), math.exp(c.logprob)) for c in (here.top or [here])]
+    starts_a_label = sum(p for key, p in probs if key and any(k.startswith(key) for k in keys))
+    outside_top_k = max(1.0 - sum(p for _, p in probs), 0.0)
+    return max(starts_a_label - soft[1], 0.0), (outside_top_k if min(soft[0].values()) == 0 else 0.0)
 
 
 def one_hot(label: str, labels: list[str]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pipeline.config.output import label_code_map
 from pipeline.curation.parse import soft_label_from_logprobs
 from pipeline.records import Record
 
@@ -49,13 +50,20 @@ def renormalised(label_logprobs: dict[str, float], labels: Sequence[str]) -> dic
     return {lab: v / total for lab, v in w.items()}
 
 
-def label_distribution(record: Record, labels: Sequence[str], aliases: dict[str, str] | None = None
-                       ) -> tuple[dict[str, float], float, str] | None:
+def label_distribution(record: Record, labels: Sequence[str], aliases: dict[str, str] | None = None,
+                       codes: bool = False) -> tuple[dict[str, float], float, str] | None:
     """(P(label) over the label set, the teacher's raw mass on the labels, kind) or None when the
-    record carries no probabilities for the labels."""
+    record carries no probabilities for the labels. ``codes`` (output.label_codes): the answer's
+    top-k is read as code letters only (A, B, ...), never as label names."""
     if record.label_logprobs and all(lab in record.label_logprobs for lab in labels):
         mass = sum(math.exp(record.label_logprobs[lab]) for lab in labels)
         return renormalised(record.label_logprobs, labels), min(mass, 1.0), "scored"
+    if codes:
+        code_map = label_code_map(list(labels))
+        soft = soft_label_from_logprobs(record.logprobs, list(code_map))
+        if soft is None:
+            return None
+        return {code_map[c]: p for c, p in soft[0].items()}, soft[1], "logprobs"
     soft = soft_label_from_logprobs(record.logprobs, list(labels), aliases)
     if soft is None:
         return None

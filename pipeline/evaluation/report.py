@@ -107,7 +107,7 @@ def _routing_sentence(report: dict[str, Any]) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    p, q, c = report["params"], report["quality"], report["counts"]
+    p, c = report["params"], report["counts"]
     lines = [
         f"# Evaluation: {report['task']} — student vs teacher",
         "",

@@ -22,7 +22,7 @@ def parse_answer(text: str, output: OutputConfig, schema: dict | None = None) ->
     """The answer as its kind's value: a label from the set, a JSON object, or non-empty text;
     None when it does not parse."""
     if output.kind == "label":
-        return m.parse_label(text, output.labels or [], output.normalize)
+        return m.parse_label(text, output.labels or [], output.answer_normalize())
     if output.kind == "json":
         return m.parse_json_object(text)
     return text.strip() or None

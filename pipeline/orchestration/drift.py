@@ -49,14 +49,16 @@ def compare_versions(prev_dir: Path | None, new_dir: Path, *, samples: int = 5) 
     prev_ids = prev["ids"] if prev else set()
     added, dropped = sorted(new["ids"] - prev_ids), sorted(prev_ids - new["ids"])
     p_share, n_share = _shares(prev["labels"] if prev else {}), _shares(new["labels"])
-    label_shift = {lab: n_share.get(lab, 0.0) - p_share.get(lab, 0.0) for lab in sorted(set(p_share) | set(n_share))}
+    # a first version has nothing to shift from: no shift and no TVD, not the distance to an empty set
+    label_shift = {lab: n_share.get(lab, 0.0) - p_share.get(lab, 0.0)
+                   for lab in sorted(set(p_share) | set(n_share))} if prev else {}
     return {
         "previous": prev["version"] if prev else None,
         "current": new["version"],
         "examples": {"previous": prev["examples"] if prev else 0, "current": new["examples"]},
         "labels": {"previous": prev["labels"] if prev else {}, "current": new["labels"], "share_shift": label_shift},
         # total variation distance between the two label distributions (0 = same, 1 = disjoint)
-        "label_tvd": 0.5 * sum(abs(v) for v in label_shift.values()),
+        "label_tvd": 0.5 * sum(abs(v) for v in label_shift.values()) if prev else None,
         "duplicate_rate": {"previous": prev["duplicate_rate"] if prev else None, "current": new["duplicate_rate"]},
         "rejected": {"previous": prev["rejected"] if prev else {}, "current": new["rejected"]},
         "new_examples": len(added),
@@ -74,7 +76,14 @@ def drift_markdown(report: dict[str, Any]) -> str:
         "",
         (f"- examples: {report['examples']['previous']} -> {report['examples']['current']} "
          f"(+{report['new_examples']} new, -{report['dropped_examples']} dropped)"),
-        f"- duplicate rate: {report['duplicate_rate']['previous']} -> {report['duplicate_rate']['current']:.3f}",
+    ]
+    if report["previous"] is None:
+        lines += [f"- duplicate rate: {report['duplicate_rate']['current']:.3f}",
+                  "- label distribution: " + (", ".join(f"{k} {v}" for k, v in lab["current"].items()) or "(no labels)")
+                  + " (the first version: no shift to report)"]
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"- duplicate rate: {report['duplicate_rate']['previous']:.3f} -> {report['duplicate_rate']['current']:.3f}",
         f"- label distribution shift (TVD): {report['label_tvd']:.3f}",
     ]
     for label, shift in lab["share_shift"].items():

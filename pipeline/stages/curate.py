@@ -30,7 +30,7 @@ from typing import Any
 from pipeline.config.task import TaskFolder, load_task
 from pipeline.curation import build, decontam
 from pipeline.curation.dedupe import dedupe, lsh_bands
-from pipeline.curation.screen import Screener
+from pipeline.curation.screen import Screener, soft_label_gaps, soft_label_warning
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.hashing import file_sha256
 from pipeline.inputs import read_source
@@ -272,6 +272,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         "label_distribution": {s: build.label_distribution(rows[s]) for s in rows} if cfg.output.kind == "label" else None,
         "soft_label_kinds": dict(Counter(r.soft_label_kind for r, _ in kept if r.soft_label_kind)),
         "soft_label_sources": dict(Counter(v.soft_source for _, v in kept if v.soft_source)),
+        "soft_label_gaps": soft_label_gaps([v for _, v in kept]) if cfg.output.kind == "label" else None,
         "json_repairs": dict(repairs),
         "dedupe": {**dcfg.model_dump(mode="json"), "bands": dcfg.num_bands or lsh_bands(dcfg.threshold, dcfg.num_perm)[0]},
         "decontam": {"enabled": cfg.decontam.enabled, "ngram": cfg.decontam.ngram, "sources": index.texts_per_source},
@@ -293,6 +294,9 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     pointer_tmp = paths.latest_pointer.with_suffix(".tmp")
     pointer_tmp.write_text(version + "\n", encoding="utf-8")
     pointer_tmp.replace(paths.latest_pointer)
+    warning = soft_label_warning(manifest["soft_label_gaps"]) if manifest["soft_label_gaps"] else None
+    if warning and not quiet:
+        print(warning, file=sys.stderr)
     if not quiet:
         c = manifest["counts"]
         print(f"curate: {c['read']} read, {c['rejected_total']} rejected {dict(reasons)}, "

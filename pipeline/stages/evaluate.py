@@ -69,7 +69,7 @@ def teacher_label(task: TaskFolder, record, weights: dict[str, float] | None) ->
     from pipeline.curation.soft_labels import label_distribution, reweight
 
     out = task.config.output
-    dist = label_distribution(record, out.labels, out.normalize.aliases)
+    dist = label_distribution(record, out.labels, out.normalize.aliases, out.label_codes)
     if dist is None or (weights is None and dist[2] != "scored"):
         return None
     p = reweight(dist[0], weights) if weights else dist[0]
@@ -289,17 +289,16 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     from pipeline.evaluation.report import print_summary, write_report
     from pipeline.evaluation.scoring import score_answers
     from pipeline.evaluation.student import run_student, run_student_labels
-    from pipeline.stages.generate import scoring_labels
     from pipeline.records import write_jsonl
+    from pipeline.stages.generate import scoring_labels
 
     started = time.perf_counter()
     model_dir = resolve_model_dir(task, model)
     manifest = read_train_manifest(model_dir)
     say = (lambda msg: None) if quiet else (lambda msg: print(f"evaluate: {msg}", flush=True))
-    if quiet:  # cron runs: no weight-loading progress bars either
-        from transformers.utils import logging as hf_logging
+    from pipeline.local_models import quiet_model_loading
 
-        hf_logging.disable_progress_bar()
+    quiet_model_loading()
     eval_set = load_eval_set(task, manifest.get("dataset_version"), limit or task.config.eval.limit, quiet=quiet)
     if (model_dir / "train_manifest.json").exists():  # names the weights' training run
         eval_set.input_hashes[str(model_dir / "train_manifest.json")] = file_sha256(model_dir / "train_manifest.json")

@@ -51,8 +51,31 @@ def main(args) -> int:
         from pipeline.errors import ConfigError
 
         raise ConfigError(f"--limit {args.limit}: must be a positive number of inputs")
-    run_generate(load_task(args.task), quiet=args.quiet, batch=args.batch, limit=args.limit)
+    task = load_task(args.task)
+    run_generate(task, quiet=args.quiet, batch=args.batch, limit=args.limit)
+    if args.limit is not None and not args.quiet:  # a trial run: look at the answers before paying for all
+        print(trial_answers(task), file=sys.stderr)
     return 0
+
+
+def trial_answers(task: TaskFolder, shown: int = 5) -> str:
+    """The first answers of a --limit run, each parsed as curate will parse it, and how many parse:
+    a prompt that makes the teacher answer prose instead of a label shows here, not after a full run."""
+    from pipeline.curation.screen import Screener
+    from pipeline.records import read_jsonl
+
+    kind = task.config.output.kind
+    records = list(read_jsonl(TaskPaths(task.name).generated_jsonl, Record))
+    screener = Screener(task)
+    parsed = [(r, screener.parse(r)) for r in records]
+    lines = [f"answers (the first {min(shown, len(records))} of {len(records)}, parsed as output.kind {kind}):"]
+    for record, p in parsed[:shown]:
+        got = f"-> {p.value!r}"[:80] if p.reason is None else f"-> NOT PARSED ({p.reason}: {p.detail})"
+        lines.append(f"  {record.completion.strip()[:70]!r} {got}")
+    ok = sum(p.reason is None for _, p in parsed)
+    lines.append(f"{ok} of {len(records)} answers parse as {kind}"
+                 + ("" if ok == len(records) else "; fix the prompt (user.j2, system.j2, examples.yaml) before a full run"))
+    return "\n".join(lines)
 
 
 @contextmanager

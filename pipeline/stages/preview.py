@@ -1,7 +1,10 @@
 """``distill preview <task> -n 3``: show the rendered prompts and what the whole run will cost.
 
-Reads:  prompts/<task>/ and its input source; the price table (pipeline/data/prices.yaml, DISTILL_PRICES).
+Reads:  prompts/<task>/, its input source and eval.source; the price table (pipeline/data/prices.yaml,
+        DISTILL_PRICES).
 Writes: nothing; sends nothing.
+
+It counts generate's requests and, separately, the teacher calls evaluate makes on eval.source.
 
 The estimate counts ~4 characters per token plus OpenAI's chat overhead of 3 tokens per message and 3
 to prime the reply (the OpenAI cookbook's ``num_tokens_from_messages``). Exact tokenizers for hosted
@@ -25,6 +28,7 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
 TOKENS_REPLY_PRIMING = 3
 DEFAULT_MAX_TOKENS = 256  # assumed when params set no max_tokens; the preview says so
+LOCAL_BACKENDS = ("hf", "vllm")  # priced by machine time, not per token
 PLACEHOLDER = "<an input the teacher writes>"
 
 
@@ -87,9 +91,39 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
         prompt_tokens += estimate_prompt_tokens(msgs) + extra_per_input
         completion_tokens += answer_tokens
         requests += 1
-    price = price_for(cfg.teacher.backend, cfg.teacher.model)
+    return _priced(task, requests, prompt_tokens, completion_tokens, not from_params), rendered
+
+
+def _priced(task: TaskFolder, requests: int, prompt_tokens: int, completion_tokens: int, assumed: bool) -> Estimate:
+    price = price_for(task.config.teacher.backend, task.config.teacher.model)
     cost = None if price is None else price.cost(prompt_tokens, completion_tokens)
-    return Estimate(requests, prompt_tokens, completion_tokens, cost, not from_params), rendered
+    return Estimate(requests, prompt_tokens, completion_tokens, cost, assumed)
+
+
+def estimate_evaluate(task: TaskFolder, renderer: PromptRenderer) -> Estimate | None:
+    """The teacher calls `distill evaluate` adds: one per eval.source input (eval.limit of them),
+    unless already cached. None when evaluate reads the held-out split, which asks nothing."""
+    ev = task.config.eval
+    if ev.source is None:
+        return None
+    rows = read_source(ev.source, task.path, "eval.source")[: ev.limit or None]
+    answer_tokens, from_params = max_completion_tokens(task.config.teacher.params)
+    prompt_tokens = sum(estimate_prompt_tokens(renderer.render({k: v for k, v in row.items() if k != ev.gold_field}))
+                        for row in rows)
+    return _priced(task, len(rows), prompt_tokens, answer_tokens * len(rows), not from_params)
+
+
+def cost_line(task: TaskFolder, est: Estimate) -> str:
+    """The cost as the user should read it: unknown is not $0, and a local teacher costs machine time."""
+    cfg = task.config
+    if est.cost_usd is None:
+        return "unknown (add the model to a price file named by DISTILL_PRICES)"
+    if cfg.teacher.backend in LOCAL_BACKENDS:
+        rate = cfg.eval.teacher_price_per_hour
+        machine = (f"its machine time at ${rate}/h (eval.teacher_price_per_hour), known once it has run"
+                   if rate is not None else "set eval.teacher_price_per_hour to price its machine time")
+        return f"no per-token price ({cfg.teacher.backend} runs on your machine); {machine}"
+    return f"${est.cost_usd:,.4f}"
 
 
 def add_arguments(parser) -> None:
@@ -120,10 +154,14 @@ def main(args) -> int:
     for title, msgs in zip(titles, shown):
         body = "\n".join(f"[bold]{m.role}[/bold]: {escape(m.content)}" for m in msgs)
         console.print(Panel(body, title=title, expand=False))
-    cost = "unknown (add the model to a price file named by DISTILL_PRICES)" if est.cost_usd is None else f"${est.cost_usd:,.4f}"
     console.print(f"teacher: {cfg.teacher.backend} / {cfg.teacher.model}")
     console.print(f"requests: {est.requests:,}")
     bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"
     console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{bound}")
-    console.print(f"estimated cost: {cost}")
+    console.print(f"estimated cost: {cost_line(task, est)}")
+    ev = estimate_evaluate(task, renderer)
+    if ev is not None:
+        console.print(f"evaluate (eval.source{f', eval.limit {cfg.eval.limit}' if cfg.eval.limit else ''}): "
+                      f"{ev.requests:,} more teacher requests, ~{ev.prompt_tokens:,} prompt + "
+                      f"{ev.completion_tokens:,} completion tokens, estimated cost: {cost_line(task, ev)}")
     return 0

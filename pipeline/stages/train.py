@@ -14,7 +14,10 @@ main process writes the outputs.
 from __future__ import annotations
 
 import json
+import sys
 import time
+import warnings
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,8 +62,10 @@ def main(args) -> int:
     )
     if manifest and not args.quiet:
         m = manifest["metrics"]
-        print(f"trained {manifest['model_version']} ({manifest['method']}"
-              f"{', kd ' + manifest['kd_level'] if manifest['method'] == 'kd' else ''}) on dataset "
+        what = manifest["method"] + (f", kd {manifest['kd_level']}" if manifest["method"] == "kd" else "")
+        if manifest["objective"].startswith("cross-entropy"):
+            what = "kd on one-hot labels = cross-entropy"
+        print(f"trained {manifest['model_version']} ({what}) on dataset "
               f"{manifest['dataset_version']}: train_loss={m.get('train_loss', float('nan')):.4f} "
               f"-> {manifest['output_dir']}")
     return 0
@@ -72,7 +77,7 @@ def effective_train_config(task: TaskFolder, **changes: Any) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_error_lines(f"{task.path / 'task.yaml'} (with flags)", exc)[0]) from None
+        raise ConfigError(validation_error_lines(f"{task.path / 'task.yaml'} (with flags)", exc, TrainConfig)[0]) from None
 
 
 def _model_version_name(resume: str | None, paths: TaskPaths) -> str:
@@ -116,10 +121,14 @@ def run_train(
     import torch
     from accelerate import PartialState
 
+    from pipeline.local_models import quiet_model_loading
     from pipeline.training.arguments import build_sft_config, lora_config
     from pipeline.training.data import choose_kd_level, encode_rows, label_completions, read_train_rows
     from pipeline.training.student_init import build_student
 
+    quiet_model_loading()
+    # peft asks the model `is_gradient_checkpointing`, deprecated in transformers 5: nothing a user can change
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     t0 = time.perf_counter()
     # cpu=True on a machine without CUDA: under a torchrun-style launcher accelerate then picks gloo
     # (MULTI_CPU) instead of silently running each rank alone. First PartialState wins, so do it here.
@@ -167,6 +176,11 @@ def run_train(
            "truncation_mode": sft_args.truncation_mode, "completion_only_loss": sft_args.completion_only_loss}
     train_enc = encode_rows(train_rows, tokenizer, **enc)
     eval_enc = encode_rows(eval_rows, tokenizer, **enc) if eval_rows else None
+    objective = training_objective(cfg.method, level, train_rows)
+    if state.is_main_process and not quiet:
+        for line in filter(None, [dropped_rows_warning(train_enc, eval_enc, sft_args.max_length, task_file),
+                                  f"train: {objective}" if objective.startswith("cross-entropy") else None]):
+            print(line, file=sys.stderr, flush=True)
     if level != "none" and (sft_args.packing or sft_args.padding_free):
         raise ConfigError(f"{task_file}: train.sft: packing / padding_free mix rows, so the teacher's "
                           "per-row logprobs cannot follow them; turn them off for method kd")
@@ -208,7 +222,33 @@ def run_train(
     return _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args,
                           overrides, student_info, train_enc, eval_enc, metrics,
                           {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
-                          learning)
+                          {"objective": objective,  # what the loss really was (kd, sft, or cross-entropy)
+                           "soft_labels": dict(Counter(r.soft_label_kind or "none" for _, r in train_rows))
+                           if level == "label" else None}, learning)
+
+
+def training_objective(method: str, level: str, rows) -> str:
+    """"kd", "sft", or what label-level KD really is when no row carries a teacher distribution:
+    KL to a one-hot target is cross-entropy, so it is not called KD (README: a teacher without logprobs)."""
+    if method == "sft" or level == "none":
+        return "sft"
+    if level == "label" and not any(r.soft_label_kind in ("logprobs", "scored") for _, r in rows):
+        return ("cross-entropy: no training row has a teacher soft label (the teacher kept no logprobs), so KD on "
+                "one-hot labels is plain cross-entropy; set teacher.top_logprobs for soft labels")
+    return "kd"
+
+
+def dropped_rows_warning(train_enc, eval_enc, max_length: int | None, task_file: str) -> str | None:
+    """Rows whose prompt alone fills max_length lose their answer and are dropped: say it here, not
+    only in train_manifest.json."""
+    lost = {name: (enc.counts["dropped_truncated"], enc.counts["rows"] + enc.counts["dropped_truncated"])
+            for name, enc in (("training", train_enc), ("eval", eval_enc)) if enc is not None}
+    if not any(d for d, _ in lost.values()):
+        return None
+    longest = max(enc.counts["longest_tokens"] for enc in (train_enc, eval_enc) if enc is not None)
+    parts = " and ".join(f"{d} of {n} {name} rows" for name, (d, n) in lost.items())
+    return (f"warning: train: {parts} are longer than train.sft.max_length {max_length} and were dropped; "
+            f"set train.sft.max_length: {longest} in {task_file} to keep them")
 
 
 def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, train_rows, eval_rows, peft_config,
@@ -233,7 +273,8 @@ def _make_trainer(cfg: TrainConfig, level: str, model, tokenizer, sft_args, trai
 
 
 def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args, overrides,
-                   student_info, train_enc, eval_enc, metrics, timings, resume_ckpt, learning=None) -> dict:
+                   student_info, train_enc, eval_enc, metrics, timings, resume_ckpt, described,
+                   learning=None) -> dict:
     model = trainer.model
     if hasattr(model, "merge_and_unload"):  # LoRA: keep the adapter, and a merged model evaluate can load
         model.save_pretrained(out_dir / "adapter")
@@ -262,6 +303,7 @@ def _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, t
         "dataset_dir": str(vdir),
         "method": cfg.method,
         "kd_level": level,
+        **described,
         "token_kd_unavailable": token_problem,
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,

@@ -3,6 +3,10 @@
 Reads:  prompts/<task>/ (task.yaml, templates, examples.yaml, schema), the input source, the
         eval source and decontamination files it names.
 Writes: nothing. Prints one line per problem (file, field or line, and the fix); exit 0 when valid.
+
+Besides each file on its own, it checks what the later stages will need of each other
+(pipeline/stages/cross_checks.py): a training method the teacher's answers can feed, a student on
+disk, a max_length the prompts fit, an eval source evaluate can read.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from pipeline.config.task import TaskConfigError, TaskFolder, load_task
 from pipeline.errors import DistillError
 from pipeline.inputs import input_writing_variables, read_source
 from pipeline.prompts import PromptRenderer
+from pipeline.stages import cross_checks
+from pipeline.stages.preview import max_completion_tokens
 
 HELP = "Check a task folder: config, templates, inputs; one line per problem."
 
@@ -63,7 +69,7 @@ def _check_json_schema(task: TaskFolder) -> None:
         raise DistillError(f"{where}: not a valid JSON Schema ({exc.message})") from None
 
 
-def _check_eval_source(task: TaskFolder, report: ValidationReport) -> None:
+def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> None:
     ev = task.config.eval
     if ev.source is None:
         return
@@ -78,7 +84,13 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport) -> None:
             f"{task.path / 'task.yaml'}: eval.gold_field: '{ev.gold_field}' is not an eval input field "
             f"(fields: {', '.join(rows[0])}); map it in eval.source.fields"
         )
+    cross_checks.check_eval_rows(task, report, rows, renderer)
     report.notes.append(f"eval inputs: {len(rows)}")
+
+
+def _render_all(renderer, inputs: list[dict]) -> list:
+    """Every input's prompt; the first that fails is the problem reported (the rest likely share it)."""
+    return [renderer.render(x) for x in inputs]
 
 
 def validate_task(task_arg) -> ValidationReport:
@@ -96,14 +108,14 @@ def validate_task(task_arg) -> ValidationReport:
     renderer = _check(report, PromptRenderer.for_task, task)
     _check(report, _check_json_schema, task)
 
-    first_input = None
+    inputs: list[dict] = []
     if cfg.inputs.source is not None:
         rows = _check(report, read_source, cfg.inputs.source, task.path)
         if rows is not None:
             if not rows:
                 report.problems.append(f"{task.path / 'task.yaml'}: inputs.source: the source has no rows")
             else:
-                first_input = rows[0]
+                inputs = rows
                 report.notes.append(f"inputs: {len(rows)}")
     else:
         gen = cfg.inputs.generate
@@ -113,11 +125,19 @@ def validate_task(task_arg) -> ValidationReport:
             tpl = _check(report, renderer.template, gen.template)
             if tpl is not None:
                 _check(report, renderer.render_template, tpl, variables[0])
-        first_input = {gen.field: "An example input written by the teacher."}
-    if renderer is not None and first_input is not None:
-        _check(report, renderer.render, first_input)
+        # as long as the teacher may write it, in words of about one token each
+        written, _ = max_completion_tokens(gen.params or cfg.teacher.params)
+        inputs = [{gen.field: " ".join(["word"] * written)}]
+    rendered = _check(report, _render_all, renderer, inputs) if renderer is not None else None
 
-    _check_eval_source(task, report)
+    _check_eval_source(task, report, renderer)
+    n_inputs = len(inputs) if cfg.inputs.source is not None else cfg.inputs.generate.count
+    for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
+                        (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
+                        (cross_checks.check_curate_settings, (inputs,)), (cross_checks.check_eval_pricing, ()),
+                        (cross_checks.check_held_out_split, (n_inputs if inputs else None,)),
+                        (cross_checks.check_max_length, (rendered or [],))):
+        _check(report, check, task, report, *args)
     for extra in cfg.decontam.extra_files:
         if not task.file(extra).exists():
             report.problems.append(f"{task.path / 'task.yaml'}: decontam.extra_files: {task.file(extra)} not found")

@@ -171,9 +171,10 @@ class HFTeacher:
                 import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-                from pipeline.local_models import resolve_model_path
+                from pipeline.local_models import quiet_model_loading, resolve_model_path
                 from pipeline.teachers.token_text import TokenText
 
+                quiet_model_loading()
                 path = self._path or resolve_model_path(self.cfg.model)
                 device = "cuda" if torch.cuda.is_available() else "cpu"
                 dtype = torch.bfloat16 if device == "cuda" else torch.float32

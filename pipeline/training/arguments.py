@@ -28,6 +28,8 @@ def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
             out[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
+        if isinstance(out[key], bool) and raw.strip().lower() not in ("true", "false"):
+            out[key] = raw.strip()  # YAML 1.1 reads "no" as False: --set save_strategy=no means the string
     return out
 
 
@@ -37,8 +39,8 @@ def sft_field_names() -> set[str]:
     return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
 
 
-def check_sft_keys(values: dict[str, Any], source: str) -> None:
-    known = sft_field_names()
+def check_sft_keys(values: dict[str, Any], source: str, known: set[str] | None = None) -> None:
+    known = known or sft_field_names()
     for key in values:
         if key not in known:
             import difflib
@@ -63,10 +65,22 @@ def cpu_safe_defaults(output_dir: Path, *, quiet: bool) -> dict[str, Any]:
         "dataloader_pin_memory": cuda,
         # TRL turns activation checkpointing on by default: it saves GPU memory at ~30% more compute,
         # a bad trade on a CPU, where memory is plentiful and compute is the bottleneck.
-        "gradient_checkpointing": cuda,
+        "gradient_checkpointing": cuda,  # renamed by _current_names where transformers has the new name
         "disable_tqdm": quiet,
         "max_length": 1024,
     }
+
+
+# transformers 5 renamed these; the old name still works but warns on every run (a FutureWarning in
+# the run's output), and is ignored when the new one is set too, so a user's old name is renamed.
+_RENAMED = {"gradient_checkpointing": "activation_checkpointing",
+            "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+
+
+def _current_names(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the fields this transformers renamed under their new names (when it has them)."""
+    known = sft_field_names()
+    return {(_RENAMED[k] if k in _RENAMED and _RENAMED[k] in known else k): v for k, v in values.items()}
 
 
 def build_sft_config(
@@ -77,7 +91,8 @@ def build_sft_config(
 
     check_sft_keys(task_sft, f"{task_file}: train.sft")
     check_sft_keys(overrides, "--set")
-    merged = {**cpu_safe_defaults(output_dir, quiet=quiet), **task_sft, **overrides}
+    defaults = _current_names(cpu_safe_defaults(output_dir, quiet=quiet))
+    merged = {**defaults, **_current_names(task_sft), **_current_names(overrides)}
     try:
         return SFTConfig(**merged)
     except (TypeError, ValueError) as exc:

@@ -143,10 +143,12 @@ def encode_rows(
 ) -> EncodedSplit:
     """Tokenise rows for ``kd_level``; count what was aligned, truncated away, or left CE-only."""
     special = set(tokenizer.all_special_ids)
-    counts = {"rows": 0, "dropped_truncated": 0, "kd_rows": 0, "kd_positions": 0, "kd_misaligned_rows": 0}
+    counts = {"rows": 0, "dropped_truncated": 0, "kd_rows": 0, "kd_positions": 0, "kd_misaligned_rows": 0,
+              "longest_tokens": 0}  # the max_length that would keep every row whole
     out = []
     for _, row in rows:
         full, start = encode_prompt_completion(tokenizer, row.prompt, row.completion)
+        counts["longest_tokens"] = max(counts["longest_tokens"], len(full))
         ids, start_t, offset = truncate(full, start, max_length, truncation_mode)
         train_all = completion_only_loss is False
         lab = [t if (train_all or i >= start_t) else -100 for i, t in enumerate(ids)]

@@ -1,0 +1,151 @@
+"""`distill validate` checks what the later stages need of each other, before anything is paid for:
+the training method against the teacher's answers, the student, max_length, the eval source."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_validate import base_config, run_validate, write_task
+
+# prompts/summarize/task.yaml as it shipped before issue 12: valid section by section, yet train
+# failed after the teacher had been paid (KD on text needs token ids an API teacher never gives).
+SUMMARIZE_BEFORE_ISSUE_12 = """\
+name: summarize
+description: Summarise a short news article in one sentence.
+teacher:
+  backend: openai
+  model: gpt-4o-mini
+  params: {temperature: 0.3, max_tokens: 80}
+  top_logprobs: 5
+  budget: {max_cost_usd: 2.0}
+inputs:
+  source:
+    path: inputs.csv
+    fields: {article: text, title: title}
+output: {kind: text, min_chars: 20, max_chars: 400}
+filters: {min_chars: 20}
+dedupe: {compare: both}
+student: {init: pretrained, model: smollm2-135m-instruct}
+train:
+  method: kd
+  temperature: 2.0
+"""
+
+
+def errors(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if ln.startswith("error:")]
+
+
+def warnings(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if ln.startswith("warning:")]
+
+
+def test_summarize_as_shipped_before_the_fix_fails_with_one_line_naming_train_method(task_copy, capsys):
+    folder = task_copy("summarize")
+    (folder / "task.yaml").write_text(SUMMARIZE_BEFORE_ISSUE_12, encoding="utf-8")
+    rc, lines = run_validate(folder, capsys)
+    assert rc != 0
+    assert len(errors(lines)) == 1, lines
+    assert "train.method" in errors(lines)[0] and "set train.method: sft" in errors(lines)[0]
+
+
+def test_label_level_kd_on_a_json_task_names_kd_level(tmp_path, capsys):
+    cfg = base_config(output={"kind": "json", "json_schema": {"type": "object"}},
+                      train={"method": "kd", "kd_level": "label"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and len(errors(lines)) == 1 and "train.kd_level" in errors(lines)[0]
+
+
+def test_token_kd_with_a_student_of_another_tokenizer_is_an_error(tmp_path, capsys, tiny_model_dir):
+    from tests.tiny_models import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", vocab_size=300)
+    cfg = base_config(teacher={"backend": "hf", "model": str(tiny_model_dir), "top_logprobs": 5},
+                      output={"kind": "text"}, student={"init": "pretrained", "model": str(other)})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and "train.method" in errors(lines)[0] and "tokenizer" in errors(lines)[0]
+
+    cfg["student"]["model"] = str(tiny_model_dir)  # the teacher's own tokenizer: token-level KD works
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc == 0, lines
+
+
+def test_kd_on_labels_without_logprobs_is_called_cross_entropy(tmp_path, capsys, tiny_model_dir):
+    cfg = base_config(teacher={"backend": "anthropic", "model": "claude-haiku-4-5", "base_url": "http://127.0.0.1:9"},
+                      student={"init": "pretrained", "model": str(tiny_model_dir)}, train={"method": "kd"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc == 0
+    assert any("train.method" in w and "plain cross-entropy" in w for w in warnings(lines)), lines
+
+
+def test_a_student_folder_that_does_not_exist_is_an_error(tmp_path, capsys):
+    cfg = base_config(student={"init": "pretrained", "model": str(tmp_path / "nowhere")})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and any("student.model" in e and "nowhere" in e for e in errors(lines))
+
+
+def test_a_misspelt_sft_setting_is_caught_before_generate(tmp_path, capsys):
+    cfg = base_config(train={"method": "sft", "sft": {"num_train_epoch": 1}})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and any("train.sft" in e and "num_train_epochs" in e for e in errors(lines))
+
+
+def test_no_eval_source_and_no_held_out_split_leaves_evaluate_nothing(tmp_path, capsys):
+    cfg = base_config(split={"eval_fraction": 0.0}, train={"method": "sft"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and any("split.eval_fraction" in e and "eval.source" in e for e in errors(lines))
+
+
+def test_eval_rows_must_fill_the_prompt_template(tmp_path, capsys):
+    cfg = base_config(eval={"source": {"path": "eval.jsonl"}}, train={"method": "sft"})
+    folder = write_task(tmp_path / "t", cfg, {"eval.jsonl": '{"review": "fine"}\n'})
+    rc, lines = run_validate(folder, capsys)
+    assert rc != 0 and any("eval.source" in e and "'text' is undefined" in e for e in errors(lines))
+
+
+def test_eval_gold_labels_outside_the_label_set_are_an_error(tmp_path, capsys):
+    cfg = base_config(eval={"source": {"path": "eval.jsonl"}, "gold_field": "gold", "gold_map": {"y": "yes"}},
+                      train={"method": "sft"})
+    rows = '{"text": "a", "gold": "y"}\n{"text": "b", "gold": "no"}\n{"text": "c", "gold": "SearchCreativeWork"}\n'
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg, {"eval.jsonl": rows}), capsys)
+    assert rc != 0
+    (err,) = errors(lines)
+    assert "eval.gold_field" in err and "1 of 3" in err and "'SearchCreativeWork'" in err and "eval.gold_map" in err
+
+
+def long_inputs(n: int, words: int) -> str:
+    return "".join(f'{{"text": "{" ".join(["word"] * words)} {i}"}}\n' for i in range(n))
+
+
+@pytest.mark.parametrize("long_rows, expect_error", [(10, True), (1, False)])
+def test_max_length_shorter_than_the_prompts_is_estimated_before_generate(tmp_path, capsys, long_rows, expect_error):
+    cfg = base_config(train={"method": "sft", "sft": {"max_length": 256}})
+    inputs = long_inputs(long_rows, 400) + long_inputs(100 - long_rows, 5)
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg, {"inputs.jsonl": inputs}), capsys)
+    found = [ln for ln in lines if "train.sft.max_length" in ln]
+    assert len(found) == 1, lines
+    assert f"{long_rows} of 100" in found[0] and "set train.sft.max_length: " in found[0]
+    fits = int(found[0].rsplit(": ", 1)[1])
+    assert fits > 256 and fits % 64 == 0
+    assert (rc != 0) is expect_error and found[0].startswith("error:" if expect_error else "warning:")
+
+
+def test_bundled_summarize_now_trains_with_sft(capsys):
+    rc, lines = run_validate(Path(__file__).resolve().parent.parent / "prompts" / "summarize", capsys)
+    assert rc == 0 and not errors(lines)
+
+
+def test_curate_settings_that_would_fail_after_generate_are_errors_now(tmp_path, capsys):
+    cfg = base_config(filters={"regex": "([unclosed"}, dedupe={"fields": ["body"]}, train={"method": "sft"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0
+    assert any("filters.regex" in e and "invalid regex" in e for e in errors(lines))
+    assert any("dedupe.fields" in e and "['body']" in e for e in errors(lines))
+
+
+def test_an_hourly_price_for_an_api_teacher_is_a_warning(tmp_path, capsys):
+    cfg = base_config(teacher={"backend": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9"},
+                      eval={"teacher_price_per_hour": 1.0}, train={"method": "sft"})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc == 0 and any("eval.teacher_price_per_hour" in w for w in warnings(lines))
