@@ -119,6 +119,8 @@ def test_missing_token_bad_repo_and_no_target_are_config_errors_before_any_reque
     assert "--model-repo 'not a repo': not a Hub repo id; use OWNER/NAME" in capsys.readouterr().err
     assert cli(["push", str(folder)]) == 2
     assert "name --dataset-repo OWNER/NAME, --model-repo OWNER/NAME, or both" in capsys.readouterr().err
+    assert cli(["push", str(folder), "--dataset-repo", "acme/d", "--dataset-version", "19990101T000000Z"]) == 2
+    assert "--dataset-version 19990101T000000Z: not in" in capsys.readouterr().err
     monkeypatch.delenv("HF_TOKEN")
     assert cli(["push", str(folder), "--dataset-repo", "acme/d"]) == 2
     assert "HF_TOKEN is not set" in capsys.readouterr().err

@@ -54,11 +54,13 @@ def run_push(task: TaskFolder, *, dataset_repo: str | None = None, model_repo: s
     model_dir = resolve_model_dir(task, model) if model_repo else None
     out: dict[str, Any] = {}
     if dataset_repo:
+        named_by = "--dataset-version"
         if dataset_version is None and model_dir is not None:
             dataset_version = read_train_manifest(model_dir).get("dataset_version")
+            named_by = f"{model_dir / 'train_manifest.json'}: dataset_version"
         vdir = TaskPaths(task.name).version_dir(dataset_version)
         if not vdir.is_dir():
-            raise ConfigError(f"--dataset-version {vdir.name}: not in {vdir.parent}; pick one of its folders")
+            raise ConfigError(f"{named_by} {vdir.name}: not in {vdir.parent}; pass --dataset-version one of its folders")
         say(f"dataset version {vdir.name} -> {dataset_repo}")
         out["dataset"] = hub.push_dataset(vdir, dataset_repo, token, private=private)
         say(f"published {out['dataset']['url']} (tag {vdir.name})")
