@@ -74,7 +74,9 @@ def task_config(model: str, args: argparse.Namespace, backend: str = "hf") -> di
     return {
         "name": "gpucheck",
         "description": "make gpu-check: a short text task run on every GPU path.",
-        "teacher": {"backend": backend, "model": model, "top_logprobs": 5, "batch_size": args.batch_size,
+        # vLLM schedules its own batches: hand it every prompt at once
+        "teacher": {"backend": backend, "model": model, "top_logprobs": 5,
+                    "batch_size": args.n if backend == "vllm" else args.batch_size,
                     # sampled, so that even a random --dry-run model writes words, not whitespace
                     "params": {"temperature": 1.0, "seed": 0, "max_tokens": args.max_tokens}},
         "inputs": {"source": {"path": "inputs.jsonl"}},
