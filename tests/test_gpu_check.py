@@ -85,7 +85,15 @@ def test_gpu_check_refuses_bad_arguments_and_a_machine_without_cuda():
     assert proc.stderr.strip() == "gpu-check: no CUDA device here; run with --dry-run to check the plumbing on the CPU"
 
 
-def test_gpu_check_dry_run_runs_every_step_on_the_cpu_and_ends_with_one_json_line(tiny_model_dir, tmp_path, capsys):
+@pytest.fixture
+def script_env(monkeypatch):
+    """The script sets these for its own process; in-process, put them back after the test."""
+    for name in ("DISTILL_DATA_DIR", "DISTILL_MODELS_DIR", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.setenv(name, "")
+
+
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu_and_ends_with_one_json_line(tiny_model_dir, tmp_path, capsys,
+                                                                                   script_env):
     from scripts.gpu_check import main
 
     # --method sft: a random model's sampled tokens do not re-tokenize, so token-level KD refuses them
@@ -105,7 +113,7 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu_and_ends_with_one_json_lin
 
 
 @pytest.mark.slow
-def test_gpu_check_dry_run_with_the_embedded_teacher_trains_token_level_kd(tmp_path, capsys):
+def test_gpu_check_dry_run_with_the_embedded_teacher_trains_token_level_kd(tmp_path, capsys, script_env):
     from scripts.gpu_check import main
 
     assert main(["--dry-run", "--n", "8", "--steps", "1", "--max-tokens", "8", "--batch-size", "8"]) == 0
