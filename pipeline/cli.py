@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "pipeline.stages.train",
     "evaluate": "pipeline.stages.evaluate",
     "run": "pipeline.stages.run",
+    "push": "pipeline.stages.push",
 }
 
 

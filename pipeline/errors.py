@@ -51,6 +51,7 @@ _KEY_PATTERNS = [
     re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),
     re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.]{8,}"),
+    re.compile(r"hf_[A-Za-z0-9]{8,}"),  # Hugging Face access tokens
 ]
 _KEY_ENV_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DISTILL_API_KEY", "VLLM_API_KEY", "HF_TOKEN")
 

@@ -89,6 +89,8 @@ def candidate_logprobs(model, enc, candidates: Sequence[Sequence[int]], *, bound
     import torch
 
     flags = list(needs_boundary) if needs_boundary is not None else [False] * len(candidates)
+    device = model.device
+    enc = {k: v.to(device) for k, v in enc.items()}
     mask = enc["attention_mask"]
     batch = len(mask)
     with torch.inference_mode():
@@ -107,11 +109,12 @@ def candidate_logprobs(model, enc, candidates: Sequence[Sequence[int]], *, bound
         for r, f in enumerate(feeds):
             ids[r, : len(f)] = torch.tensor(f)
             feed_mask[r, : len(f)] = 1
+        ids, feed_mask = ids.to(device), feed_mask.to(device)
         cache.batch_repeat_interleave(k)
         logprobs = model(
             input_ids=ids.repeat(batch, 1),
             attention_mask=torch.cat([mask.repeat_interleave(k, 0), feed_mask.repeat(batch, 1)], dim=1),
-            position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width),
+            position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width, device=device),
             **{_cache_kwarg(model): cache},
         ).logits.float().log_softmax(-1).view(batch, k, width, -1)  # position t predicts candidate token t+1
         for r, j in enumerate(more):
@@ -177,9 +180,10 @@ def student_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], label_
     enc = encode_prompts(tokenizer, prompt_texts)
     firsts = [ids[0] for ids in label_ids]
     if len(set(firsts)) == len(firsts):
+        enc = {k: v.to(model.device) for k, v in enc.items()}
         with torch.inference_mode():
             logits = model(**enc, position_ids=_positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1]
         lp = logits.float().log_softmax(-1)[:, firsts]
     else:
         lp = candidate_logprobs(model, enc, label_ids)
-    return [dict(zip(labels, map(float, row))) for row in lp]
+    return [dict(zip(labels, map(float, row))) for row in lp.cpu()]

@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError, TeacherError
 from pipeline.records import Message
 from pipeline.teachers.base import make_request
 from pipeline.teachers.batch import run_batch
-from pipeline.teachers.batch_jobs import BatchJobStore, split_by_limits
+from pipeline.teachers.batch.jobs import BatchJobStore, split_by_limits
 from pipeline.teachers.cache import AnswerCache
 from tests.fakes.batch_routes import BatchFake, fake_answer
 from tests.fakes.server import FakeServer
@@ -98,15 +98,15 @@ def test_split_refuses_one_request_larger_than_a_batch_file():
 
 
 def test_default_limits_are_the_providers_own():
-    from pipeline.teachers import batch_anthropic, batch_openai
+    from pipeline.teachers.batch import anthropic_api, openai_api
 
-    assert (batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES) == (50_000, 200 * 1024 * 1024)
-    assert (batch_anthropic.MAX_REQUESTS, batch_anthropic.MAX_BYTES) == (100_000, 256 * 1024 * 1024)
-    openai_parts = split_by_limits([300] * 120_000, batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES)
+    assert (openai_api.MAX_REQUESTS, openai_api.MAX_BYTES) == (50_000, 200 * 1024 * 1024)
+    assert (anthropic_api.MAX_REQUESTS, anthropic_api.MAX_BYTES) == (100_000, 256 * 1024 * 1024)
+    openai_parts = split_by_limits([300] * 120_000, openai_api.MAX_REQUESTS, openai_api.MAX_BYTES)
     assert [p.stop - p.start for p in openai_parts] == [50_000, 50_000, 20_000]
-    anthropic_parts = split_by_limits([300] * 120_000, batch_anthropic.MAX_REQUESTS, batch_anthropic.MAX_BYTES)
+    anthropic_parts = split_by_limits([300] * 120_000, anthropic_api.MAX_REQUESTS, anthropic_api.MAX_BYTES)
     assert [p.stop - p.start for p in anthropic_parts] == [100_000, 20_000]
-    big = split_by_limits([3 * 1024 * 1024] * 100, batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES)
+    big = split_by_limits([3 * 1024 * 1024] * 100, openai_api.MAX_REQUESTS, openai_api.MAX_BYTES)
     assert [p.stop - p.start for p in big] == [66, 34]  # 66 x 3 MB fit in 200 MB
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import random
 
 from bench.dedupe import make_records
+from bench.short_texts import make_short_records
 from pipeline.config.curate import DedupeConfig
-from pipeline.curation.dedupe import EXACT, NEAR, dedupe, lsh_bands, normalise_text, word_shingles
+from pipeline.curation.dedupe import EXACT, NEAR, dedupe, lsh_bands, normalise_text, word_shingles, words_of
 
 BASE = ("The acting in this quiet drama is superb and the ending stayed with me for days. "
         "Every scene feels honest, the score never pushes too hard, and the two leads share a warmth "
@@ -49,6 +50,32 @@ def test_short_texts_one_word_apart_are_distinct_but_punctuation_alone_is_a_dupl
     assert loose.reason == {1: NEAR}  # 2-word shingles alone: J = 3/5 >= 0.5
 
 
+def test_a_post_whose_emoticon_differs_is_not_a_duplicate():
+    # the emoticon is all the first post says: it used to be dropped, leaving "user" == "user"
+    texts = ["@user :'(", "@user :) :) :)", "@USER :'(", "@user :)", "Thanks:)", "thanks :)", "I love it 😍",
+             "i LOVE it!! 😍", "I love it 😡"]
+    result = dedupe(texts, **_defaults())
+    assert result.reason == {2: EXACT, 5: NEAR, 7: NEAR}
+    assert result.kept_by[5] == 4 and result.kept_by[7] == 6
+    assert words_of("@user :'( 👩\u200d💻") == ["user", ":'(", "👩\u200d💻"]
+    assert words_of("note:do this") == ["note", "do", "this"]  # a colon before a word is no emoticon
+
+
+def test_short_search_queries_that_differ_in_a_content_word_stay_apart():
+    queries = ["cheap flights to paris", "cheap flights to rome", "Cheap flights to Paris?", "c++ tutorial",
+               "c# tutorial", "how to reset iphone 12", "how to reset iphone 13", "weather today",
+               "weather tomorrow", "new york to boston", "boston to new york"]
+    result = dedupe(queries, **_defaults())
+    assert result.reason == {2: NEAR} and result.kept_by[2] == 0
+
+
+def test_short_texts_need_the_same_words_in_order_while_long_ones_are_compared_by_shingles():
+    # {"a b", "b a"} is the 2-shingle set of both; only the word sequence tells them apart
+    assert dedupe(["a b a", "b a b a"], **_defaults()).reason == {}
+    long_a = "a b a b a b a b a"
+    assert dedupe([long_a, long_a + " b"], **_defaults()).reason == {1: NEAR}
+
+
 def test_the_most_confident_record_of_a_cluster_is_kept():
     texts = [BASE, BASE.lower(), BASE + " Truly."]
     result = dedupe(texts, [0.2, 0.9, 0.5], **_defaults())
@@ -74,6 +101,15 @@ def test_synthetic_corpus_planted_duplicates_found_distinct_records_kept():
     assert {groups[i] for i in result.kept} == set(groups)  # every distinct text keeps one record
 
 
+def test_short_posts_queries_and_reviews_lose_only_their_planted_copies():
+    texts, groups, kinds, _ = make_short_records(3000, seed=5)
+    result = dedupe(texts, **_defaults())
+    rep = {g: result.kept_by[i] for i, (g, k) in enumerate(zip(groups, kinds)) if k == "original"}
+    assert all(result.kept_by[i] == rep[groups[i]] for i, k in enumerate(kinds) if k != "original")
+    dropped = [i for i in range(len(texts)) if result.kept_by[i] != i]
+    assert all(groups[result.kept_by[i]] == groups[i] for i in dropped)  # one content word apart: kept
+
+
 def test_shingles_and_bands():
     assert word_shingles("Hello, world! Hello", 2) == ["hello world", "world hello"]
     assert word_shingles("one", 3) == ["one"]
@@ -82,6 +118,10 @@ def test_shingles_and_bands():
 
 
 UNICODE_TEXTS = [
+    "@user :'(",
+    "@user :) :) :)",
+    "so tired today 😴 :-(",
+    "👩\u200d💻 c++ and c# <3 ^_^",
     "Café “Olé” — the crème brûlée was great!",
     "CAFÉ \u201colé\u201d \u2014 THE CRÈME BRÛLÉE WAS GREAT!",
     "Cafe\u0301 ole\u0301 the cre\u0300me bru\u0302le\u0301e was great",  # decomposed accents: NFKC makes them equal
@@ -100,14 +140,18 @@ def test_vectorised_hashing_matches_the_plain_python_definitions():
 
     texts = UNICODE_TEXTS + [t.upper() for t in UNICODE_TEXTS] + [t + " extra" for t in UNICODE_TEXTS]
     for size in (1, 2, 3):
-        keys, flat, offsets = hash_texts(texts, size)
+        h = hash_texts(texts, size)
+        flat, offsets = h.shingles, h.offsets
         rows = [frozenset(flat[offsets[i]:offsets[i + 1]].tolist()) for i in range(len(texts))]
         reference = [frozenset(word_shingles(t, size)) for t in texts]
         for i in range(len(texts)):
             assert int(offsets[i + 1] - offsets[i]) == max(len(word_shingles(texts[i], size)), 1)
+            assert int(h.n_words[i]) == len(words_of(texts[i]))
             for j in range(len(texts)):
-                same_key = tuple(keys[i]) == tuple(keys[j])
+                same_key = tuple(h.exact_keys[i]) == tuple(h.exact_keys[j])
                 assert same_key == (normalise_text(texts[i]) == normalise_text(texts[j])), (texts[i], texts[j])
+                same_words = tuple(h.sequence_keys[i]) == tuple(h.sequence_keys[j])
+                assert same_words == (words_of(texts[i]) == words_of(texts[j])), (texts[i], texts[j])
                 assert (rows[i] == rows[j]) == (reference[i] == reference[j]), (size, texts[i], texts[j])
 
 
@@ -115,11 +159,11 @@ def test_chunk_boundaries_do_not_change_the_hashes(monkeypatch):
     from pipeline.curation import shingles
 
     texts, _, _ = make_records(60, seed=4)
-    whole = shingles.hash_texts(texts, 2)
+    whole = vars(shingles.hash_texts(texts, 2))
     monkeypatch.setattr(shingles, "_CHUNK_BYTES", 700)  # about one text per chunk
-    split = shingles.hash_texts(texts, 2)
-    for a, b in zip(whole, split):
-        assert (a == b).all()
+    split = vars(shingles.hash_texts(texts, 2))
+    for name, array in whole.items():
+        assert (array == split[name]).all(), name
 
 
 def test_num_bands_must_divide_num_perm():

@@ -9,7 +9,7 @@ from pipeline.records import Message, Usage
 from pipeline.teachers.base import RetryableError, TeacherResponse, make_request
 from pipeline.teachers.budget import Budget
 from pipeline.teachers.cache import AnswerCache
-from pipeline.teachers.executor import Executor, Job
+from pipeline.teachers.executor import Executor, RequestToAnswer
 
 
 class BatchTeacher:
@@ -38,8 +38,8 @@ class BatchTeacher:
         pass
 
 
-def _jobs(n: int) -> list[Job]:
-    return [Job(*make_request("hf", "tiny", [Message(role="user", content=f"q{i}")], {"max_tokens": 4}))
+def _jobs(n: int) -> list[RequestToAnswer]:
+    return [RequestToAnswer(*make_request("hf", "tiny", [Message(role="user", content=f"q{i}")], {"max_tokens": 4}))
             for i in range(n)]
 
 

@@ -44,7 +44,8 @@ class DedupeConfig(Section):
     shingle_size: int = Field(2, ge=1, description="Words per shingle (a text with fewer words is one shingle).")
     min_words: int = Field(
         8, ge=1, description="Texts shorter than this are near duplicates only with the same words in the same "
-        "order (punctuation aside): one changed word is a small edit of a long text but a new short one.",
+        "order (punctuation aside; emoticons and emoji are words): one changed word is a small edit of a long "
+        "text but a new short one.",
     )
     num_perm: int = Field(128, ge=16, description="MinHash permutations (signature length).")
     num_bands: int | None = Field(

@@ -2,6 +2,9 @@
 
 Pure functions over lists of texts; the stage decides which text (input, output, both) and which
 confidence. Each cluster of duplicates keeps its highest-confidence member (ties: the earliest).
+A text shorter than ``min_words`` words is a near duplicate only of a text with the same words,
+emoticons and emoji in the same order: one changed word is a small edit of a paragraph but a new
+query, and Jaccard similarity on 2-word shingles cannot tell the two apart.
 
 Why rensa rather than datasketch: bench/dedupe.py measures both on the same records. rensa computes
 a whole batch of MinHash signatures in Rust in one call, where datasketch hashes every shingle in
@@ -17,12 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.curation.shingles import hash_texts
+from pipeline.curation.shingles import hash_texts, text_tokens
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
 
-_WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 # Fixed, so the same records always give the same signatures and the same dataset.
 MINHASH_SEED = 42
@@ -36,14 +38,19 @@ def normalise_text(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def word_shingles(text: str, size: int) -> list[str]:
-    """Case-folded word n-grams (after NFKC). Punctuation is dropped, so a moved comma changes
-    nothing; a text shorter than ``size`` words is one shingle of all its words. The stage hashes
-    the same shingles vectorised (pipeline/curation/shingles.py); this is the reference definition
-    the tests compare against, and what the bench feeds datasketch."""
+def words_of(text: str) -> list[str]:
+    """The case-folded words (after NFKC), emoticons and emoji of ``text``, in order; other
+    punctuation is dropped, so a moved comma changes nothing."""
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    words = _WORD.findall(text.casefold())
+    return text_tokens(text.casefold())
+
+
+def word_shingles(text: str, size: int) -> list[str]:
+    """Word n-grams of ``words_of(text)``; a text shorter than ``size`` words is one shingle of all
+    its words. The stage hashes the same shingles vectorised (pipeline/curation/shingles.py); this
+    is the reference definition the tests compare against, and what the bench feeds datasketch."""
+    words = words_of(text)
     if len(words) <= size:
         return [" ".join(words)] if words else [""]
     if size == 1:
@@ -162,15 +169,13 @@ def near_duplicate_pairs(
     threshold: float,
     num_perm: int,
     num_bands: int | None = None,
-    min_shingles: int = 1,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Pairs (i, j) of texts (given as shingle-hash rows) whose estimated Jaccard similarity is
     >= threshold, and counts of the work done.
 
     rensa computes every signature in one call and flags the texts that share an LSH band with any
     other; only those (usually a small share) have their signatures read back into numpy, where the
-    bands give candidate pairs and the signatures verify them. A pair with a text of fewer than
-    ``min_shingles`` shingles must agree on the whole signature (the same shingle set)."""
+    bands give candidate pairs and the signatures verify them."""
     import rensa
 
     n = len(offsets) - 1
@@ -194,16 +199,35 @@ def near_duplicate_pairs(
         digests[lo : lo + _READBACK_ROWS] = sub.to_rows()
     candidates = _band_pairs(digests, bands)
     stats["candidate_pairs"] = len(candidates)
-    shingles = np.diff(offsets)[flagged]
     keep = np.zeros(len(candidates), dtype=bool)
     for lo in range(0, len(candidates), 4096):  # bounded memory: 4096 x num_perm comparisons at a time
         part = candidates[lo : lo + 4096]
-        agree = (digests[part[:, 0]] == digests[part[:, 1]]).mean(axis=1)
-        short = np.minimum(shingles[part[:, 0]], shingles[part[:, 1]]) < min_shingles
-        keep[lo : lo + 4096] = np.where(short, agree == 1.0, agree >= threshold)
+        keep[lo : lo + 4096] = (digests[part[:, 0]] == digests[part[:, 1]]).mean(axis=1) >= threshold
     verified = flagged[candidates[keep]]
     stats["verified_pairs"] = len(verified)
     return verified, stats
+
+
+def _key_groups(keys: np.ndarray, members: np.ndarray) -> list[list[int]]:
+    """The indices ``members`` grouped by equal rows of ``keys``; only groups of two or more."""
+    if len(members) < 2:
+        return []
+    _, inverse, counts = np.unique(keys[members], axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    groups: dict[int, list[int]] = {}
+    for k in np.flatnonzero(counts[inverse] > 1).tolist():
+        groups.setdefault(int(inverse[k]), []).append(int(members[k]))
+    return list(groups.values())
+
+
+def _subset_rows(flat: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle rows of the texts ``keep`` (sorted indices); a mask costs 1 byte per shingle, an index 8."""
+    lengths = np.diff(offsets).astype(np.int64)
+    mask = np.zeros(len(lengths), dtype=bool)
+    mask[keep] = True
+    new_offsets = np.zeros(len(keep) + 1, dtype=np.uint64)
+    np.cumsum(lengths[keep], out=new_offsets[1:])
+    return flat[np.repeat(mask, lengths)], new_offsets
 
 
 def dedupe(
@@ -218,54 +242,45 @@ def dedupe(
     num_bands: int | None = None,
     min_words: int = 8,
 ) -> DedupeResult:
-    """Drop exact duplicates (same normalised text), then near duplicates among the survivors.
-    Each cluster keeps its highest-confidence member."""
+    """Drop exact duplicates (same normalised text), then near duplicates among the survivors: texts
+    of ``min_words`` words or more by MinHash LSH at ``threshold``, shorter ones only with the same
+    word sequence. Each cluster keeps its highest-confidence member."""
     n = len(texts)
     conf = list(confidences) if confidences is not None else [None] * n
     kept_by = list(range(n))
     result = DedupeResult(kept_by=kept_by)
     if n == 0:
         return result
-    keys, flat, offsets = hash_texts(list(texts), shingle_size)
+    hashed = hash_texts(list(texts), shingle_size)
+
+    def merge(cluster: list[int], reason: str) -> None:
+        best = cluster[0]
+        for i in cluster[1:]:
+            best = _better(best, i, conf)
+        for i in cluster:
+            if i != best:
+                kept_by[i] = best
+                result.reason[i] = reason
+
     alive = np.arange(n)
     if exact:
-        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        inverse = inverse.ravel()
-        groups: dict[int, list[int]] = {}
-        for i in np.flatnonzero(counts[inverse] > 1).tolist():
-            groups.setdefault(int(inverse[i]), []).append(i)
-        for members in groups.values():
-            best = members[0]
-            for i in members[1:]:
-                best = _better(best, i, conf)
-            for i in members:
-                if i != best:
-                    kept_by[i] = best
-                    result.reason[i] = EXACT
+        for members in _key_groups(hashed.exact_keys, alive):
+            merge(members, EXACT)
         alive = np.array([i for i in range(n) if kept_by[i] == i], dtype=np.int64)
     if near and len(alive) > 1:
-        if len(alive) < n:  # drop the exact duplicates' rows; a mask costs 1 byte per shingle, an index 8
-            lengths = np.diff(offsets).astype(np.int64)
-            keep = np.zeros(n, dtype=bool)
-            keep[alive] = True
-            flat = flat[np.repeat(keep, lengths)]
-            offsets = np.zeros(len(alive) + 1, dtype=np.uint64)
-            np.cumsum(lengths[alive], out=offsets[1:])
-        pairs, stats = near_duplicate_pairs(
-            flat, offsets, threshold=threshold, num_perm=num_perm, num_bands=num_bands,
-            min_shingles=max(min_words - shingle_size + 1, 1),
-        )
+        short = hashed.n_words[alive] < min_words
+        for members in _key_groups(hashed.sequence_keys, alive[short]):
+            merge(members, NEAR)
+        long_ = alive[~short]
+        flat, offsets = hashed.shingles, hashed.offsets
+        if len(long_) < n:
+            flat, offsets = _subset_rows(flat, offsets, long_)
+        pairs, stats = near_duplicate_pairs(flat, offsets, threshold=threshold, num_perm=num_perm,
+                                            num_bands=num_bands)
         result.flagged, result.candidate_pairs, result.verified_pairs = (
             stats["flagged"], stats["candidate_pairs"], stats["verified_pairs"])
-        for cluster in _clusters(len(alive), pairs.tolist()):
-            idx = [int(alive[c]) for c in cluster]
-            best = idx[0]
-            for i in idx[1:]:
-                best = _better(best, i, conf)
-            for i in idx:
-                if i != best:
-                    kept_by[i] = best
-                    result.reason[i] = NEAR
+        for cluster in _clusters(len(long_), pairs.tolist()):
+            merge([int(long_[c]) for c in cluster], NEAR)
         # exact duplicates follow their representative if it was itself dropped as a near duplicate
         for i in range(n):
             if kept_by[i] != i and kept_by[kept_by[i]] != kept_by[i]:

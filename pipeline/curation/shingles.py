@@ -8,7 +8,11 @@ made whole-corpus arrays ~10x slower per element in measurement.
 
 Definitions (tests/test_curate_dedupe.py checks them against the plain-Python versions):
 - exact key: NFKC (non-ASCII texts only), case-folded, whitespace runs collapsed; 128 bits.
-- words: maximal runs of ``\\w`` characters of the case-folded text (as ``re.findall(r"\\w+")``).
+- words: the tokens of ``text_tokens``: maximal runs of ``\\w`` characters of the case-folded text,
+  each emoticon (``:)``, ``:'(``, ``<3``) and emoji, and ``c++`` / ``c#``; other punctuation is
+  dropped. A short post's emoticon is often all it says: "@user :'(" and "@user :)" must not share
+  their only token.
+- sequence key: the words in order; 128 bits (what two short texts must share to be duplicates).
 - shingles: ``size`` consecutive words; a text with fewer words is one shingle of all of them.
 All hashes are polynomial hashes mod 2^64 with fixed constants: deterministic across runs.
 """
@@ -16,11 +20,29 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 import numpy as np
 
 _CHUNK_BYTES = 1 << 16
+# Western emoticons: eyes, an optional nose or tear, a mouth of symbols (repeats kept: ":)))" is its
+# own token) or one letter that no word follows (":D", ":p", but not the "d" of "note:do").
+_EMOTICON = r"""[:;=]['"]?[-o^]?(?:[)(\]\[/\\|*@$}{<>]+|[dpox3](?!\w))|</?3+|\^[_.-]?\^"""
+# Emoji: the pictographic blocks, each with its skin-tone / variation modifiers and ZWJ sequences
+# ("👩‍💻" is one token). Python's re has no \p{Extended_Pictographic}, hence the ranges.
+_PICTO = "[\u2190-\u21ff\u2300-\u23ff\u2460-\u24ff\u25a0-\u27bf\u2900-\u297f\u2b00-\u2bff\u3030\u303d\U0001F000-\U0001FAFF]"
+_MODS = "[\ufe0f\u20e3\U0001F3FB-\U0001F3FF]*"
+_EMOJI = f"{_PICTO}{_MODS}(?:\u200d{_PICTO}{_MODS})*"
+# A word whose trailing symbols name something else: "c++" and "c#" are not "c".
+_SYMBOL_WORD = r"(?<!\w)\w++(?:\+\+|#)(?!\w)"  # tried at word starts only, and never backtracks
+_TOKEN = re.compile(f"{_EMOJI}|{_EMOTICON}|{_SYMBOL_WORD}|\\w+")
+_WORD = re.compile(r"\w+")
 _NON_WORD = re.compile(r"[^\w]+")
+_SYMBOL_TOKEN = re.compile(f"{_EMOJI}|{_EMOTICON}|{_SYMBOL_WORD}")
+# An ASCII text without these characters holds no symbol token: it skips the regex (``in`` is a memchr).
+_SYMBOL_CHARS = ":;=<^+#"
+# A symbol token is hashed as this letter plus its UTF-8 bytes in hex: a \w run, unlike any real word.
+_STAND_IN = "\u01c2"
 _U64 = np.uint64
 _BASES = (_U64(0x100000001B3), _U64(0x9E3779B97F4A7C15 | 1), _U64(0xC2B2AE3D27D4EB4F))
 _MIX1, _MIX2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
@@ -28,11 +50,27 @@ EMPTY_SHINGLE = 0x5EED0000000000F1
 
 _WORD_BYTES = np.zeros(256, dtype=bool)
 _WORD_BYTES[list(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")] = True
-_WORD_BYTES[128:] = True  # UTF-8 bytes of non-ASCII word characters (the rest were replaced by spaces)
+_WORD_BYTES[128:] = True  # UTF-8 bytes of non-ASCII word characters (a non-word one was rewritten away)
 _TOKEN_BYTES = np.ones(256, dtype=bool)  # exact key: anything but whitespace
 _TOKEN_BYTES[list(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")] = False
 
 _powers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def text_tokens(folded: str) -> list[str]:
+    """The words, emoticons, emoji (and ``c++``, ``c#``) of a case-folded (and, if not ASCII, NFKC)
+    text, in order."""
+    return _TOKEN.findall(folded)
+
+
+def _word_text(folded: str) -> str | None:
+    """The text as the byte classes below must see it (words and stand-ins between spaces), or
+    None when they read it right as it is: ASCII with no symbol token, the common case."""
+    plain = folded.isascii()
+    if (not plain or any(c in folded for c in _SYMBOL_CHARS)) and _SYMBOL_TOKEN.search(folded):
+        return " ".join(tok if _WORD.fullmatch(tok) else _STAND_IN + tok.encode("utf-8").hex()
+                        for tok in _TOKEN.findall(folded))
+    return None if plain else _NON_WORD.sub(" ", folded)  # Unicode punctuation's bytes look like a word's
 
 
 def _power_tables(base_index: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +133,13 @@ def _buffer(views: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"\n" + b"\n".join(views) + b"\n", dtype=np.uint8), doc_start
 
 
-def _chunk(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(exact keys, flat shingle hashes, shingles per text) for a few thousand bytes of texts."""
+def _chunk(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(exact keys, sequence keys, flat shingle hashes, shingles per text, words per text) for a
+    few thousand bytes of texts."""
     folded = [t.casefold() if t.isascii() else unicodedata.normalize("NFKC", t).casefold() for t in texts]
     exact_bytes = [t.encode("utf-8") for t in folded]
-    all_ascii = all(len(b) == len(t) for t, b in zip(folded, exact_bytes))
     n = len(texts)
-    keys = np.empty((n, 2), dtype=_U64)
+    keys, seq_keys = np.empty((n, 2), dtype=_U64), np.empty((n, 2), dtype=_U64)
     with np.errstate(over="ignore"):
         buf, doc_start = _buffer(exact_bytes)
         prefix = _prefix(buf, 0)
@@ -110,15 +148,18 @@ def _chunk(texts: list[str], size: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         doc_of = np.searchsorted(doc_start, starts, side="right") - 1
         keys[:, 0] = _per_doc_sum(token_hash, doc_of, n, 1)
         keys[:, 1] = _per_doc_sum(token_hash, doc_of, n, 2)
-        if not all_ascii:  # Unicode punctuation becomes a space, so the byte classes below see words only
-            words = [_NON_WORD.sub(" ", t).encode("utf-8") for t in folded]
+        rewritten = [_word_text(t) for t in folded]
+        if any(w is not None for w in rewritten):
+            words = [b if w is None else w.encode("utf-8") for w, b in zip(rewritten, exact_bytes)]
             buf, doc_start = _buffer(words)
             prefix = _prefix(buf, 0)
         starts, ends = _runs(buf, _WORD_BYTES)
         word_hash = _mix(_segment_hashes(prefix, starts, ends, 0))
         doc_of = np.searchsorted(doc_start, starts, side="right") - 1
+        seq_keys[:, 0] = _per_doc_sum(word_hash, doc_of, n, 1)
+        seq_keys[:, 1] = _per_doc_sum(word_hash, doc_of, n, 2)
         flat, counts = _shingles(word_hash, doc_of, n, size)
-    return keys, flat, counts
+    return keys, seq_keys, flat, counts, np.bincount(doc_of, minlength=n)
 
 
 def _shingles(words: np.ndarray, doc_of: np.ndarray, n_docs: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,11 +193,22 @@ def _shingles(words: np.ndarray, doc_of: np.ndarray, n_docs: int, size: int) -> 
     return np.concatenate((grams, *extra))[order], np.bincount(all_doc, minlength=n_docs)
 
 
-def hash_texts(texts: list[str], shingle_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(exact keys (n, 2) uint64, flat shingle hashes uint64, row offsets (n + 1) uint64)."""
+@dataclass
+class TextHashes:
+    """What dedupe compares, for n texts: row ``i`` of ``shingles`` is ``shingles[offsets[i]:offsets[i + 1]]``."""
+
+    exact_keys: np.ndarray  # (n, 2) uint64: the normalised text
+    sequence_keys: np.ndarray  # (n, 2) uint64: the words in order, punctuation aside
+    shingles: np.ndarray  # flat uint64 shingle hashes
+    offsets: np.ndarray  # (n + 1) uint64
+    n_words: np.ndarray  # (n,) int64
+
+
+def hash_texts(texts: list[str], shingle_size: int) -> TextHashes:
+    """Every text's exact key, sequence key, shingle hashes and word count."""
     n = len(texts)
-    keys = np.empty((n, 2), dtype=_U64)
-    counts = np.empty(n, dtype=np.int64)
+    keys, seq_keys = np.empty((n, 2), dtype=_U64), np.empty((n, 2), dtype=_U64)
+    counts, n_words = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     # Written in place rather than concatenated at the end (which would hold every shingle twice).
     # An ASCII text of L characters has at most (L + 1) / 2 words; np.empty only becomes resident
     # where written, so the generous size costs address space, not memory. Grown if NFKC expands.
@@ -167,7 +219,7 @@ def hash_texts(texts: list[str], shingle_size: int) -> tuple[np.ndarray, np.ndar
         while j < n and (j == i or budget + len(texts[j]) < _CHUNK_BYTES):
             budget += len(texts[j]) + 1
             j += 1
-        keys[i:j], chunk_flat, counts[i:j] = _chunk(list(texts[i:j]), shingle_size)
+        keys[i:j], seq_keys[i:j], chunk_flat, counts[i:j], n_words[i:j] = _chunk(list(texts[i:j]), shingle_size)
         if used + len(chunk_flat) > len(flat):
             grown = np.empty(max(2 * len(flat), used + len(chunk_flat)), dtype=_U64)
             grown[:used] = flat[:used]
@@ -177,4 +229,4 @@ def hash_texts(texts: list[str], shingle_size: int) -> tuple[np.ndarray, np.ndar
         i = j
     offsets = np.zeros(n + 1, dtype=_U64)
     np.cumsum(counts, out=offsets[1:])
-    return keys, flat[:used], offsets
+    return TextHashes(keys, seq_keys, flat[:used], offsets, n_words)

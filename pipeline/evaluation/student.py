@@ -51,21 +51,24 @@ class StudentRun:
 
 
 def load_student(model_dir: Path):
-    """(model, tokenizer) from a train-stage folder, in eval mode on the CPU."""
-    import torch
+    """(model, tokenizer) from a train-stage folder, in eval mode on the best device
+    (``pipeline.devices``: CUDA in bf16 when present, else the CPU in float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.devices import placement_for
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
         raise ConfigError(f"{model_dir}: not a model folder (no config.json); pass --model a trained student's folder")
+    where = placement_for(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if (model_dir / "adapter_config.json").exists() and not (model_dir / "config.json").exists():
             from peft import AutoPeftModelForCausalLM
 
-            model = AutoPeftModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+            model = where.place(AutoPeftModelForCausalLM.from_pretrained(model_dir, **where.from_pretrained_kwargs()))
         else:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+            model = where.place(AutoModelForCausalLM.from_pretrained(model_dir, **where.from_pretrained_kwargs()))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{model_dir}: cannot load the student ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not tokenizer.chat_template:
@@ -93,9 +96,10 @@ def _prompt_texts(tokenizer, prompts: Sequence[Sequence[Message]]) -> list[str]:
     ]
 
 
-def encode(tokenizer, texts: Sequence[str]):
-    """Templated prompts as one left-padded batch (load_student sets the padding side)."""
-    return tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+def encode(tokenizer, texts: Sequence[str], device=None):
+    """Templated prompts as one left-padded batch (load_student sets the padding side), on ``device``."""
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc if device is None else enc.to(device)
 
 
 def _positions(mask):
@@ -175,15 +179,17 @@ def score_label_strings(model, tokenizer, enc, labels: Sequence[str], cache=None
     rows = len(mask) * k  # row b*k + j: prompt b, then label j
     last = enc["input_ids"][:, -1:].repeat_interleave(k, 0)
     # the prompt's last token, then the label; padded on the right, where it cannot change the label's logits
+    dev = mask.device
     ids = torch.cat([last, torch.tensor([label_ids[r % k] + [pad] * (width - len(label_ids[r % k]))
-                                         for r in range(rows)])], dim=1)
-    lab_mask = torch.tensor([[1] * len(label_ids[r % k]) + [0] * (width - len(label_ids[r % k])) for r in range(rows)])
+                                         for r in range(rows)], device=dev)], dim=1)
+    lab_mask = torch.tensor([[1] * len(label_ids[r % k]) + [0] * (width - len(label_ids[r % k])) for r in range(rows)],
+                            device=dev)
     with torch.inference_mode():
         cache.batch_repeat_interleave(k)
         logprobs = model(
             input_ids=ids,
             attention_mask=torch.cat([mask.repeat_interleave(k, 0), lab_mask], dim=1),
-            position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + torch.arange(width + 1),
+            position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + torch.arange(width + 1, device=dev),
             **{_cache_kwarg(model.forward): cache},
         ).logits.float().log_softmax(-1)  # logprobs[r, t] predicts label token t
     return [
@@ -208,7 +214,7 @@ def run_student(
     texts = _prompt_texts(tokenizer, prompts)
     if not texts:
         return StudentRun([], [], [] if labels else None, 0.0, 0.0, [], batch_size, max_new_tokens)
-    generate_batch(model, tokenizer, encode(tokenizer, texts[:1]), 1)  # warm-up, not timed
+    generate_batch(model, tokenizer, encode(tokenizer, texts[:1], model.device), 1)  # warm-up, not timed
 
     answers: list[str] = []
     token_lps: list[list[float]] = []
@@ -216,7 +222,7 @@ def run_student(
     batch_times: list[float] = []
     confidence_s = 0.0
     for start in range(0, len(texts), batch_size):
-        enc = encode(tokenizer, texts[start : start + batch_size])
+        enc = encode(tokenizer, texts[start : start + batch_size], model.device)
         t0 = time.perf_counter()
         if labels:  # one pass over the prompts, shared by the answer and the label scores
             shared = prefix_cache(model, enc)
@@ -237,7 +243,7 @@ def run_student(
         latencies = []
         for text in texts[:latency_samples]:
             t0 = time.perf_counter()
-            generate_batch(model, tokenizer, encode(tokenizer, [text]), max_new_tokens)
+            generate_batch(model, tokenizer, encode(tokenizer, [text], model.device), max_new_tokens)
             latencies.append(time.perf_counter() - t0)
     else:  # each request waits for its whole batch
         latencies = [t for start, t in zip(range(0, len(texts), batch_size), batch_times)

@@ -18,16 +18,18 @@ TIMED_BATCHES = 4  # enough batches for a stable per-request time, without re-sc
 def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
                        batch_size: int, latency_samples: int) -> dict:
     """{"seconds_per_request" (batched), "latencies_s" (one request at a time), "batch_size"}."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pipeline.devices import placement_for
     from pipeline.evaluation.student import time_label_scoring
     from pipeline.label_scoring import teacher_label_logprobs
     from pipeline.local_models import resolve_model_path
 
     path = resolve_model_path(model_name)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+    where = placement_for(path)  # as the hf teacher and the student are placed
+    model = where.place(AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                             **where.from_pretrained_kwargs())).eval()
     sample = list(prompts[: batch_size * TIMED_BATCHES])
     texts = [tokenizer.apply_chat_template([m.model_dump() for m in p], add_generation_prompt=True, tokenize=False)
              for p in sample]

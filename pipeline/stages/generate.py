@@ -33,7 +33,7 @@ from pipeline.records import Message, Record, TeacherInfo, write_jsonl
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
 from pipeline.teachers.cache import AnswerCache
-from pipeline.teachers.executor import ExecutionStats, Executor, Job, RetriesExhausted
+from pipeline.teachers.executor import ExecutionStats, Executor, RequestToAnswer, RetriesExhausted
 from pipeline.teachers.progress import GenerateProgress, format_cost
 
 HELP = "Ask the teacher for every input's answer (cached, resumable, rate-limited, within budget)."
@@ -104,15 +104,15 @@ class _Session:
         self.failed: dict[str, str] = {}
 
     def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
-             variants: list[int] | None = None, labels: list[str] | None = None) -> list[Job]:
+             variants: list[int] | None = None, labels: list[str] | None = None) -> list[RequestToAnswer]:
         out = []
         for i, msgs in enumerate(messages):
             req, payload = make_request(self.cfg.backend, self.cfg.model, msgs, params, top_logprobs,
                                         variants[i] if variants else 0, labels)
-            out.append(Job(req, payload))
+            out.append(RequestToAnswer(req, payload))
         return out
 
-    def answer_jobs(self, messages: list[list[Message]]) -> list[Job]:
+    def answer_jobs(self, messages: list[list[Message]]) -> list[RequestToAnswer]:
         """The requests that answer the task's prompts: a scored label request when the teacher can
         score (``scoring_labels``), else a generation with the teacher's params and top-k."""
         labels = scoring_labels(self.task)
@@ -120,7 +120,7 @@ class _Session:
             return self.jobs(messages, {}, None, labels=labels)
         return self.jobs(messages, self.cfg.params, self.cfg.top_logprobs)
 
-    def answer(self, name: str, jobs: list[Job]) -> dict[str, TeacherResponse]:
+    def answer(self, name: str, jobs: list[RequestToAnswer]) -> dict[str, TeacherResponse]:
         """Answer every job (cache first), record the pass's counters, return {hash: response}."""
         start = time.perf_counter()
         stats = self._answer_batch(jobs) if self.batch else self._answer_live(name, jobs)
@@ -131,7 +131,7 @@ class _Session:
                              "answered": len(answers), "wall_s": round(time.perf_counter() - start, 3)}
         return answers
 
-    def _answer_live(self, name: str, jobs: list[Job]) -> ExecutionStats:
+    def _answer_live(self, name: str, jobs: list[RequestToAnswer]) -> ExecutionStats:
         from pipeline.teachers import make_teacher
 
         probe = Executor(_NoTeacher(), self.cfg, self.cache, self.budget)
@@ -157,7 +157,7 @@ class _Session:
 
         return asyncio.run(go())
 
-    def _answer_batch(self, jobs: list[Job]) -> ExecutionStats:
+    def _answer_batch(self, jobs: list[RequestToAnswer]) -> ExecutionStats:
         try:
             from pipeline.teachers.batch import run_batch
         except ModuleNotFoundError as exc:
@@ -165,7 +165,7 @@ class _Session:
                 raise
             from pipeline.errors import ConfigError
 
-            raise ConfigError("--batch: the batch API support (pipeline/teachers/batch.py) is not installed") from None
+            raise ConfigError("--batch: the batch API support (pipeline/teachers/batch/) is not installed") from None
         probe = Executor(_NoTeacher(), self.cfg, self.cache, self.budget)
         todo = probe.pending(jobs)
         admitted = [j for j in todo if self.budget.admit(*j.estimated_tokens)]
@@ -208,7 +208,7 @@ class _NoTeacher:
     backend = model = "none"
 
 
-def _record(session: _Session, job: Job, inputs: dict, resp: TeacherResponse) -> Record:
+def _record(session: _Session, job: RequestToAnswer, inputs: dict, resp: TeacherResponse) -> Record:
     cfg, h = session.cfg, job.req.request_hash
     price = session.budget.price
     batch = h in session.batch_answered

@@ -39,7 +39,7 @@ class RetriesExhausted(DistillError):
 
 
 @dataclass
-class Job:
+class RequestToAnswer:
     """One request to answer, with its canonical payload (stored next to the answer)."""
 
     req: TeacherRequest
@@ -120,14 +120,14 @@ class Executor:
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
         self.answered: list[str] = []  # request hashes answered by this run, in arrival order
 
-    def pending(self, jobs: list[Job]) -> list[Job]:
+    def pending(self, jobs: list[RequestToAnswer]) -> list[RequestToAnswer]:
         """Jobs with no cached answer, each request once."""
         unique = list({j.req.request_hash: j for j in jobs}.values())
         cached = self.cache.present(j.req.request_hash for j in unique)
         self.stats.cached = len(cached)
         return [j for j in unique if j.req.request_hash not in cached]
 
-    async def run(self, jobs: list[Job]) -> ExecutionStats:
+    async def run(self, jobs: list[RequestToAnswer]) -> ExecutionStats:
         start = time.perf_counter()
         todo = self.pending(jobs)
         try:
@@ -143,7 +143,7 @@ class Executor:
         return self.stats
 
     # -- one request at a time, many in flight -----------------------------------------------
-    async def _run_concurrent(self, todo: list[Job]) -> None:
+    async def _run_concurrent(self, todo: list[RequestToAnswer]) -> None:
         it = iter(todo)
         # Twice as many workers as slots, so requests sleeping before a retry don't idle the slots.
         n_workers = min(len(todo), 2 * self.cfg.concurrency)
@@ -171,7 +171,7 @@ class Executor:
                 raise
             self._store(job, resp, reserved)
 
-    async def _attempt(self, job: Job) -> TeacherResponse:
+    async def _attempt(self, job: RequestToAnswer) -> TeacherResponse:
         async with self._semaphore:
             # Pace after taking a slot, so no request that passed the pacer before a 429 slowed it
             # is still queued for a slot, ready to go out at the old pace.
@@ -194,7 +194,7 @@ class Executor:
         self.limiter.on_success(resp.headers)
         return resp
 
-    def _rate_tokens(self, job: Job) -> float:
+    def _rate_tokens(self, job: RequestToAnswer) -> float:
         """Tokens this request will likely use, for a tokens-per-minute pace: the prompt estimate
         plus the completions seen so far (x1.5), not max_tokens, which would pace far too slowly
         when answers are short. The budget keeps using the worst case."""
@@ -231,7 +231,7 @@ class Executor:
         )
         return await retrying(replay_then_attempt, *args)
 
-    def _store(self, job: Job, resp: TeacherResponse, reserved: tuple[int, int]) -> None:
+    def _store(self, job: RequestToAnswer, resp: TeacherResponse, reserved: tuple[int, int]) -> None:
         cost = self.budget.settle(reserved, (resp.usage.prompt_tokens, resp.usage.completion_tokens))
         self.cache.put(job.req.request_hash, job.payload, resp)
         self.answered.append(job.req.request_hash)
@@ -243,7 +243,7 @@ class Executor:
         self.on_answer(resp, cost)
 
     # -- in-process backends: groups of batch_size ---------------------------------------------
-    async def _run_batched(self, todo: list[Job]) -> None:
+    async def _run_batched(self, todo: list[RequestToAnswer]) -> None:
         size = self.cfg.batch_size
         # Prompts of similar length share a batch: a padded batch costs its longest prompt for every
         # row (real inputs run from 5 to 100+ words). Answers are cached by hash, so order is free.
@@ -259,7 +259,7 @@ class Executor:
             if self.budget.stopped:
                 return
 
-    async def _answer_group(self, group: list[Job]) -> None:
+    async def _answer_group(self, group: list[RequestToAnswer]) -> None:
         async def attempt() -> list[TeacherResponse]:
             self.stats.requests_sent += len(group)
             try:

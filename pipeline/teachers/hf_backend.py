@@ -168,16 +168,15 @@ class HFTeacher:
     def _load(self):
         with self._lock:
             if self._lm is None:
-                import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+                from pipeline.devices import placement_for
                 from pipeline.local_models import quiet_model_loading, resolve_model_path
                 from pipeline.teachers.token_text import TokenText
 
                 quiet_model_loading()
                 path = self._path or resolve_model_path(self.cfg.model)
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-                dtype = torch.bfloat16 if device == "cuda" else torch.float32
+                where = placement_for(path)  # CPU float32; CUDA bf16; device_map="auto" past one GPU
                 tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
                 tok.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
                 if tok.pad_token is None:
@@ -185,7 +184,8 @@ class HFTeacher:
                 if not tok.chat_template:
                     raise ConfigError(f"teacher.model '{self.cfg.model}': the tokenizer in {path} has no chat "
                                       "template; save one with the tokenizer (tokenizer.chat_template)")
-                lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True).to(device)
+                lm = where.place(AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                                      **where.from_pretrained_kwargs()))
                 lm.eval()
                 self._tok, self._text, self._lm = tok, TokenText(tok), lm
         return self._tok, self._lm

@@ -1,12 +1,12 @@
-"""What the two batch adapters (``batch_openai.py``, ``batch_anthropic.py``) share: their settings,
-what they hand back to ``batch.py`` (``Polled``, ``ItemResult``), and the careful parts of talking
+"""What the two batch adapters (``openai_api.py``, ``anthropic_api.py``) share: their settings,
+what they hand back to ``run.py`` (``Polled``, ``ItemResult``), and the careful parts of talking
 to a batch API (a create that is never retried blind, results read line by line, SDK errors as one
 line). Reads and writes nothing itself.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,20 @@ def parse_line(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return row if isinstance(row, dict) and isinstance(row.get("custom_id"), str) else None
+
+
+async def stream_results(stream: Any, item_result: Callable[[dict, float], ItemResult], latency_s: float,
+                         sdk_errors: tuple, where: str) -> AsyncIterator[ItemResult]:
+    """Read a results file as it streams (``stream``: the SDK's ``with_streaming_response`` call, not
+    yet entered), so each answer is cached the moment its line arrives."""
+    try:
+        async with stream as resp:
+            async for line in resp.iter_lines():
+                row = parse_line(line)
+                if row is not None:
+                    yield item_result(row, latency_s)
+    except sdk_errors as exc:
+        raise sdk_error(exc, where) from None
 
 
 def sdk_error(exc: Exception, where: str) -> TeacherError:

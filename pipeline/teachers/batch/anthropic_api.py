@@ -15,15 +15,15 @@ from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError
 from pipeline.teachers.anthropic_backend import response_from_body
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import Job
-from pipeline.teachers.batch_provider import (
+from pipeline.teachers.batch.jobs import BatchJob
+from pipeline.teachers.batch.provider import (
     UPLOAD_TIMEOUT_S,
     BatchAPIBase,
     ItemResult,
     Polled,
     create_batch_once,
-    parse_line,
     sdk_error,
+    stream_results,
 )
 
 # The Message Batches limits (docs.anthropic.com/en/docs/build-with-claude/batch-processing).
@@ -82,14 +82,14 @@ class AnthropicBatchAPI(BatchAPIBase):
     def entry_bytes(entry: dict) -> bytes:
         return (json.dumps(entry, ensure_ascii=False) + ",").encode("utf-8")  # one element of the JSON array
 
-    async def submit(self, entries: list[dict], job: Job) -> dict[str, str]:
+    async def submit(self, entries: list[dict], job: BatchJob) -> dict[str, str]:
         batch = await create_batch_once(
             lambda: self.client.with_options(max_retries=0).messages.batches.create(
                 requests=entries, timeout=max(self.timeout_s, UPLOAD_TIMEOUT_S)),
             self._errors, "anthropic batch submit", self.max_retries)
         return {"batch_id": batch.id}
 
-    async def find(self, job: Job, claimed: set[str] = frozenset()) -> str | None:
+    async def find(self, job: BatchJob, claimed: set[str] = frozenset()) -> str | None:
         """A batch of ``job``'s size created around its submission that no job has claimed."""
         try:
             async for batch in self.client.messages.batches.list(limit=100):
@@ -104,7 +104,7 @@ class AnthropicBatchAPI(BatchAPIBase):
             raise sdk_error(exc, "anthropic batch list") from None
         return None
 
-    async def poll(self, job: Job) -> Polled:
+    async def poll(self, job: BatchJob) -> Polled:
         try:
             b = await self.client.messages.batches.retrieve(job.batch_id)
         except self._errors as exc:
@@ -115,15 +115,11 @@ class AnthropicBatchAPI(BatchAPIBase):
         return Polled(ended=b.processing_status == "ended", status=b.processing_status,
                       done=total - c.processing, total=total, latency_s=latency)
 
-    async def results(self, job: Job, polled: Polled) -> AsyncIterator[ItemResult]:
-        try:
-            async with self.client.messages.batches.with_streaming_response.results(job.batch_id) as resp:
-                async for line in resp.iter_lines():
-                    row = parse_line(line)
-                    if row is not None:
-                        yield item_result(row, polled.latency_s)
-        except self._errors as exc:
-            raise sdk_error(exc, f"anthropic batch {job.batch_id} results") from None
+    async def results(self, job: BatchJob, polled: Polled) -> AsyncIterator[ItemResult]:
+        stream = self.client.messages.batches.with_streaming_response.results(job.batch_id)
+        async for res in stream_results(stream, item_result, polled.latency_s, self._errors,
+                                        f"anthropic batch {job.batch_id} results"):
+            yield res
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -1,10 +1,10 @@
-"""Batch APIs (``distill generate <task> --batch``): half the price, answers within 24 hours.
+"""One batch run (``run_batch``): submit, poll, collect, resubmit what may yet succeed.
 
 Reads the requests the generate stage hands over and ``data/<task>/cache.sqlite``; writes every
 answer into that cache (``batch=1``, so it is priced at the provider's batch discount) and the
-state of each submitted batch into the same file (``batch_jobs.py``). The provider specifics live
-in ``batch_openai.py`` (Files + Batches) and ``batch_anthropic.py`` (Message Batches), on the
-shared ground of ``batch_provider.py``.
+state of each submitted batch into the same file (``jobs.py``). The provider specifics live in
+``openai_api.py`` (Files + Batches) and ``anthropic_api.py`` (Message Batches), on the shared
+ground of ``provider.py``.
 
 The life of a run:
 1. Jobs left ``submitting`` by a killed run are looked up at the provider and adopted, or dropped
@@ -25,8 +25,8 @@ from collections import Counter
 from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import ConfigError, DistillError, TeacherError
 from pipeline.teachers.base import TeacherRequest, request_payload
-from pipeline.teachers.batch_jobs import BatchJobStore, Job, split_by_limits
-from pipeline.teachers.batch_provider import Polled
+from pipeline.teachers.batch.jobs import BatchJob, BatchJobStore, split_by_limits
+from pipeline.teachers.batch.provider import Polled
 from pipeline.teachers.cache import AnswerCache
 
 MAX_ROUNDS = 4  # the first submission plus up to three resubmissions of failed or expired items
@@ -39,11 +39,11 @@ def make_batch_api(cfg: TeacherConfig, limits: tuple[int, int] | None = None):
     for tests (the defaults are the providers' own limits)."""
     kwargs = {} if limits is None else {"max_requests": limits[0], "max_bytes": limits[1]}
     if cfg.backend == "openai":
-        from pipeline.teachers.batch_openai import OpenAIBatchAPI
+        from pipeline.teachers.batch.openai_api import OpenAIBatchAPI
 
         return OpenAIBatchAPI(cfg, **kwargs)
     if cfg.backend == "anthropic":
-        from pipeline.teachers.batch_anthropic import AnthropicBatchAPI
+        from pipeline.teachers.batch.anthropic_api import AnthropicBatchAPI
 
         return AnthropicBatchAPI(cfg, **kwargs)
     raise ConfigError(
@@ -136,7 +136,7 @@ class _BatchRun:
                 self.store.update_job(job, batch_id=batch_id, status="live")
                 self.say(f"found batch {batch_id} submitted just before the last run stopped")
 
-    async def submit(self, reqs: list[TeacherRequest], round_: int) -> list[Job]:
+    async def submit(self, reqs: list[TeacherRequest], round_: int) -> list[BatchJob]:
         if not reqs:
             return []
         entries = [self.api.entry(r) for r in reqs]
@@ -161,7 +161,7 @@ class _BatchRun:
         return self.payloads.get(req.request_hash) or request_payload(
             self.cfg.backend, self.cfg.model, req.params, req.top_logprobs, req.messages)
 
-    async def drive(self, job: Job) -> None:
+    async def drive(self, job: BatchJob) -> None:
         """Poll ``job`` to its end, cache its answers, resubmit what may yet succeed, and follow that."""
         polled = await self.poll_until_ended(job)
         if polled is None:  # not waiting, and not ended yet: a later run collects it
@@ -186,7 +186,7 @@ class _BatchRun:
         new_jobs = await self.submit(reqs, job.round + 1)
         await asyncio.gather(*(self.drive(j) for j in new_jobs))
 
-    async def poll_until_ended(self, job: Job) -> Polled | None:
+    async def poll_until_ended(self, job: BatchJob) -> Polled | None:
         interval = self.poll_interval_s or FIRST_POLL_S
         while True:
             try:
@@ -207,7 +207,7 @@ class _BatchRun:
             if self.poll_interval_s is None:
                 interval = min(interval * 1.5, MAX_POLL_S)
 
-    async def collect(self, job: Job, polled: Polled) -> dict[str, str]:
+    async def collect(self, job: BatchJob, polled: Polled) -> dict[str, str]:
         """Cache the job's answers as they are read; return {hash: reason} of the items worth resubmitting."""
         payloads = self.store.items(job)
         seen: set[str] = set()
@@ -247,7 +247,7 @@ class _BatchRun:
         # Only this run's requests go out again: an earlier run's leftovers are its own business.
         return {h: r for h, r in retry.items() if h in self.wanted and h not in self.cache}
 
-    def flush_marks(self, job: Job, marks: dict[str, list]) -> None:
+    def flush_marks(self, job: BatchJob, marks: dict[str, list]) -> None:
         for state, rows in marks.items():
             self.store.mark_items(job, state, rows)
             rows.clear()

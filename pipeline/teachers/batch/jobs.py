@@ -58,7 +58,9 @@ OPEN_STATUSES = ("submitting", "live")
 
 
 @dataclass
-class Job:
+class BatchJob:
+    """One batch submitted to a provider: a row of ``batch_jobs``."""
+
     local_id: str
     provider: str
     endpoint: str
@@ -122,10 +124,11 @@ class BatchJobStore:
             raise
 
     # -- writing -------------------------------------------------------------------------
-    def begin_job(self, provider: str, endpoint: str, model: str, round_: int, items: list[tuple[str, dict]]) -> Job:
+    def begin_job(self, provider: str, endpoint: str, model: str, round_: int,
+                  items: list[tuple[str, dict]]) -> BatchJob:
         """Record a job as ``submitting`` with its (hash, payload) items, before the provider hears of it."""
         now = time.time()
-        job = Job(uuid.uuid4().hex, provider, endpoint, model, None, "submitting", round_, len(items), now)
+        job = BatchJob(uuid.uuid4().hex, provider, endpoint, model, None, "submitting", round_, len(items), now)
         self._tx([
             (("INSERT INTO batch_jobs (local_id, provider, endpoint, model, status, round, n_requests, created_at, "
              "updated_at) VALUES (?,?,?,?,?,?,?,?,?)"),
@@ -135,25 +138,25 @@ class BatchJobStore:
         ])
         return job
 
-    def update_job(self, job: Job, **fields: Any) -> None:
+    def update_job(self, job: BatchJob, **fields: Any) -> None:
         for key, value in fields.items():
             setattr(job, key, value)
         cols = ", ".join(f"{k}=?" for k in fields)
         self._tx([(f"UPDATE batch_jobs SET {cols}, updated_at=? WHERE local_id=?",
                    (*fields.values(), time.time(), job.local_id))])
 
-    def drop_job(self, job: Job) -> None:
+    def drop_job(self, job: BatchJob) -> None:
         """Forget a job the provider never created (a submit that failed before it was accepted)."""
         self._tx([("DELETE FROM batch_items WHERE local_id=?", (job.local_id,)),
                   ("DELETE FROM batch_jobs WHERE local_id=?", (job.local_id,))])
 
-    def mark_items(self, job: Job, state: str, hashes_reasons: list[tuple[str, str | None]]) -> None:
+    def mark_items(self, job: BatchJob, state: str, hashes_reasons: list[tuple[str, str | None]]) -> None:
         if hashes_reasons:
             self._tx([("UPDATE batch_items SET state=?, reason=? WHERE local_id=? AND request_hash=?",
                        [(state, reason, job.local_id, h) for h, reason in hashes_reasons])])
 
     # -- reading -------------------------------------------------------------------------
-    def open_jobs(self, provider: str, endpoint: str) -> list[Job]:
+    def open_jobs(self, provider: str, endpoint: str) -> list[BatchJob]:
         """Jobs not yet collected at this provider and endpoint, whatever their model: a batch paid
         for under an earlier config is still collected."""
         rows = self.conn.execute(
@@ -162,9 +165,9 @@ class BatchJobStore:
             "WHERE provider=? AND endpoint=? AND status IN ('submitting','live') ORDER BY created_at",
             (provider, endpoint),
         ).fetchall()
-        return [Job(*row) for row in rows]
+        return [BatchJob(*row) for row in rows]
 
-    def items(self, job: Job, state: str | None = None) -> dict[str, dict]:
+    def items(self, job: BatchJob, state: str | None = None) -> dict[str, dict]:
         """hash -> canonical payload of the job's items (in ``state`` when given)."""
         sql, params = "SELECT request_hash, payload FROM batch_items WHERE local_id=?", [job.local_id]
         if state:

@@ -14,16 +14,16 @@ from typing import Any
 
 from pipeline.config.teacher import TeacherConfig
 from pipeline.teachers.base import RetryableError, TeacherRequest
-from pipeline.teachers.batch_jobs import Job
-from pipeline.teachers.batch_provider import (
+from pipeline.teachers.batch.jobs import BatchJob
+from pipeline.teachers.batch.provider import (
     RETRYABLE_STATUS,
     UPLOAD_TIMEOUT_S,
     BatchAPIBase,
     ItemResult,
     Polled,
     create_batch_once,
-    parse_line,
     sdk_error,
+    stream_results,
 )
 from pipeline.teachers.openai_backend import response_from_body
 
@@ -83,7 +83,7 @@ class OpenAIBatchAPI(BatchAPIBase):
     def entry_bytes(entry: dict) -> bytes:
         return (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
 
-    async def submit(self, entries: list[dict], job: Job) -> dict[str, str]:
+    async def submit(self, entries: list[dict], job: BatchJob) -> dict[str, str]:
         data = b"".join(self.entry_bytes(e) for e in entries)
         try:  # a repeated upload costs nothing: the SDK may retry it
             upload = await self.client.files.create(file=(f"distill-{job.local_id}.jsonl", data), purpose="batch",
@@ -97,7 +97,7 @@ class OpenAIBatchAPI(BatchAPIBase):
             self._errors, "openai batch submit", self.max_retries)
         return {"batch_id": batch.id, "input_file_id": upload.id}
 
-    async def find(self, job: Job, claimed: set[str] = frozenset()) -> str | None:
+    async def find(self, job: BatchJob, claimed: set[str] = frozenset()) -> str | None:
         """The batch created for ``job`` before a crash kept us from recording it, if any."""
         try:
             async for batch in self.client.batches.list(limit=100):
@@ -109,7 +109,7 @@ class OpenAIBatchAPI(BatchAPIBase):
             raise sdk_error(exc, "openai batch list") from None
         return None
 
-    async def poll(self, job: Job) -> Polled:
+    async def poll(self, job: BatchJob) -> Polled:
         try:
             b = await self.client.batches.retrieve(job.batch_id)
         except self._errors as exc:
@@ -127,18 +127,14 @@ class OpenAIBatchAPI(BatchAPIBase):
             latency_s=float(end - b.created_at) if end else 0.0, fatal=fatal,
         )
 
-    async def results(self, job: Job, polled: Polled) -> AsyncIterator[ItemResult]:
+    async def results(self, job: BatchJob, polled: Polled) -> AsyncIterator[ItemResult]:
         for file_id in (polled.output_file_id, polled.error_file_id):
             if not file_id:
                 continue
-            try:
-                async with self.client.files.with_streaming_response.content(file_id) as resp:
-                    async for line in resp.iter_lines():
-                        row = parse_line(line)
-                        if row is not None:
-                            yield item_result(row, polled.latency_s)
-            except self._errors as exc:
-                raise sdk_error(exc, f"openai file {file_id}") from None
+            stream = self.client.files.with_streaming_response.content(file_id)
+            async for res in stream_results(stream, item_result, polled.latency_s, self._errors,
+                                            f"openai file {file_id}"):
+                yield res
 
     async def aclose(self) -> None:
         await self.client.close()

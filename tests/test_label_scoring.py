@@ -1,0 +1,94 @@
+"""A local teacher scores a label set in one prompt pass; the numbers must equal plain forwards of
+prompt + label, merged over the documented surface variants."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tok
+
+
+def _plain(model, prompt_ids: list[int], cont: list[int]) -> torch.Tensor:
+    """log-probs at every position of one ordinary forward of prompt + continuation."""
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([prompt_ids + cont])).logits[0].float(), -1)
+
+
+def _prompt(tok, text: str) -> tuple[str, list[int]]:
+    rendered = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+    return rendered, tok(rendered, add_special_tokens=False)["input_ids"]
+
+
+def test_teacher_scores_equal_plain_forwards_summed_over_variants(lm):
+    from pipeline.label_scoring import _boundary_ids, surface_variants, teacher_label_logprobs
+
+    model, tok = lm
+    labels = ["book", "book_flight", "weather"]  # "book" begins "book_flight": the next token decides
+    texts = ["fly me to Oslo", "is it cold"]
+    rendered = [_prompt(tok, t) for t in texts]
+    got = teacher_label_logprobs(model, tok, [r for r, _ in rendered], labels)
+    boundary = list(_boundary_ids(tok))
+    for (_, ids), scores in zip(rendered, got):
+        for label in labels:
+            seen, terms = set(), []
+            for variant in surface_variants(label):
+                cont = tok(variant, add_special_tokens=False)["input_ids"]
+                if tuple(cont) in seen:
+                    continue
+                seen.add(tuple(cont))
+                lp = _plain(model, ids, cont)
+                term = sum(lp[len(ids) - 1 + t, c].item() for t, c in enumerate(cont))
+                if label == "book":
+                    term += lp[len(ids) - 1 + len(cont), boundary].logsumexp(-1).item()
+                terms.append(term)
+            expected = math.log(sum(math.exp(x) for x in terms))
+            assert scores[label] == pytest.approx(expected, abs=1e-3), label
+
+
+def test_student_scores_read_the_first_token_or_the_whole_completion(lm):
+    from pipeline.label_scoring import label_completion_ids, student_label_logprobs
+
+    model, tok = lm
+    msgs = [{"role": "user", "content": "x"}]
+    rendered, ids = _prompt(tok, "a fine film")
+    for labels in (["positive", "negative"], ["book_flight", "book_hotel"]):
+        label_ids = [label_completion_ids(tok, msgs, lab) for lab in labels]
+        got = student_label_logprobs(model, tok, [rendered], label_ids, labels)[0]
+        distinct = len({c[0] for c in label_ids}) == len(label_ids)
+        for label, cont in zip(labels, label_ids):
+            lp = _plain(model, ids, cont)
+            used = cont[:1] if distinct else cont
+            expected = sum(lp[len(ids) - 1 + t, c].item() for t, c in enumerate(used))
+            assert got[label] == pytest.approx(expected, abs=1e-3)
+
+
+def test_generate_scores_a_label_task_with_a_local_teacher(task_copy, data_root, tiny_model_dir, tmp_path):
+    """Every record carries every label's probability, its answer is the most probable label, it
+    cost no output token, and the content-free answers are asked for calibration."""
+    from pipeline.config.task import load_task
+    from pipeline.records import Record, read_jsonl
+    from pipeline.stages.generate import run_generate
+    from tests.curate_fixtures import edit_task_yaml
+
+    folder = task_copy("sentiment")
+    (folder / "reviews.jsonl").write_text('{"text": "a warm film"}\n{"text": "a dull mess"}\n')
+    edit_task_yaml(folder, teacher={"backend": "hf", "model": str(tiny_model_dir), "batch_size": 2},
+                   inputs={"source": {"path": "reviews.jsonl"}})
+    run_generate(load_task(folder), quiet=True)
+    root = data_root / "data" / "sentiment" / "generated"
+    records = list(read_jsonl(root / "generated.jsonl", Record))
+    assert len(records) == 2
+    for r in records:
+        assert set(r.label_logprobs) == {"positive", "negative"} and r.logprobs is None
+        assert r.completion == max(r.label_logprobs, key=r.label_logprobs.get)
+        assert r.usage.completion_tokens == 0
+    empty = list(read_jsonl(root / "content_free.jsonl", Record))
+    assert [r.inputs["text"] for r in empty] == ["N/A", "", "[MASK]"]
