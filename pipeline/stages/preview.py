@@ -61,10 +61,20 @@ class Estimate:
         return self.prompt_tokens + self.completion_tokens
 
 
+def answer_tokens_for(task: TaskFolder) -> tuple[int, bool]:
+    """Tokens per answer: none when the teacher scores the labels instead of writing (a local
+    teacher on a label task, pipeline/label_scoring.py), else the max_tokens bound."""
+    from pipeline.stages.generate import scoring_labels
+
+    if scoring_labels(task):
+        return 0, True
+    return max_completion_tokens(task.config.teacher.params)
+
+
 def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, list[list[Message]]]:
     """The estimate for the whole run, and the rendered answer prompts (for display)."""
     cfg = task.config
-    answer_tokens, from_params = max_completion_tokens(cfg.teacher.params)
+    answer_tokens, from_params = answer_tokens_for(task)
     prompt_tokens = completion_tokens = requests = 0
     rendered: list[list[Message]] = []
     extra_per_input = 0
@@ -107,7 +117,7 @@ def estimate_evaluate(task: TaskFolder, renderer: PromptRenderer) -> Estimate | 
     if ev.source is None:
         return None
     rows = read_source(ev.source, task.path, "eval.source")[: ev.limit or None]
-    answer_tokens, from_params = max_completion_tokens(task.config.teacher.params)
+    answer_tokens, from_params = answer_tokens_for(task)
     prompt_tokens = sum(estimate_prompt_tokens(renderer.render({k: v for k, v in row.items() if k != ev.gold_field}))
                         for row in rows)
     return _priced(task, len(rows), prompt_tokens, answer_tokens * len(rows), not from_params)
@@ -157,6 +167,8 @@ def main(args) -> int:
     console.print(f"teacher: {cfg.teacher.backend} / {cfg.teacher.model}")
     console.print(f"requests: {est.requests:,}")
     bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"
+    if est.completion_tokens == 0 and est.requests:
+        bound = " (the labels are scored in the prompt's pass: nothing is generated)"
     console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{bound}")
     console.print(f"estimated cost: {cost_line(task, est)}")
     ev = estimate_evaluate(task, renderer)
