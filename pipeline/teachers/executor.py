@@ -25,7 +25,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import DistillError
 from pipeline.teachers.base import RetryableError, Teacher, TeacherRequest, TeacherResponse
-from pipeline.teachers.budget import Budget, completion_cap, estimate_prompt_tokens
+from pipeline.teachers.budget import Budget, completion_cap, estimate_prompt_tokens, has_completion_cap
 from pipeline.teachers.cache import AnswerCache
 from pipeline.teachers.limits import AdaptiveLimiter
 
@@ -119,6 +119,7 @@ class Executor:
         self.limiter = AdaptiveLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
         self.answered: list[str] = []  # request hashes answered by this run, in arrival order
+        self._prompt_seen = self._prompt_estimated = 0  # provider-counted vs our estimated prompt tokens
 
     def pending(self, jobs: list[Job]) -> list[Job]:
         """Jobs with no cached answer, each request once."""
@@ -175,7 +176,7 @@ class Executor:
         async with self._semaphore:
             # Pace after taking a slot, so no request that passed the pacer before a 429 slowed it
             # is still queued for a slot, ready to go out at the old pace.
-            await self.limiter.acquire(self._rate_tokens(job))
+            await self.limiter.acquire(self._costs(job))
             self.stats.requests_sent += 1
             try:
                 # The SDK has its own timeout; this one also covers backends that have none.
@@ -194,15 +195,18 @@ class Executor:
         self.limiter.on_success(resp.headers)
         return resp
 
-    def _rate_tokens(self, job: Job) -> float:
-        """Tokens this request will likely use, for a tokens-per-minute pace: the prompt estimate
-        plus the completions seen so far (x1.5), not max_tokens, which would pace far too slowly
-        when answers are short. The budget keeps using the worst case."""
-        prompt, cap = job.estimated_tokens
-        seen = self.stats.new_answers
-        if not seen:
-            return prompt + cap
-        return prompt + min(cap, 1.5 * self.stats.completion_tokens / seen + 1)
+    def _costs(self, job: Job) -> dict[str, float]:
+        """What the provider charges this request at admission, per bucket: one request, and the
+        prompt's tokens plus ``max_tokens`` (OpenAI; Anthropic charges input and output tokens
+        separately, output as ``max_tokens`` until the answer is done). The prompt estimate is
+        scaled by the provider's own counts seen so far (usage.prompt_tokens), so the pace is not
+        off by our characters-per-token guess. Without ``max_tokens``, 1.5x the mean completion."""
+        prompt_est, cap = job.estimated_tokens
+        prompt = prompt_est * (self._prompt_seen / self._prompt_estimated if self._prompt_estimated else 1.0)
+        out = float(cap)
+        if not has_completion_cap(job.req.params) and self.stats.new_answers:
+            out = min(cap, 1.5 * self.stats.completion_tokens / self.stats.new_answers + 1)
+        return {"requests": 1.0, "tokens": prompt + out, "input_tokens": prompt, "output_tokens": out}
 
     async def _with_retries(self, attempt: Callable, *args: Any):
         # Fast path: most requests succeed at once, and building tenacity's state machine costs
@@ -237,6 +241,9 @@ class Executor:
         self.answered.append(job.req.request_hash)
         self.stats.new_answers += 1
         self.stats.prompt_tokens += resp.usage.prompt_tokens
+        if resp.usage.prompt_tokens:
+            self._prompt_seen += resp.usage.prompt_tokens
+            self._prompt_estimated += reserved[0]
         self.stats.completion_tokens += resp.usage.completion_tokens
         if self.stats.cost_usd is not None and cost is not None:
             self.stats.cost_usd += cost
