@@ -9,6 +9,11 @@ from pipeline.config.base import Section
 
 Backend = Literal["openai", "anthropic", "vllm", "hf"]
 
+# Sent when task.yaml has no teacher.params. Kept rather than dropped so that tasks which relied on
+# it keep their cache keys (a changed default would re-ask, and re-pay, every answer); instead
+# validate and preview print it, and generate warns when answers stop at its max_tokens.
+DEFAULT_PARAMS = {"temperature": 0.0, "max_tokens": 64}
+
 
 class BudgetConfig(Section):
     """Parameters that control when a run stops on spend. Reaching a cap stops cleanly; re-run to resume."""
@@ -30,8 +35,9 @@ class TeacherConfig(Section):
         None, description="Environment variable holding the API key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)."
     )
     params: dict[str, Any] = Field(
-        default_factory=lambda: {"temperature": 0.0, "max_tokens": 64},
-        description="Sampling parameters sent as-is (temperature, top_p, max_tokens, seed, stop...).",
+        default_factory=lambda: dict(DEFAULT_PARAMS),
+        description="Sampling parameters sent as-is (temperature, top_p, max_tokens, seed, stop...); when unset, "
+        "temperature 0.0 and max_tokens 64.",
     )
     top_logprobs: int | None = Field(
         None, ge=0, le=20, description="Keep the teacher's top-k token logprobs (OpenAI allows up to 20)."
@@ -51,6 +57,20 @@ class TeacherConfig(Section):
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass for the in-process backends (hf, vllm).")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm only: GPUs to shard the model over.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @property
+    def params_defaulted(self) -> bool:
+        """True when task.yaml sets no params, so DEFAULT_PARAMS are sent."""
+        return "params" not in self.model_fields_set
+
+    def params_note(self) -> str | None:
+        """One line saying what is sent when the task does not choose max_tokens, or None."""
+        if self.params_defaulted:
+            return (f"teacher.params is not set: the default {DEFAULT_PARAMS} is sent, so answers are cut at "
+                    f"{DEFAULT_PARAMS['max_tokens']} tokens; set teacher.params.max_tokens")
+        if not any(k in self.params for k in ("max_tokens", "max_completion_tokens", "max_new_tokens")):
+            return "teacher.params has no max_tokens: the provider's own default length applies"
+        return None
 
     @field_validator("params")
     @classmethod

@@ -271,6 +271,9 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         (paths.generated_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     if not quiet:
         print(_summary(task, manifest), file=sys.stderr)
+        warning = _cut_answers_warning(task, manifest)
+        if warning:
+            print(warning, file=sys.stderr)
     if error is not None:
         raise error
     return manifest
@@ -296,7 +299,8 @@ def _manifest(task, session: _Session, records: list[Record], started, wall_s: f
         "template_hashes": task.template_hashes(),
         "counts": {"records": len(records), "new": sum(not r.cached for r in records),
                    "cached": sum(r.cached for r in records), "requests_sent": total("requests_sent"),
-                   "failed": len(session.failed), "retries": total("retries"), "rate_limited_429": total("rate_limited_429")},
+                   "failed": len(session.failed), "retries": total("retries"), "rate_limited_429": total("rate_limited_429"),
+                   "stopped_at_max_tokens": sum(r.finish_reason == "length" for r in records)},
         "passes": passes,
         "tokens": {"prompt": total("prompt_tokens"), "completion": total("completion_tokens")},
         "cost_usd": None if price is None or None in costs else round(sum(c or 0 for c in costs), 6),
@@ -307,6 +311,19 @@ def _manifest(task, session: _Session, records: list[Record], started, wall_s: f
         "complete": error is None,
         "stopped_by": None if error is None else str(error),
     }
+
+
+def _cut_answers_warning(task: TaskFolder, m: dict) -> str | None:
+    """Answers that stopped at max_tokens are cut short. A label task cuts on purpose (a few tokens
+    are enough), unless the limit is the silent default."""
+    cut, teacher = m["counts"]["stopped_at_max_tokens"], task.config.teacher
+    if not cut or (task.config.output.kind == "label" and not teacher.params_defaulted):
+        return None
+    limit = next((teacher.params[k] for k in ("max_tokens", "max_completion_tokens", "max_new_tokens")
+                  if k in teacher.params), "the provider's default")
+    default = " (the default: teacher.params is not set)" if teacher.params_defaulted else ""
+    return (f"warning: {cut} of {m['counts']['records']} answers stopped at max_tokens={limit}{default} and are cut "
+            "short; raise teacher.params.max_tokens (curate's filters.drop_truncated drops them)")
 
 
 def _summary(task, m: dict) -> str:

@@ -122,6 +122,9 @@ def main(args) -> int:
         console.print(Panel(body, title=title, expand=False))
     cost = "unknown (add the model to a price file named by DISTILL_PRICES)" if est.cost_usd is None else f"${est.cost_usd:,.4f}"
     console.print(f"teacher: {cfg.teacher.backend} / {cfg.teacher.model}")
+    console.print(f"params sent: {escape(str(cfg.teacher.params))}" + (" (the default)" if cfg.teacher.params_defaulted else ""))
+    if cfg.teacher.params_note():
+        console.print(f"[yellow]note:[/yellow] {escape(cfg.teacher.params_note())}")
     console.print(f"requests: {est.requests:,}")
     bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"
     console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{bound}")
