@@ -43,8 +43,9 @@ class TeacherConfig(Section):
         None, ge=0, le=20, description="Keep the teacher's top-k token logprobs (OpenAI allows up to 20)."
     )
     concurrency: int = Field(
-        128, ge=1, description="Maximum requests in flight; the request rate itself is learnt from the provider's "
-        "rate-limit headers and 429s and paced, so this only bounds open connections.",
+        512, ge=1, description="Most requests in flight (and open connections). Within it the number adapts: it "
+        "grows while latency stays flat and backs off on 429s and timeouts; the request rate itself is learnt "
+        "from the provider's rate-limit headers and 429s and paced.",
     )
     requests_per_minute: float | None = Field(None, gt=0, description="Starting RPM limit; learnt from headers when unset.")
     tokens_per_minute: float | None = Field(None, gt=0, description="Starting TPM limit; learnt from headers when unset.")

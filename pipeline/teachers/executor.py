@@ -24,6 +24,7 @@ from pipeline.errors import DistillError
 from pipeline.teachers.base import RetryableError, Teacher, TeacherRequest, TeacherResponse
 from pipeline.teachers.budget import Budget, completion_cap, estimate_prompt_tokens, has_completion_cap
 from pipeline.teachers.cache import AnswerCache
+from pipeline.teachers.concurrency import AdaptiveConcurrency
 from pipeline.teachers.limits import AdaptiveLimiter
 from pipeline.teachers.replicas import ReplicaRouter
 from pipeline.teachers.retrying import with_retries
@@ -63,6 +64,7 @@ class ExecutionStats:
     failed: dict[str, str] = field(default_factory=dict)  # request hash -> last error
     budget_stopped: str | None = None
     learned_rps: float | None = None
+    peak_in_flight: int = 0  # the most requests on the wire at once (the concurrency reached)
     replicas: list[dict] | None = None  # per replica: answered, failures by kind, latency, pace
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class ExecutionStats:
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd, "wall_s": round(self.wall_s, 3), "failed": len(self.failed),
             "budget_stopped": self.budget_stopped, "learned_rps": self.learned_rps,
+            "peak_in_flight": self.peak_in_flight,
             **({"replicas": self.replicas} if self.replicas else {}),
         }
 
@@ -92,6 +95,8 @@ class Executor:
         self.router = ReplicaRouter(len(teacher.replicas) if self._replicated else 1,
                                     lambda: AdaptiveLimiter(cfg.requests_per_minute, cfg.tokens_per_minute))
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
+        # How many requests are on the wire: grows while latency stays flat (concurrency.py).
+        self.on_the_wire = AdaptiveConcurrency(cfg.concurrency)
         self.answered: list[str] = []  # request hashes answered by this run, in arrival order
         self._prompt_seen = self._prompt_estimated = 0  # provider-counted vs our estimated prompt tokens
 
@@ -115,6 +120,7 @@ class Executor:
             self.stats.budget_stopped = self.budget.stopped
             self.stats.rate_limited = self.router.rate_limited
             self.stats.learned_rps = round(self.router.rps, 3) if self.router.rps else None
+            self.stats.peak_in_flight = self.on_the_wire.peak
             if self._replicated:
                 self.stats.replicas = self.router.summary()
         return self.stats
@@ -152,16 +158,26 @@ class Executor:
         async with self._semaphore:
             replica = self.router.pick()
             limiter = replica.limiter
-            outcome = "other"
+            outcome, latency = "other", None
             try:
                 # Pace after taking a slot, so no request that passed the pacer before a 429 slowed
                 # it is still queued for a slot, ready to go out at the old pace.
                 await limiter.acquire(self._costs(job))
-                self.stats.requests_sent += 1
-                # The SDK has its own timeout; this one also covers backends that have none.
-                start = time.monotonic()
-                resp = await asyncio.wait_for(self._complete(job.req, replica.index), self.cfg.timeout_s * 1.5 + 5)
-                outcome = "answered"
+                await self.on_the_wire.acquire()
+                try:
+                    self.stats.requests_sent += 1
+                    start = time.monotonic()
+                    # The SDK has its own timeout; this one also covers backends that have none.
+                    resp = await asyncio.wait_for(self._complete(job.req, replica.index), self.cfg.timeout_s * 1.5 + 5)
+                    outcome, latency = "answered", time.monotonic() - start
+                except TimeoutError:
+                    outcome = "timeout"
+                    raise
+                except RetryableError as exc:
+                    outcome = exc.kind
+                    raise
+                finally:
+                    self.on_the_wire.release(latency, congested=outcome in ("rate_limit", "timeout"))
             except TimeoutError:
                 outcome = "timeout"
                 self.stats.errors["timeout"] += 1
@@ -178,8 +194,8 @@ class Executor:
             # request goes out before the cancellation reaches every worker.
             finally:
                 if outcome == "answered":
-                    self.router.answered(replica, time.monotonic() - start)
-                elif outcome == "other" or outcome == "rate_limit":
+                    self.router.answered(replica, latency)
+                elif outcome in ("other", "rate_limit"):
                     self.router.finished_other(replica)
                 else:
                     self.router.failed(replica, outcome)
