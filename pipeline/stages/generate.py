@@ -79,6 +79,7 @@ class _Session:
         self.new_hashes: set[str] = set()
         self.batch_answered: set[str] = set()
         self.failed: dict[str, str] = {}
+        self._fresh: dict[str, TeacherResponse] = {}  # the live pass's new answers, already in memory
 
     def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
              variants: list[int] | None = None) -> list[Job]:
@@ -94,7 +95,8 @@ class _Session:
         start = time.perf_counter()
         stats = self._answer_batch(jobs) if self.batch else self._answer_live(name, jobs)
         self.failed.update(stats.failed)
-        answers = self.cache.get_many(j.req.request_hash for j in jobs)
+        fresh, self._fresh = self._fresh, {}
+        answers = {**self.cache.get_many(j.req.request_hash for j in jobs if j.req.request_hash not in fresh), **fresh}
         self.batch_answered |= self.cache.batch_answered(answers)
         self.passes[name] = {**stats.as_dict(), "requests": len({j.req.request_hash for j in jobs}),
                              "answered": len(answers), "wall_s": round(time.perf_counter() - start, 3)}
@@ -119,7 +121,8 @@ class _Session:
                     stats = await ex.run(todo)
             finally:
                 if ex is not None:
-                    self.new_hashes.update(ex.answered)
+                    self.new_hashes.update(ex.fresh)
+                    self._fresh.update(ex.fresh)
                 await teacher.aclose()
             stats.cached = probe.stats.cached
             return stats

@@ -97,7 +97,9 @@ class Executor:
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
         # How many requests are on the wire: grows while latency stays flat (concurrency.py).
         self.on_the_wire = AdaptiveConcurrency(cfg.concurrency)
-        self.answered: list[str] = []  # request hashes answered by this run, in arrival order
+        # Answers received by this run, by request hash (also in the cache): the stage builds its
+        # records from these instead of reading them back.
+        self.fresh: dict[str, TeacherResponse] = {}
         self._prompt_seen = self._prompt_estimated = 0  # provider-counted vs our estimated prompt tokens
 
     def pending(self, jobs: list[Job]) -> list[Job]:
@@ -229,7 +231,7 @@ class Executor:
     def _store(self, job: Job, resp: TeacherResponse, reserved: tuple[int, int]) -> None:
         cost = self.budget.settle(reserved, (resp.usage.prompt_tokens, resp.usage.completion_tokens))
         self.cache.put(job.req.request_hash, job.payload, resp)
-        self.answered.append(job.req.request_hash)
+        self.fresh[job.req.request_hash] = resp
         self.stats.new_answers += 1
         self.stats.prompt_tokens += resp.usage.prompt_tokens
         if resp.usage.prompt_tokens:
