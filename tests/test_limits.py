@@ -78,9 +78,10 @@ def _simulate(mirror: MirrorBucket, *, rate: float, capacity: float, seconds: fl
             level -= 1
             sent += 1
             lowest = min(lowest, level)
-            reports.append((t + 0.2, level / capacity * rate * 60))
-        while observe and reports and reports[0][0] <= t:
-            mirror.observe(reports.pop(0)[1], t)
+            reports.append((t, t + 0.2, level / capacity * rate * 60))
+        while observe and reports and reports[0][1] <= t:
+            sent_at, _, remaining = reports.pop(0)
+            mirror.observe(remaining, t, sent_at)
     return sent, lowest
 
 
@@ -104,13 +105,32 @@ def test_a_mirror_that_believes_too_much_is_corrected_by_the_providers_remaining
 
 def test_remaining_is_read_on_the_per_minute_scale_or_in_bucket_units():
     per_minute = MirrorBucket(6000, margin=1.0, headroom=0.8, now=0.0)  # 100/s, a 100-request bucket
-    per_minute.observe(3000, 0.0)  # half full: 50 requests; reserve 20, half of it allowed for our lag
+    per_minute.observe(3000, 0.0)  # half full: 50 requests; a reserve of 20, half of it for the unseen
     assert per_minute.level == pytest.approx(40)
     units = MirrorBucket(1200, margin=1.0, headroom=0.8, now=0.0)  # 20/s; this server reports units
     units.observe(10, 0.0)  # full: the most it reports is its size
     assert units.provider_capacity == 10 and units.capacity == pytest.approx(8) and units.level == pytest.approx(8)
-    units.observe(5, 0.0)  # half full: 5 units, a reserve of 2, half of it allowed for our lag
+    units.observe(5, 0.0)  # half full: 5 units, a reserve of 2, half of it for the unseen
     assert units.level == pytest.approx(4)
+
+
+def test_a_report_that_waited_in_our_event_loop_is_brought_up_to_now():
+    mirror = MirrorBucket(6000, margin=1.0, headroom=0.8, now=0.0)  # 100/s; holds 80, reserve 20
+    mirror.spend(1, 0.0)
+    mirror.observe(6000, 0.2, sent_at=0.0)  # the quickest answer: 0.2 s, the provider's latency
+    mirror.spend(79, 0.2)  # a burst; the mirror is empty
+    # The burst's first report ("20 left", measured at 0.4 s) is read at 0.9 s: our loop lagged
+    # 0.5 s. The provider has refilled to 70 since and we sent nothing: 70 less half the reserve.
+    mirror.observe(1200, 0.9, sent_at=0.2)
+    assert mirror.level == pytest.approx(70 - 10)
+    laggy = MirrorBucket(6000, margin=1.0, headroom=0.8, now=0.0)
+    laggy.spend(80, 0.2)
+    laggy.observe(1200, 0.9)  # read as current, the 0.5 s of refill would be thrown away
+    assert laggy.level == pytest.approx(20 - 10)
+    # What we sent after it was measured is taken off: 20 + 50 refilled - 30 sent - half the reserve.
+    mirror.spend(30, 0.9)
+    mirror.observe(1200, 0.9, sent_at=0.2)
+    assert mirror.level == pytest.approx(20 + 50 - 30 - 10)
 
 
 def test_a_request_larger_than_the_mirror_waits_for_a_full_mirror_then_goes_into_debt():

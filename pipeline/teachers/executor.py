@@ -160,7 +160,7 @@ class Executor:
         async with self._semaphore:
             replica = self.router.pick()
             limiter = replica.limiter
-            outcome, latency = "other", None
+            outcome, latency, start = "other", None, None
             try:
                 # Pace after taking a slot, so no request that passed the pacer before a 429 slowed
                 # it is still queued for a slot, ready to go out at the old pace.
@@ -189,7 +189,7 @@ class Executor:
                 outcome = exc.kind
                 self.stats.errors[exc.kind] += 1
                 if exc.kind == "rate_limit":
-                    limiter.on_rate_limited(exc.retry_after_s, exc.headers)
+                    limiter.on_rate_limited(exc.retry_after_s, exc.headers, sent_at=start)
                 limiter.release_probe()
                 raise
             # Any other error (401, 400...) stops the run: the probe is not released, so no other
@@ -201,7 +201,7 @@ class Executor:
                     self.router.finished_other(replica)
                 else:
                     self.router.failed(replica, outcome)
-        limiter.on_success(resp.headers)
+        limiter.on_success(resp.headers, sent_at=start)
         return resp
 
     def _complete(self, req: TeacherRequest, replica: int):

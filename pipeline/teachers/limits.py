@@ -100,7 +100,7 @@ class AdaptiveLimiter:
         """The probe is done (any outcome): let everyone go."""
         self._warm.set()
 
-    def _learn(self, headers: dict[str, str] | None, now: float) -> None:
+    def _learn(self, headers: dict[str, str] | None, now: float, sent_at: float | None) -> None:
         for dim, reading in read_rate_headers(headers).items():
             self.header_limits = True
             self._aimd = None  # the provider states its limits: no need to guess them from 429s
@@ -110,17 +110,18 @@ class AdaptiveLimiter:
                 # down to what the provider really holds).
                 bucket = self.buckets[dim] = self._bucket(reading.per_minute, now)
             if reading.remaining is not None:
-                bucket.observe(reading.remaining, now)
+                bucket.observe(reading.remaining, now, sent_at)
 
     def _set_margin(self, margin: float, now: float) -> None:
         self.margin = margin
         for b in self.buckets.values():
             b.set_margin(margin, now)
 
-    def on_success(self, headers: dict[str, str] | None) -> None:
+    def on_success(self, headers: dict[str, str] | None, sent_at: float | None = None) -> None:
+        """An answer arrived; ``sent_at`` (monotonic) dates its headers' report."""
         now = time.monotonic()
         self._successes.append(now)
-        self._learn(headers, now)
+        self._learn(headers, now, sent_at)
         if now - self._last_increase >= 1.0:
             self._last_increase = now
             if self.margin < MARGIN:
@@ -138,12 +139,13 @@ class AdaptiveLimiter:
             return 0.0
         return len(recent) / max(1.0, min(window_s, now - recent[0]))
 
-    def on_rate_limited(self, retry_after_s: float | None, headers: dict[str, str] | None) -> None:
+    def on_rate_limited(self, retry_after_s: float | None, headers: dict[str, str] | None,
+                        sent_at: float | None = None) -> None:
         self.rate_limited += 1
         now = time.monotonic()
         decrease = now - self._last_decrease >= 1.0  # one congestion event, one decrease
         self._last_increase = now
-        self._learn(headers, now)
+        self._learn(headers, now, sent_at)
         precise = bool(headers and headers.get("retry-after-ms"))
         if self.header_limits:
             if decrease:
