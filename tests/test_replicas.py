@@ -31,7 +31,7 @@ def test_each_replica_is_paced_by_its_own_limits(tmp_path):
             FakeServer(limiter=ProviderLimiter("openai", rpm=1200), latency_s=0.01) as b:
         manifest = _generate(tmp_path, [a.url, b.url], 80)
         sa, sb = a.stats(), b.stats()
-    assert manifest["counts"]["records"] == 80 and sa["n_429"] + sb["n_429"] <= 1
+    assert manifest["counts"]["records"] == 80 and sa["n_429"] + sb["n_429"] <= 2
     assert min(sa["n_served"], sb["n_served"]) >= 25
     assert manifest["passes"]["answering"]["learned_rps"] == pytest.approx(40, rel=0.05)
 
