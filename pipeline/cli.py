@@ -46,9 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dotenv import load_dotenv
+    from pathlib import Path
 
-    load_dotenv()  # keys come from the environment or .env only
+    from pipeline.env import load_env_file
+
+    load_env_file(Path.cwd())  # keys come from the environment or .env only; the task's .env loads with the task
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

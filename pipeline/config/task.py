@@ -17,6 +17,7 @@ from pipeline.config.inputs import InputsConfig
 from pipeline.config.output import OutputConfig
 from pipeline.config.teacher import TeacherConfig
 from pipeline.config.train import StudentConfig, TrainConfig
+from pipeline.env import load_env_file
 from pipeline.errors import ConfigError
 
 PROMPTS_DIR = Path("prompts")
@@ -125,6 +126,7 @@ def validation_error_lines(source: str, exc: ValidationError, model: type[BaseMo
 def load_task(task: str | Path) -> TaskFolder:
     """Load and validate ``prompts/<task>/task.yaml``. Raises ConfigError with a one-line message."""
     folder = resolve_task_path(task)
+    load_env_file(folder)  # a key kept next to the task; the environment and ./.env come first
     yaml_path = folder / "task.yaml"
     try:
         text = yaml_path.read_text(encoding="utf-8")

@@ -9,6 +9,11 @@ from pipeline.config.base import Section
 
 Backend = Literal["openai", "anthropic", "vllm", "hf"]
 
+# Sent when task.yaml has no teacher.params. Kept rather than dropped so that tasks which relied on
+# it keep their cache keys (a changed default would re-ask, and re-pay, every answer); instead
+# validate and preview print it, and generate warns when answers stop at its max_tokens.
+DEFAULT_PARAMS = {"temperature": 0.0, "max_tokens": 64}
+
 
 class BudgetConfig(Section):
     """Parameters that control when a run stops on spend. Reaching a cap stops cleanly; re-run to resume."""
@@ -30,15 +35,17 @@ class TeacherConfig(Section):
         None, description="Environment variable holding the API key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)."
     )
     params: dict[str, Any] = Field(
-        default_factory=lambda: {"temperature": 0.0, "max_tokens": 64},
-        description="Sampling parameters sent as-is (temperature, top_p, max_tokens, seed, stop...).",
+        default_factory=lambda: dict(DEFAULT_PARAMS),
+        description="Sampling parameters sent as-is (temperature, top_p, max_tokens, seed, stop...); when unset, "
+        "temperature 0.0 and max_tokens 64.",
     )
     top_logprobs: int | None = Field(
         None, ge=0, le=20, description="Keep the teacher's top-k token logprobs (OpenAI allows up to 20)."
     )
     concurrency: int = Field(
-        128, ge=1, description="Maximum requests in flight; the request rate itself is learnt from the provider's "
-        "rate-limit headers and 429s and paced, so this only bounds open connections.",
+        512, ge=1, description="Most requests in flight (and open connections). Within it the number adapts: it "
+        "grows while latency stays flat and backs off on 429s and timeouts; the request rate itself is learnt "
+        "from the provider's rate-limit headers and 429s and paced.",
     )
     requests_per_minute: float | None = Field(None, gt=0, description="Starting RPM limit; learnt from headers when unset.")
     tokens_per_minute: float | None = Field(None, gt=0, description="Starting TPM limit; learnt from headers when unset.")
@@ -51,6 +58,20 @@ class TeacherConfig(Section):
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass for the in-process backends (hf, vllm).")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm only: GPUs to shard the model over.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @property
+    def params_defaulted(self) -> bool:
+        """True when task.yaml sets no params, so DEFAULT_PARAMS are sent."""
+        return "params" not in self.model_fields_set
+
+    def params_note(self) -> str | None:
+        """One line saying what is sent when the task does not choose max_tokens, or None."""
+        if self.params_defaulted:
+            return (f"teacher.params is not set: the default {DEFAULT_PARAMS} is sent, so answers are cut at "
+                    f"{DEFAULT_PARAMS['max_tokens']} tokens; set teacher.params.max_tokens")
+        if not any(k in self.params for k in ("max_tokens", "max_completion_tokens", "max_new_tokens")):
+            return "teacher.params has no max_tokens: the provider's own default length applies"
+        return None
 
     @field_validator("params")
     @classmethod

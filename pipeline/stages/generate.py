@@ -25,16 +25,16 @@ from typing import Any
 
 from pipeline.config import TaskFolder, load_task
 from pipeline.errors import DistillError, LockedError
-from pipeline.hashing import file_sha256
 from pipeline.inputs import input_writing_variables, read_source
 from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
+from pipeline.stages.generate_report import cut_answers_warning, generate_manifest, summary_line
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
 from pipeline.teachers.cache import AnswerCache
 from pipeline.teachers.executor import ExecutionStats, Executor, RequestToAnswer, RetriesExhausted
-from pipeline.teachers.progress import GenerateProgress, format_cost
+from pipeline.teachers.progress import GenerateProgress
 
 HELP = "Ask the teacher for every input's answer (cached, resumable, rate-limited, within budget)."
 
@@ -102,6 +102,7 @@ class _Session:
         self.new_hashes: set[str] = set()
         self.batch_answered: set[str] = set()
         self.failed: dict[str, str] = {}
+        self._fresh: dict[str, TeacherResponse] = {}  # the live pass's new answers, already in memory
 
     def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
              variants: list[int] | None = None, labels: list[str] | None = None) -> list[RequestToAnswer]:
@@ -125,7 +126,8 @@ class _Session:
         start = time.perf_counter()
         stats = self._answer_batch(jobs) if self.batch else self._answer_live(name, jobs)
         self.failed.update(stats.failed)
-        answers = self.cache.get_many(j.req.request_hash for j in jobs)
+        fresh, self._fresh = self._fresh, {}
+        answers = {**self.cache.get_many(j.req.request_hash for j in jobs if j.req.request_hash not in fresh), **fresh}
         self.batch_answered |= self.cache.batch_answered(answers)
         self.passes[name] = {**stats.as_dict(), "requests": len({j.req.request_hash for j in jobs}),
                              "answered": len(answers), "wall_s": round(time.perf_counter() - start, 3)}
@@ -150,7 +152,8 @@ class _Session:
                     stats = await ex.run(todo)
             finally:
                 if ex is not None:
-                    self.new_hashes.update(ex.answered)
+                    self.new_hashes.update(ex.fresh)
+                    self._fresh.update(ex.fresh)
                 await teacher.aclose()
             stats.cached = probe.stats.cached
             return stats
@@ -290,14 +293,6 @@ def _incomplete(session: _Session, answered: int, total: int) -> DistillError | 
     return None
 
 
-def _files_read(task: TaskFolder) -> dict[str, str]:
-    files = sorted(task.path.glob("*.j2")) + sorted(task.path.glob("*.yaml")) + sorted(task.path.glob("*.json"))
-    src = task.config.inputs.source
-    if src is not None:
-        files.append(task.file(src.path))  # a folder (an HF dataset) hashes as a whole
-    return {str(p): file_sha256(p) for p in files if p.exists()}
-
-
 def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, limit: int | None = None) -> dict:
     """Answer every input of ``task``; returns the manifest written to generated/manifest.json."""
     paths = TaskPaths(task.name)
@@ -320,53 +315,14 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
                                                                  "content-free inputs"))
         error = _incomplete(session, len(records), len(inputs))
         write_jsonl(paths.generated_jsonl, records)
-        manifest = _manifest(task, session, records, started, time.perf_counter() - t0, batch, limit, error)
+        manifest = generate_manifest(task, session, records, started, time.perf_counter() - t0, batch, limit, error)
         manifest["counts"]["inputs"] = len(inputs)
         (paths.generated_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     if not quiet:
-        print(_summary(task, manifest), file=sys.stderr)
+        print(summary_line(task, manifest), file=sys.stderr)
+        warning = cut_answers_warning(task, manifest)
+        if warning:
+            print(warning, file=sys.stderr)
     if error is not None:
         raise error
     return manifest
-
-
-def _manifest(task, session: _Session, records: list[Record], started, wall_s: float, batch: bool,
-              limit: int | None, error: DistillError | None) -> dict:
-    cfg = task.config
-    passes = session.passes
-    total = lambda key: sum(p.get(key) or 0 for p in passes.values())
-    costs = [p.get("cost_usd") for p in passes.values()]
-    price = session.budget.price
-    return {
-        "stage": "generate",
-        "task": task.name,
-        "created_at": started.isoformat(),
-        "config": {"teacher": cfg.teacher.model_dump(mode="json"), "inputs": cfg.inputs.model_dump(mode="json")},
-        "inputs": _files_read(task),
-        "params": {"backend": cfg.teacher.backend, "model": cfg.teacher.model, "params": cfg.teacher.params,
-                   "top_logprobs": cfg.teacher.top_logprobs, "batch": batch, "limit": limit},
-        "teacher": {"backend": cfg.teacher.backend, "model": cfg.teacher.model,
-                    "base_url": cfg.teacher.base_url, "price_known": price is not None},
-        "template_hashes": task.template_hashes(),
-        "counts": {"records": len(records), "new": sum(not r.cached for r in records),
-                   "cached": sum(r.cached for r in records), "requests_sent": total("requests_sent"),
-                   "failed": len(session.failed), "retries": total("retries"), "rate_limited_429": total("rate_limited_429")},
-        "passes": passes,
-        "tokens": {"prompt": total("prompt_tokens"), "completion": total("completion_tokens")},
-        "cost_usd": None if price is None or None in costs else round(sum(c or 0 for c in costs), 6),
-        "dataset_cost_usd": None if price is None else round(sum(r.cost_usd or 0 for r in records), 6),
-        "retries": total("retries"),
-        "rate_limited_429": total("rate_limited_429"),
-        "timings": {"wall_s": round(wall_s, 3), **{f"{k}_s": v.get("wall_s") for k, v in passes.items()}},
-        "complete": error is None,
-        "stopped_by": None if error is None else str(error),
-    }
-
-
-def _summary(task, m: dict) -> str:
-    c = m["counts"]
-    status = "done" if m["complete"] else "STOPPED"
-    return (f"generate {task.name}: {status}: {c['records']} records ({c['new']} new, {c['cached']} cached), "
-            f"{c['failed']} failed, {m['tokens']['prompt'] + m['tokens']['completion']} tokens, "
-            f"{format_cost(m['cost_usd'])}, {c['retries']} retries, {c['rate_limited_429']} 429s, "
-            f"{m['timings']['wall_s']:.1f}s")

@@ -142,6 +142,9 @@ def validate_task(task_arg) -> ValidationReport:
         if not task.file(extra).exists():
             report.problems.append(f"{task.path / 'task.yaml'}: decontam.extra_files: {task.file(extra)} not found")
 
+    note = cfg.teacher.params_note()
+    if note is not None:
+        report.warnings.append(f"{task.path / 'task.yaml'}: {note}")
     if cfg.teacher.backend in _DEFAULT_KEY_ENV:
         env = cfg.teacher.api_key_env or _DEFAULT_KEY_ENV[cfg.teacher.backend]
         if not os.environ.get(env) and not cfg.teacher.base_url:

@@ -24,8 +24,15 @@ def estimate_prompt_tokens(chars: int) -> int:
     return chars // 3 + 1
 
 
+_CAP_KEYS = ("max_completion_tokens", "max_tokens", "max_new_tokens")
+
+
+def has_completion_cap(params: dict) -> bool:
+    return any(isinstance(params.get(key), int) for key in _CAP_KEYS)
+
+
 def completion_cap(params: dict) -> int:
-    for key in ("max_completion_tokens", "max_tokens", "max_new_tokens"):
+    for key in _CAP_KEYS:
         if isinstance(params.get(key), int):
             return params[key]
     return DEFAULT_COMPLETION_ESTIMATE

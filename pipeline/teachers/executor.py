@@ -5,31 +5,29 @@ Reads and writes the answer cache only. Each answer is committed to the cache th
 arrives, so a crash loses at most the requests in flight and a re-run sends only the rest.
 
 - 429, 5xx, timeouts, connection errors and malformed bodies are retried (tenacity: exponential
-  backoff with full jitter, or the server's ``Retry-After``); 429s do not use up ``max_retries``
-  (a storm is waited out, up to ``MAX_RATE_LIMITED_ATTEMPTS``).
+  backoff with full jitter, or the server's ``Retry-After``; retrying.py); 429s do not use up
+  ``max_retries`` (a storm is waited out, up to ``retrying.MAX_RATE_LIMITED_ATTEMPTS``).
 - A ``TeacherError`` (400/401/403/404) stops everything at once.
 - In-process backends with ``complete_batch`` get groups of ``batch_size`` requests instead.
 """
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
-
 from pipeline.config.teacher import TeacherConfig
 from pipeline.errors import DistillError
 from pipeline.teachers.base import RetryableError, Teacher, TeacherRequest, TeacherResponse
-from pipeline.teachers.budget import Budget, completion_cap, estimate_prompt_tokens
+from pipeline.teachers.budget import Budget, completion_cap, estimate_prompt_tokens, has_completion_cap
 from pipeline.teachers.cache import AnswerCache
+from pipeline.teachers.concurrency import AdaptiveConcurrency
 from pipeline.teachers.limits import AdaptiveLimiter
-
-MAX_RATE_LIMITED_ATTEMPTS = 50  # a 429 storm is waited out, but not forever
+from pipeline.teachers.replicas import ReplicaRouter
+from pipeline.teachers.retrying import with_retries
 
 
 class RetriesExhausted(DistillError):
@@ -66,6 +64,8 @@ class ExecutionStats:
     failed: dict[str, str] = field(default_factory=dict)  # request hash -> last error
     budget_stopped: str | None = None
     learned_rps: float | None = None
+    peak_in_flight: int = 0  # the most requests on the wire at once (the concurrency reached)
+    replicas: list[dict] | None = None  # per replica: answered, failures by kind, latency, pace
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,38 +74,12 @@ class ExecutionStats:
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd, "wall_s": round(self.wall_s, 3), "failed": len(self.failed),
             "budget_stopped": self.budget_stopped, "learned_rps": self.learned_rps,
+            "peak_in_flight": self.peak_in_flight,
+            **({"replicas": self.replicas} if self.replicas else {}),
         }
 
 
 OnAnswer = Callable[[TeacherResponse, float | None], None]
-
-
-def _wait(initial: float, maximum: float):
-    exponential = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RetryableError) and exc.retry_after_s is not None:
-            # The server said when; a little jitter keeps retries from arriving together.
-            return exc.retry_after_s + random.uniform(0, 0.05 + 0.1 * exc.retry_after_s)
-        return exponential(state)
-
-    return wait
-
-
-def _stop(max_retries: int):
-    """A fresh stop rule per request. Called once per failed attempt; 429s don't use up
-    max_retries (the limiter slows everyone down instead), up to MAX_RATE_LIMITED_ATTEMPTS."""
-    non_429 = 0
-
-    def stop(state: RetryCallState) -> bool:
-        nonlocal non_429
-        exc = state.outcome.exception() if state.outcome else None
-        if not (isinstance(exc, RetryableError) and exc.kind == "rate_limit"):
-            non_429 += 1
-        return non_429 > max_retries or state.attempt_number >= MAX_RATE_LIMITED_ATTEMPTS + max_retries
-
-    return stop
 
 
 class Executor:
@@ -116,9 +90,17 @@ class Executor:
         self.teacher, self.cfg, self.cache, self.budget = teacher, cfg, cache, budget
         self.on_answer = on_answer or (lambda resp, cost: None)
         self.stats = ExecutionStats(cost_usd=0.0 if budget.price else None)
-        self.limiter = AdaptiveLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
+        # One pacer and health record per replica (a base_url list); one replica is a router of one.
+        self._replicated = len(getattr(teacher, "replicas", ())) > 1
+        self.router = ReplicaRouter(len(teacher.replicas) if self._replicated else 1,
+                                    lambda: AdaptiveLimiter(cfg.requests_per_minute, cfg.tokens_per_minute))
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
-        self.answered: list[str] = []  # request hashes answered by this run, in arrival order
+        # How many requests are on the wire: grows while latency stays flat (concurrency.py).
+        self.on_the_wire = AdaptiveConcurrency(cfg.concurrency)
+        # Answers received by this run, by request hash (also in the cache): the stage builds its
+        # records from these instead of reading them back.
+        self.fresh: dict[str, TeacherResponse] = {}
+        self._prompt_seen = self._prompt_estimated = 0  # provider-counted vs our estimated prompt tokens
 
     def pending(self, jobs: list[RequestToAnswer]) -> list[RequestToAnswer]:
         """Jobs with no cached answer, each request once."""
@@ -138,8 +120,11 @@ class Executor:
         finally:
             self.stats.wall_s = time.perf_counter() - start
             self.stats.budget_stopped = self.budget.stopped
-            self.stats.rate_limited = self.limiter.rate_limited
-            self.stats.learned_rps = round(self.limiter.rps, 3) if self.limiter.rps else None
+            self.stats.rate_limited = self.router.rate_limited
+            self.stats.learned_rps = round(self.router.rps, 3) if self.router.rps else None
+            self.stats.peak_in_flight = self.on_the_wire.peak
+            if self._replicated:
+                self.stats.replicas = self.router.summary()
         return self.stats
 
     # -- one request at a time, many in flight -----------------------------------------------
@@ -173,70 +158,85 @@ class Executor:
 
     async def _attempt(self, job: RequestToAnswer) -> TeacherResponse:
         async with self._semaphore:
-            # Pace after taking a slot, so no request that passed the pacer before a 429 slowed it
-            # is still queued for a slot, ready to go out at the old pace.
-            await self.limiter.acquire(self._rate_tokens(job))
-            self.stats.requests_sent += 1
+            replica = self.router.pick()
+            limiter = replica.limiter
+            outcome, latency, start = "other", None, None
             try:
-                # The SDK has its own timeout; this one also covers backends that have none.
-                resp = await asyncio.wait_for(self.teacher.complete(job.req), self.cfg.timeout_s * 1.5 + 5)
+                # Pace after taking a slot, so no request that passed the pacer before a 429 slowed
+                # it is still queued for a slot, ready to go out at the old pace.
+                await limiter.acquire(self._costs(job))
+                await self.on_the_wire.acquire()
+                try:
+                    self.stats.requests_sent += 1
+                    start = time.monotonic()
+                    # The SDK has its own timeout; this one also covers backends that have none.
+                    resp = await asyncio.wait_for(self._complete(job.req, replica.index), self.cfg.timeout_s * 1.5 + 5)
+                    outcome, latency = "answered", time.monotonic() - start
+                except TimeoutError:
+                    outcome = "timeout"
+                    raise
+                except RetryableError as exc:
+                    outcome = exc.kind
+                    raise
+                finally:
+                    self.on_the_wire.release(latency, congested=outcome in ("rate_limit", "timeout"))
             except TimeoutError:
+                outcome = "timeout"
                 self.stats.errors["timeout"] += 1
+                limiter.release_probe()
                 raise RetryableError("timeout", f"no answer within {self.cfg.timeout_s}s") from None
             except RetryableError as exc:
+                outcome = exc.kind
                 self.stats.errors[exc.kind] += 1
                 if exc.kind == "rate_limit":
-                    self.limiter.on_rate_limited(exc.retry_after_s, exc.headers)
-                self.limiter.release_probe()
+                    limiter.on_rate_limited(exc.retry_after_s, exc.headers, sent_at=start)
+                limiter.release_probe()
                 raise
             # Any other error (401, 400...) stops the run: the probe is not released, so no other
             # request goes out before the cancellation reaches every worker.
-        self.limiter.on_success(resp.headers)
+            finally:
+                if outcome == "answered":
+                    self.router.answered(replica, latency)
+                elif outcome in ("other", "rate_limit"):
+                    self.router.finished_other(replica)
+                else:
+                    self.router.failed(replica, outcome)
+        limiter.on_success(resp.headers, sent_at=start)
         return resp
 
-    def _rate_tokens(self, job: RequestToAnswer) -> float:
-        """Tokens this request will likely use, for a tokens-per-minute pace: the prompt estimate
-        plus the completions seen so far (x1.5), not max_tokens, which would pace far too slowly
-        when answers are short. The budget keeps using the worst case."""
-        prompt, cap = job.estimated_tokens
-        seen = self.stats.new_answers
-        if not seen:
-            return prompt + cap
-        return prompt + min(cap, 1.5 * self.stats.completion_tokens / seen + 1)
+    def _complete(self, req: TeacherRequest, replica: int):
+        if self._replicated:
+            return self.teacher.complete(req, replica=replica)
+        return self.teacher.complete(req)
+
+    def _costs(self, job: RequestToAnswer) -> dict[str, float]:
+        """What the provider charges this request at admission, per bucket: one request, and the
+        prompt's tokens plus ``max_tokens`` (OpenAI; Anthropic charges input and output tokens
+        separately, output as ``max_tokens`` until the answer is done). The prompt estimate is
+        scaled by the provider's own counts seen so far (usage.prompt_tokens), so the pace is not
+        off by our characters-per-token guess. Without ``max_tokens``, 1.5x the mean completion."""
+        prompt_est, cap = job.estimated_tokens
+        prompt = prompt_est * (self._prompt_seen / self._prompt_estimated if self._prompt_estimated else 1.0)
+        out = float(cap)
+        if not has_completion_cap(job.req.params) and self.stats.new_answers:
+            out = min(cap, 1.5 * self.stats.completion_tokens / self.stats.new_answers + 1)
+        return {"requests": 1.0, "tokens": prompt + out, "input_tokens": prompt, "output_tokens": out}
 
     async def _with_retries(self, attempt: Callable, *args: Any):
-        # Fast path: most requests succeed at once, and building tenacity's state machine costs
-        # ~0.2 ms of CPU per request (measured), which caps requests/s when the CPU is the limit.
-        try:
-            return await attempt(*args)
-        except RetryableError as exc:
-            first_failure = [exc]
-
-        async def replay_then_attempt(*a: Any):
-            # Tenacity sees the failure that already happened as its attempt 1, so its waits,
-            # stop rule and counts are exactly as if it had made that attempt itself.
-            if first_failure:
-                raise first_failure.pop()
-            return await attempt(*a)
-
-        def before_sleep(state: RetryCallState) -> None:
+        def count_retry() -> None:
             self.stats.retries += 1
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryableError),
-            wait=_wait(self.cfg.retry_initial_s, self.cfg.retry_max_s),
-            stop=_stop(self.cfg.max_retries),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return await retrying(replay_then_attempt, *args)
+        return await with_retries(attempt, *args, cfg=self.cfg, before_sleep=count_retry)
 
     def _store(self, job: RequestToAnswer, resp: TeacherResponse, reserved: tuple[int, int]) -> None:
         cost = self.budget.settle(reserved, (resp.usage.prompt_tokens, resp.usage.completion_tokens))
         self.cache.put(job.req.request_hash, job.payload, resp)
-        self.answered.append(job.req.request_hash)
+        self.fresh[job.req.request_hash] = resp
         self.stats.new_answers += 1
         self.stats.prompt_tokens += resp.usage.prompt_tokens
+        if resp.usage.prompt_tokens:
+            self._prompt_seen += resp.usage.prompt_tokens
+            self._prompt_estimated += reserved[0]
         self.stats.completion_tokens += resp.usage.completion_tokens
         if self.stats.cost_usd is not None and cost is not None:
             self.stats.cost_usd += cost

@@ -1,7 +1,8 @@
 """OpenAI Chat Completions (and any OpenAI-compatible server, e.g. vLLM) through the official SDK.
 
 Sends ``logprobs`` / ``top_logprobs`` when asked (OpenAI allows up to 20). A list of base URLs
-spreads requests across replicas, round robin. Params are sent as-is, so a vLLM server's extras
+is a set of replicas: the executor picks one per request, each with its own pacing and health
+(replicas.py). Params are sent as-is, so a vLLM server's extras
 (``top_k``, ``return_tokens_as_token_ids``...) pass through. The SDK's own retries are off: the
 executor retries, once, for every backend.
 
@@ -110,6 +111,7 @@ class OpenAITeacher:
                         http_client=DefaultAioHttpClient(limits=limits, timeout=cfg.timeout_s))
             for url in urls
         ]
+        self.replicas = urls  # the executor routes among them (pipeline/teachers/replicas.py)
         self._next_client = itertools.cycle(self._clients)
         self._tokenizer: Any = False  # the served model's local tokenizer, looked up on first need
 
@@ -134,10 +136,11 @@ class OpenAITeacher:
             body["top_logprobs"] = req.top_logprobs + extra
         return body
 
-    async def complete(self, req: TeacherRequest) -> TeacherResponse:
+    async def complete(self, req: TeacherRequest, replica: int | None = None) -> TeacherResponse:
+        """Answer ``req`` on the replica the executor chose (round robin when called without one)."""
         import openai
 
-        client = next(self._next_client)
+        client = next(self._next_client) if replica is None else self._clients[replica]
         start = time.perf_counter()
         import httpx2
 

@@ -38,6 +38,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.fakes.ratelimit import ProviderLimiter, go_duration
+
 FAULT_KINDS = ("429", "500", "503", "400", "401", "hang", "truncated", "malformed")
 
 
@@ -80,6 +82,10 @@ class ServerState:
     retry_after_s: int = 1          # the whole-seconds Retry-After on an injected 429
     retry_after_ms_prob: float = 1.0  # chance a 429 also carries retry-after-ms (precise)
     hang_s: float = 30.0
+    latency_jitter: float = 0.0     # each answer takes latency_s x uniform(1 - j, 1 + j)
+    # A limiter modelled on a provider's documented behaviour (tests/fakes/ratelimit.py); when set,
+    # it replaces rate_limit_rps / tokens_per_minute and its headers go on every response.
+    limiter: ProviderLimiter | None = None
     reply: Callable[[dict[str, Any]], str] = default_reply
     # counters
     received: Counter = field(default_factory=Counter)
@@ -116,6 +122,7 @@ class ServerState:
             "max_in_flight": self.max_in_flight,
             "first_served": min(self.served_times) if self.served_times else None,
             "last_served": max(self.served_times) if self.served_times else None,
+            "charged": dict(self.limiter.charged) if self.limiter is not None else None,
         }
 
     # -- the server-enforced token bucket ---------------------------------------------------
@@ -155,15 +162,6 @@ class ServerState:
         return None
 
 
-def _duration(seconds: float) -> str:
-    """OpenAI's reset format: '1s', '6m0s', '20ms'."""
-    if seconds < 1:
-        return f"{max(0, int(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{seconds:.3g}s"
-    return f"{int(seconds // 60)}m{seconds % 60:.0f}s"
-
-
 def _rate_headers(state: ServerState, flavour: str) -> dict[str, str]:
     if not state.send_rate_headers:
         return {}
@@ -174,7 +172,7 @@ def _rate_headers(state: ServerState, flavour: str) -> dict[str, str]:
         names = ("limit-tokens", "remaining-tokens", "reset-tokens") if flavour == "openai" else ("limit", "remaining", "reset")
         headers[prefix + names[0]] = str(int(state.tokens_per_minute))
         headers[prefix + names[1]] = str(max(0, int(state.tpm_tokens)))
-        headers[prefix + names[2]] = _duration((rate - state.tpm_tokens) / rate)
+        headers[prefix + names[2]] = go_duration((rate - state.tpm_tokens) / rate)
     if not state.rate_limit_rps:
         return headers
     cap = float(state.burst or state.rate_limit_rps)
@@ -185,7 +183,7 @@ def _rate_headers(state: ServerState, flavour: str) -> dict[str, str]:
             **headers,
             "x-ratelimit-limit-requests": str(int(state.rate_limit_rps * 60)),
             "x-ratelimit-remaining-requests": str(remaining),
-            "x-ratelimit-reset-requests": _duration(reset_s),
+            "x-ratelimit-reset-requests": go_duration(reset_s),
         }
     reset_at = datetime.now(UTC) + timedelta(seconds=reset_s)
     return {
@@ -272,6 +270,14 @@ def _anthropic_body(state: ServerState, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(len(tokenize(str(m.get("content", "")))) for m in body.get("messages", []))
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    return int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+
+
 def _handler(state: ServerState, flavour: str):
     make_body = _openai_body if flavour == "openai" else _anthropic_body
 
@@ -285,32 +291,51 @@ def _handler(state: ServerState, flavour: str):
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
-            wait = state.take_token()
-            if wait is None and state.tokens_per_minute:
-                good = make_body(state, body)
-                usage = good["usage"]
-                wait = state.take_tpm(usage.get("total_tokens") or usage.get("input_tokens", 0) + usage.get("output_tokens", 0))
-            if wait is not None:  # past the server-enforced limit: whole seconds, ms sometimes absent
-                headers = {"retry-after": str(max(1, math.ceil(wait))), **_rate_headers(state, flavour)}
-                if state.rng.random() < state.retry_after_ms_prob:
-                    headers["retry-after-ms"] = str(max(1, int(wait * 1000)))
-                state.statuses[429] += 1
-                return _error(flavour, 429, "rate_limit_exceeded", "Rate limit reached for requests", headers)
-            fault = state.pick_fault(h)
-            if fault is not None:
-                resp = await _fault_response(state, flavour, fault, lambda: make_body(state, body))
-                state.statuses[fault if fault in ("truncated", "malformed", "hang") else int(fault)] += 1
-                return resp
-            if state.latency_s:
-                await asyncio.sleep(state.latency_s)
-            state.served[h] += 1
-            state.served_times.append(time.time())
-            state.statuses[200] += 1
-            return web.json_response(make_body(state, body), headers=_rate_headers(state, flavour))
+            resp = await _answer(state, flavour, make_body, body, h)
+            if state.limiter is not None:  # the provider's headers go on every answer, whatever its status
+                for k, v in state.limiter.headers().items():
+                    resp.headers.setdefault(k, v)
+            return resp
         finally:
             state.in_flight -= 1
 
     return handle
+
+
+async def _answer(state: ServerState, flavour: str, make_body, body: dict[str, Any], h: str) -> web.Response:
+    if state.limiter is not None:
+        wait = state.limiter.admit(_prompt_tokens(body), _max_tokens(body))
+        if wait is not None:
+            state.statuses[429] += 1
+            return _error(flavour, 429, "rate_limit_error" if flavour == "anthropic" else "rate_limit_exceeded",
+                          "Rate limit reached", state.limiter.rejection_headers(wait))
+    wait = state.take_token()
+    if wait is None and state.tokens_per_minute:
+        good = make_body(state, body)
+        usage = good["usage"]
+        wait = state.take_tpm(usage.get("total_tokens") or usage.get("input_tokens", 0) + usage.get("output_tokens", 0))
+    if wait is not None:  # past the server-enforced limit: whole seconds, ms sometimes absent
+        headers = {"retry-after": str(max(1, math.ceil(wait))), **_rate_headers(state, flavour)}
+        if state.rng.random() < state.retry_after_ms_prob:
+            headers["retry-after-ms"] = str(max(1, int(wait * 1000)))
+        state.statuses[429] += 1
+        return _error(flavour, 429, "rate_limit_exceeded", "Rate limit reached for requests", headers)
+    fault = state.pick_fault(h)
+    if fault is not None:
+        resp = await _fault_response(state, flavour, fault, lambda: make_body(state, body))
+        state.statuses[fault if fault in ("truncated", "malformed", "hang") else int(fault)] += 1
+        return resp
+    if state.latency_s:
+        jitter = state.latency_jitter
+        await asyncio.sleep(state.latency_s * (state.rng.uniform(1 - jitter, 1 + jitter) if jitter else 1.0))
+    state.served[h] += 1
+    state.served_times.append(time.time())
+    state.statuses[200] += 1
+    answer = make_body(state, body)
+    if state.limiter is not None:
+        usage = answer["usage"]
+        state.limiter.done(_max_tokens(body), usage.get("completion_tokens", usage.get("output_tokens", 0)))
+    return web.json_response(answer, headers=_rate_headers(state, flavour))
 
 
 def build_app(state: ServerState, extra_routes: list[Callable] = ()) -> web.Application:
@@ -420,9 +445,23 @@ def main() -> None:
     ap.add_argument("--retry-after-ms-prob", type=float, default=1.0)
     ap.add_argument("--no-rate-headers", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jitter", type=float, default=0.0, help="latency x uniform(1 - j, 1 + j)")
+    ap.add_argument("--limiter", choices=["openai", "anthropic"], default=None,
+                    help="a provider-style limiter (tests/fakes/ratelimit.py) instead of --rate")
+    ap.add_argument("--rpm", type=float, default=None)
+    ap.add_argument("--tpm", type=float, default=None)
+    ap.add_argument("--itpm", type=float, default=None)
+    ap.add_argument("--otpm", type=float, default=None)
+    ap.add_argument("--retry-after-prob", type=float, default=1.0)
     args = ap.parse_args()
+    limiter = None
+    if args.limiter:
+        limiter = ProviderLimiter(args.limiter, rpm=args.rpm, tpm=args.tpm, itpm=args.itpm, otpm=args.otpm,
+                                  retry_after_ms_prob=args.retry_after_ms_prob,
+                                  retry_after_prob=args.retry_after_prob, seed=args.seed)
     state = ServerState(latency_s=args.latency, rate_limit_rps=args.rate, burst=args.burst, seed=args.seed,
-                        retry_after_ms_prob=args.retry_after_ms_prob, send_rate_headers=not args.no_rate_headers)
+                        retry_after_ms_prob=args.retry_after_ms_prob, send_rate_headers=not args.no_rate_headers,
+                        latency_jitter=args.jitter, limiter=limiter)
 
     async def serve() -> None:
         runner = web.AppRunner(build_app(state), access_log=None)
