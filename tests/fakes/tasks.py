@@ -23,6 +23,7 @@ def make_task(root: Path, *, teacher: dict[str, Any], inputs: list[dict] | None 
         "teacher": {"backend": "openai", "model": "gpt-4o-mini", "retry_initial_s": 0.02, "retry_max_s": 0.5,
                     "timeout_s": 5, **teacher},
         "output": {"kind": "text"},
+        "train": {"method": "sft"},  # an API teacher on text: its tokens are not the student's
     }
     if inputs is not None:
         config["inputs"] = {"source": {"path": "inputs.jsonl"}}
