@@ -46,3 +46,29 @@ def test_non_utf8_jsonl_is_a_one_line_error_naming_the_line(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
     with pytest.raises(InputDataError, match=r"g\.jsonl:2: not UTF-8"):
         list(read_jsonl(path))
+
+
+def test_group_split_keeps_every_group_on_one_side_and_sample_spreads_over_the_file(tmp_path):
+    """The transfer set and the evaluation read one file from the two sides of a split by group
+    (movie): no group on both sides, the same sides on every run; `sample` takes rows from all
+    over the file, unlike `limit`, which takes its first rows."""
+    from pipeline.config.inputs import SourceConfig
+    from pipeline.inputs import read_source
+
+    rows = [f"movie{m},snippet {m}-{i},{'fresh' if i % 2 else 'rotten'}" for m in range(40) for i in range(5)]
+    (tmp_path / "rt.csv").write_text("movie_name,text,category\n" + "\n".join(rows) + "\n")
+
+    def side(keep, **extra):
+        src = SourceConfig(path="rt.csv", fields={"text": "text"},
+                           group_split={"field": "movie_name", "holdout_fraction": 0.25, "keep": keep}, **extra)
+        return read_source(src, tmp_path)
+
+    rest, held = side("rest"), side("holdout")
+    assert len(rest) + len(held) == 200 and 0 < len(held) < 100
+    assert set(rest[0]) == {"text"}  # the group column is read for the split, then dropped
+    movie = lambda r: r["text"].split()[1].split("-")[0]  # noqa: E731
+    assert not {movie(r) for r in rest} & {movie(r) for r in held}
+    assert side("rest") == rest  # a group's side is a hash of its name: stable across runs
+    sampled = side("rest", sample=20)
+    assert len(sampled) == 20 and len({movie(r) for r in sampled}) > 10
+    assert len({movie(r) for r in side("rest", limit=20)}) <= 5

@@ -192,3 +192,30 @@ def test_routing_threshold_is_chosen_on_one_half_and_measured_on_the_other():
     assert out["chosen_on"] == 8 and out["reported_on"] == 8
     point = out["point"]
     assert point.threshold == 0.9 and point.coverage == 0.5 and point.student_quality == 0.0
+
+
+def _report(student: float, teacher: float, baseline: float, gap) -> dict:
+    return {"quality": {"metric": "accuracy", "student": student, "teacher": teacher}, "reference": "gold",
+            "headline": {"gap_closed": gap, "majority_baseline": baseline, "majority_label": "positive",
+                         "agreement": 0.5, "kappa": 0.0,
+                         "verdict": ("student_at_or_below_baseline" if student <= baseline else
+                                     "teacher_at_or_below_baseline" if teacher <= baseline else "above_baseline")}}
+
+
+def test_the_headline_never_calls_a_baseline_student_a_share_of_the_teacher():
+    from pipeline.evaluation.report import headline_sentence
+
+    low = headline_sentence(_report(0.52, 0.60, 0.52, 0.0))
+    assert "at or below the majority-class baseline 52.0%" in low and "of the teacher's quality" not in low
+    good = headline_sentence(_report(0.59, 0.60, 0.52, 0.875))
+    assert good.startswith("The student closes 87.5% of the teacher's margin over the majority-class baseline")
+    flat = headline_sentence(_report(0.55, 0.50, 0.52, None))
+    assert "no margin to distil" in flat
+
+
+def test_routing_that_costs_more_than_the_teacher_says_send_everything_to_the_teacher():
+    from pipeline.evaluation.routing import routing_pays
+
+    assert routing_pays(0.004, 0.61, 0.005, 0.60) is True
+    assert routing_pays(0.0066, 0.615, 0.0047, 0.60) is False  # dearer than the teacher alone
+    assert routing_pays(0.002, 0.55, 0.005, 0.60) is False  # cheaper, but loses quality
