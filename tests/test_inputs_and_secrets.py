@@ -66,7 +66,7 @@ def test_group_split_keeps_every_group_on_one_side_and_sample_spreads_over_the_f
     rest, held = side("rest"), side("holdout")
     assert len(rest) + len(held) == 200 and 0 < len(held) < 100
     assert set(rest[0]) == {"text"}  # the group column is read for the split, then dropped
-    movie = lambda r: r["text"].split()[1].split("-")[0]  # noqa: E731
+    movie = lambda r: r["text"].split()[1].split("-")[0]
     assert not {movie(r) for r in rest} & {movie(r) for r in held}
     assert side("rest") == rest  # a group's side is a hash of its name: stable across runs
     sampled = side("rest", sample=20)
