@@ -10,8 +10,8 @@ How one prompt is scored:
    position gives the first token of every candidate. Only candidates with more tokens (or a
    boundary to check) get a second, short pass over their own tokens on the prompt's KV cache.
 2. **Teacher rule** (``teacher_label_logprobs``): a label's probability is the sum over its
-   *surface variants* of P(variant | prompt). The variants are the label as written, lower-cased,
-   Capitalised and UPPER-cased, each with and without a leading space; variants that tokenise
+   *surface variants* of P(variant | prompt). The variants are the label as written, lower-cased
+   and Capitalised, each with and without a leading space; variants that tokenise
    identically count once. When a label's text begins another label's ("book" and "book_flight"),
    its variants are also multiplied by P(the next token ends the word): an end-of-turn or other
    special token, or a token whose text starts with whitespace or punctuation other than ``_`` and
@@ -34,7 +34,9 @@ NO_BOUNDARY_CHARS = "_-"  # characters that continue a label word (book_flight, 
 
 
 def surface_variants(label: str) -> list[str]:
-    forms = [label, label.lower(), label[:1].upper() + label[1:], label.upper()]
+    # UPPER-case is left out: its mass is negligible for instruct models, and it usually takes several
+    # tokens (POS-IT-IVE), which would cost every prompt a second pass for nothing
+    forms = [label, label.lower(), label[:1].upper() + label[1:]]
     out: list[str] = []
     for form in forms:
         for text in (form, " " + form):
