@@ -34,27 +34,31 @@ def test_zero_when_student_is_the_teacher_full_vocab_and_top_k_with_tail():
     logits = torch.randn(4, V) * 2
     ids, lps, mask = _topk(logits, V)
     assert sparse_topk_kl(logits, ids, lps, mask, 2.0).abs().max() < 1e-6
-    ids, lps, mask = _topk(logits, 3)  # tail holds the other 8 tokens' mass; at T=1 it is exact
-    assert sparse_topk_kl(logits, ids, lps, mask, 1.0).abs().max() < 1e-6
+    ids, lps, mask = _topk(logits, 3)  # the tail holds the other 8 tokens' mass
+    for temperature in (1.0, 2.0, 4.0):  # the student's tail shape is the teacher's: exact at any T
+        assert sparse_topk_kl(logits, ids, lps, mask, temperature).abs().max() < 1e-6
     # and a different student is strictly positive
     assert (sparse_topk_kl(logits.flip(-1), ids, lps, mask, 1.0) > 1e-3).all()
 
 
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
-def test_tail_bucket_is_exact_when_both_tails_are_uniform(temperature):
-    """With k < V known tokens and every other token equally likely for teacher and student, the
-    bucketed, re-tempered KL equals the full KL: the tail assumption and the bucket are both exact."""
+def test_tail_bucket_is_exact_when_the_student_tail_has_the_teacher_tail_shape(temperature):
+    """k < V known tokens; the student's tail is the teacher's up to a constant (a non-uniform
+    shape) while its top-k differs: the bucketed, re-tempered KL equals the full KL."""
     torch.manual_seed(2)
     k = 4
-    teacher = torch.cat([torch.randn(3, k) + 3, torch.zeros(3, V - k)], dim=-1)
-    student = torch.cat([torch.randn(3, k) + 2, torch.full((3, V - k), 0.7)], dim=-1)
+    teacher = torch.cat([torch.randn(3, k) + 3, torch.randn(3, V - k)], dim=-1)
+    student = torch.cat([torch.randn(3, k) + 2, teacher[:, k:] + 0.7], dim=-1)
     lp = F.log_softmax(teacher, -1)
-    ids = torch.arange(k).expand(3, k)
-    got = sparse_topk_kl(student, ids, lp[:, :k], torch.ones(3, k, dtype=torch.bool), temperature)
+    ids, mask = torch.arange(k).expand(3, k), torch.ones(3, k, dtype=torch.bool)
+    got = sparse_topk_kl(student, ids, lp[:, :k], mask, temperature)
     torch.testing.assert_close(got, full_kl(student, teacher, temperature), rtol=1e-5, atol=1e-6)
     # dropping the tail bucket (renormalising the top-k) would give a different number
     no_tail = full_kl(student[:, :k], teacher[:, :k], temperature)
     assert not torch.allclose(got, no_tail, atol=1e-4)
+    if temperature != 1.0:  # and so would the old even-spread guess, (V-k) * (r/(V-k))^(1/T)
+        even = torch.full((3,), (1 - 1 / temperature) * math.log(V - k))
+        assert not torch.allclose(sparse_topk_kl(student, ids, lp[:, :k], mask, temperature, even), got, atol=1e-4)
 
 
 def test_padded_slots_and_positions_without_teacher_are_ignored():
@@ -79,7 +83,10 @@ def test_gradcheck_in_double_precision():
     teacher = torch.randn(3, V, dtype=torch.double)
     ids, lps, mask = _topk(teacher, 4)
     mask[0, 3] = False  # a padded slot
-    assert torch.autograd.gradcheck(lambda s: sparse_topk_kl(s, ids, lps, mask, 2.0), (student,))
+    # The tail's shape is a detached target taken from the student: hold it fixed, or the finite
+    # differences would see the target move and the analytic gradient (by design) would not.
+    shape = torch.tensor([0.3, 0.8, 1.1], dtype=torch.double)
+    assert torch.autograd.gradcheck(lambda s: sparse_topk_kl(s, ids, lps, mask, 2.0, shape), (student,))
     full_ids, full_lps, full_mask = _topk(teacher, V)
     assert torch.autograd.gradcheck(lambda s: sparse_topk_kl(s, full_ids, full_lps, full_mask, 1.5), (student,))
 

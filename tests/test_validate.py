@@ -42,7 +42,7 @@ def run_validate(folder: Path, capsys) -> tuple[int, list[str]]:
 
 
 def test_bundled_tasks_are_valid(capsys):
-    for name in ("sentiment", "ticket_extraction", "summarize"):
+    for name in ("sentiment", "ticket_extraction", "summarize", "review_summary"):
         rc, lines = run_validate(REPO / "prompts" / name, capsys)
         assert rc == 0, lines
         assert lines[-1].startswith("ok:")
