@@ -90,4 +90,5 @@ bench: setup
 	$(BIN)/python bench/generate_throughput.py
 	$(BIN)/python bench/dedupe.py
 	$(BIN)/python bench/evaluate_student.py
+	$(BIN)/python bench/kd_tail.py
 	$(BIN)/python bench/kd_vs_sft.py
