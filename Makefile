@@ -91,4 +91,6 @@ bench: setup
 	$(BIN)/python bench/dedupe.py
 	$(BIN)/python bench/evaluate_student.py
 	$(BIN)/python bench/kd_tail.py
+	$(BIN)/python bench/label_scoring.py
+	$(BIN)/python bench/label_kd_step.py
 	$(BIN)/python bench/kd_vs_sft.py
