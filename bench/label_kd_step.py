@@ -80,7 +80,6 @@ def stacked_scores(model, prompts, label_ids, pad_id):
         ids[r, : len(p) + len(lab)] = torch.tensor(p + lab)
         mask[r, : len(p) + len(lab)] = 1
     lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-    out = torch.zeros(len(seqs))
     scores = []
     for r, (p, lab) in enumerate(seqs):
         scores.append(sum(lp[r, len(p) - 1 + t, tok] for t, tok in enumerate(lab)))
@@ -144,7 +143,7 @@ def main() -> None:
     # The stacked baseline builds B x 7 full sequences with full-vocabulary logits (gigabytes at B=16):
     # time it on a quarter of the rows, once, and scale (its cost is linear in the rows).
     part = max(1, args.batch_size // 4)
-    t_stacked = timed_steps(step(lambda b: stacked_scores(model, prompts[:part], shared_ids, tok.pad_token_id)[:, :],
+    t_stacked = timed_steps(step(lambda b: stacked_scores(model, prompts[:part], shared_ids, tok.pad_token_id),
                                  {**shared_batch, "label_probs": shared_batch["label_probs"][:part]}), 1)
     t_stacked *= args.batch_size / part
     figures = {

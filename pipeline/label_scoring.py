@@ -34,8 +34,8 @@ NO_BOUNDARY_CHARS = "_-"  # characters that continue a label word (book_flight, 
 
 
 def surface_variants(label: str) -> list[str]:
-    # UPPER-case is left out: its mass is negligible for instruct models, and it usually takes several
-    # tokens (POS-IT-IVE), which would cost every prompt a second pass for nothing
+    # UPPER-case is left out: instruct models rarely answer in capitals, and it usually takes several
+    # tokens (POS-IT-IVE), which would cost every prompt a second pass
     forms = [label, label.lower(), label[:1].upper() + label[1:]]
     out: list[str] = []
     for form in forms:
@@ -130,6 +130,8 @@ def candidate_logprobs(model, enc, candidates: Sequence[Sequence[int]], *, bound
 
 def teacher_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:
     """log P(label) for every prompt and label, by the teacher rule (module docstring)."""
+    import torch
+
     variants: list[tuple[int, list[int]]] = []
     seen: set[tuple[int, ...]] = set()
     for j, label in enumerate(labels):
@@ -144,15 +146,9 @@ def teacher_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], labels
     prefix = [any(o != t and o.startswith(t) for o in texts) for t in texts]
     lp = candidate_logprobs(model, enc, [ids for _, ids in variants], boundary=_boundary_ids(tokenizer),
                             needs_boundary=[prefix[j] for j, _ in variants])
-    owner = [j for j, _ in variants]
-    out = []
-    for row in lp:
-        per_label = {}
-        for j, label in enumerate(labels):
-            cols = [c for c, o in enumerate(owner) if o == j]
-            per_label[label] = float(row[cols].logsumexp(-1))
-        out.append(per_label)
-    return out
+    cols = [[c for c, (owner, _) in enumerate(variants) if owner == j] for j in range(len(labels))]
+    per_label = torch.stack([lp[:, c].logsumexp(-1) for c in cols], dim=-1).cpu()  # [B, L]
+    return [dict(zip(labels, map(float, row))) for row in per_label]
 
 
 def label_completion_ids(tokenizer, prompt_messages: list[dict], label: str) -> list[int]:
