@@ -28,8 +28,10 @@ Memory: batch x candidates x (label length + 1) x vocabulary floats for the cand
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate pass
 NO_BOUNDARY_CHARS = "_-"  # characters that continue a label word (book_flight, e-mail)
 
 
@@ -62,12 +64,41 @@ def _boundary_ids(tokenizer) -> tuple[int, ...]:
     return tuple(out)
 
 
-def encode_prompts(tokenizer, prompt_texts: Sequence[str]):
-    """Templated prompt texts as one left-padded batch."""
-    tokenizer.padding_side = "left"
+def encode_prompts(tokenizer, prompt_texts: Sequence[str]) -> Encoded:
+    """Templated prompt texts as token lists (no special tokens added: the template has them)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer(list(prompt_texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return Encoded(tokenizer(list(prompt_texts), add_special_tokens=False)["input_ids"], tokenizer.pad_token_id)
+
+
+@dataclass
+class Encoded:
+    rows: list[list[int]]
+    pad_id: int
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares (each row keeps at least one of its own), or 0 when
+    that is under MIN_SHARED_PREFIX tokens or there is one row."""
+    if len(rows) < 2:
+        return 0
+    limit, first, n = min(len(r) for r in rows) - 1, rows[0], 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _left_padded(rows: Sequence[Sequence[int]], pad_id: int):
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(list(r))
+            mask[i, width - len(r):] = 1
+    return ids, mask
 
 
 def _positions(mask):
@@ -80,30 +111,60 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def candidate_logprobs(model, enc, candidates: Sequence[Sequence[int]], *, boundary: Sequence[int] | None = None,
-                       needs_boundary: Sequence[bool] | None = None):
+def _cache_of(out):
+    cache = out.get("cache")  # transformers 5's name
+    return cache if cache is not None else out.past_key_values
+
+
+def prefill(model, enc: Encoded):
+    """Run a batch of prompts once: ([B, V] next-token log-probs at each prompt's end, the KV cache,
+    the [B, S] attention mask that cache was built with).
+
+    A prefix every prompt shares (the chat template's system turn, the task's instructions before
+    the input) runs once and its KV cache is repeated for the batch, the way vLLM's prefix cache
+    serves it; then only each prompt's own tokens run (left-padded after the prefix, with explicit
+    positions). The result equals a plain left-padded forward (tests/test_label_scoring.py)."""
+    import torch
+
+    device = model.device
+    shared = shared_prefix_length(enc.rows)
+    with torch.inference_mode():
+        if shared:
+            head = model(input_ids=torch.tensor([enc.rows[0][:shared]], device=device), use_cache=True,
+                         logits_to_keep=1)
+            cache = _cache_of(head)
+            cache.batch_repeat_interleave(len(enc.rows))
+            ids, own = _left_padded([r[shared:] for r in enc.rows], enc.pad_id)
+            mask = torch.cat([torch.ones(len(enc.rows), shared, dtype=torch.long), own], dim=1).to(device)
+            out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=_positions(mask)[:, shared:],
+                        use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+        else:
+            ids, mask = _left_padded(enc.rows, enc.pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
+                        logits_to_keep=1)
+    return out.logits[:, -1].float().log_softmax(-1), _cache_of(out), mask
+
+
+def candidate_logprobs(model, enc: Encoded, candidates: Sequence[Sequence[int]], *,
+                       boundary: Sequence[int] | None = None, needs_boundary: Sequence[bool] | None = None):
     """[B, C] log P(candidate tokens | prompt), plus log P(next token is a boundary) for the
     candidates flagged in ``needs_boundary``, for every prompt of an encoded batch.
 
-    The prompt runs once (its last position gives every candidate's first token); only candidates
-    with more than one token, or a boundary to check, get a second pass over their own tokens,
-    on the prompt's KV cache repeated for each."""
+    The prompt runs once (``prefill``: its last position gives every candidate's first token); only
+    candidates with more than one token, or a boundary to check, get a second pass over their own
+    tokens, on the prompt's KV cache repeated for each."""
     import torch
 
     flags = list(needs_boundary) if needs_boundary is not None else [False] * len(candidates)
     device = model.device
-    enc = {k: v.to(device) for k, v in enc.items()}
-    mask = enc["attention_mask"]
+    first, cache, mask = prefill(model, enc)
     batch = len(mask)
     with torch.inference_mode():
-        out = model(**enc, position_ids=_positions(mask), use_cache=True, logits_to_keep=1)
-        first = out.logits[:, -1].float().log_softmax(-1)
         total = first[:, [c[0] for c in candidates]]  # [B, C]
         more = [j for j, c in enumerate(candidates) if len(c) > 1 or flags[j]]
         if not more:
             return total
-        cache = out.get("cache")  # transformers 5's name
-        cache = cache if cache is not None else out.past_key_values
         feeds = [list(candidates[j]) if flags[j] else list(candidates[j][:-1]) for j in more]
         k, width = len(more), max(len(f) for f in feeds)
         ids = torch.zeros(k, width, dtype=torch.long)
@@ -173,15 +234,10 @@ def student_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], label_
                            labels: Sequence[str]) -> list[dict[str, float]]:
     """log P(label | prompt) by the student rule: the first token when the labels' first tokens all
     differ (one position's logits), else the whole completion (label + end of turn)."""
-    import torch
-
     enc = encode_prompts(tokenizer, prompt_texts)
     firsts = [ids[0] for ids in label_ids]
     if len(set(firsts)) == len(firsts):
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        with torch.inference_mode():
-            logits = model(**enc, position_ids=_positions(enc["attention_mask"]), logits_to_keep=1).logits[:, -1]
-        lp = logits.float().log_softmax(-1)[:, firsts]
+        lp = prefill(model, enc)[0][:, firsts]
     else:
         lp = candidate_logprobs(model, enc, label_ids)
     return [dict(zip(labels, map(float, row))) for row in lp.cpu()]

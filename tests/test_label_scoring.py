@@ -2,6 +2,7 @@
 prompt + label, merged over the documented surface variants."""
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -92,3 +93,36 @@ def test_generate_scores_a_label_task_with_a_local_teacher(task_copy, data_root,
         assert r.usage.completion_tokens == 0
     empty = list(read_jsonl(root / "content_free.jsonl", Record))
     assert [r.inputs["text"] for r in empty] == ["N/A", "", "[MASK]"]
+
+
+def test_a_shared_prefix_runs_once_and_changes_no_score(lm, monkeypatch):
+    """Prompts that share the template's system turn and the task's instructions: the prefix runs
+    once (one forward of batch 1) and every score equals the plain left-padded batch's, for both
+    rules, labels of one token and labels of several."""
+    import pipeline.label_scoring as ls
+
+    model, tok = lm
+    intro = "You label movie reviews. Read the review, then answer with one label only. Review: "
+    texts = [_prompt(tok, intro + t)[0] for t in ("a warm film", "dull", "an utterly gripping, tender story")]
+    assert ls.shared_prefix_length(ls.encode_prompts(tok, texts).rows) >= ls.MIN_SHARED_PREFIX
+    labels = ["book", "book_flight", "weather"]
+    msgs = [{"role": "user", "content": "x"}]
+    label_ids = [ls.label_completion_ids(tok, msgs, lab) for lab in ["positive", "negative"]]
+    calls = []
+    original = model.forward
+
+    @functools.wraps(original)  # keeps the signature the cache keyword is read from
+    def counting(*a, **k):
+        calls.append(k["input_ids"].shape)
+        return original(*a, **k)
+
+    monkeypatch.setattr(model, "forward", counting)
+    shared_teacher = ls.teacher_label_logprobs(model, tok, texts, labels)
+    assert calls[0][0] == 1  # the prefix, once
+    shared_student = ls.student_label_logprobs(model, tok, texts, label_ids, ["positive", "negative"])
+    monkeypatch.setattr(ls, "MIN_SHARED_PREFIX", 10_000)  # the plain path
+    plain_teacher = ls.teacher_label_logprobs(model, tok, texts, labels)
+    plain_student = ls.student_label_logprobs(model, tok, texts, label_ids, ["positive", "negative"])
+    for got, want in zip(shared_teacher + shared_student, plain_teacher + plain_student):
+        for label in want:
+            assert got[label] == pytest.approx(want[label], abs=1e-4)

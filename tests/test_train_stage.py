@@ -291,3 +291,21 @@ def test_early_stopping_keeps_the_best_agreement_and_records_the_curve(data_root
     # lr 0: agreement never improves on step 0, so training stops at the first check after patience
     assert [p["step"] for p in curve] == [0, 2] and m["steps"] == 2
     assert m["learning_curve"]["best_step"] == 0 and m["metrics"]["heldout_agreement"] == curve[0]["agreement"]
+
+
+def test_probe_label_head_is_fitted_before_training_and_saved_untied(data_root, tiny_model_dir):
+    """train.label_head: probe runs the ridge fit on the training rows before TRL trains, records it
+    in the manifest, and the saved student carries its own LM head (its embeddings untouched)."""
+    from safetensors.torch import load_file
+
+    rows = teacher_rows(tiny_model_dir, n=12, with_ids=False, p_positive=0.7)
+    write_version(data_root, "sentiment", rows, rows[:2])
+    task = _task(data_root, tiny_model_dir, method="kd", alpha=0.9, early_stopping=None, label_head="probe",
+                 sft={"max_steps": 2})
+    m = run_train(task, quiet=True)
+    assert m["label_head"]["rows"] == 12 and m["steps"] == 2
+    saved = load_file(str(Path(m["output_dir"]) / "model.safetensors"))
+    assert "lm_head.weight" in saved
+    original = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    emb = "model.embed_tokens.weight"
+    assert saved[emb].shape == original[emb].shape

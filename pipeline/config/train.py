@@ -44,6 +44,15 @@ class TrainConfig(Section):
         "standardised over the training set (Ba & Caruana 2014; right for a flat or weak teacher, whose "
         "0.53/0.47 targets give a KL almost no gradient); 'kl' is Hinton's KL at train.temperature.",
     )
+    label_head: Literal["pretrained", "probe"] = Field(
+        "pretrained",
+        description="label tasks whose labels begin with different tokens: 'pretrained' keeps the student's "
+        "head as loaded; 'probe' (experimental) first fits the LM head's label rows to the training targets "
+        "by ridge regression on the student's own features, then fine-tunes (LP-FT, Kumar et al. 2022; "
+        "pipeline/training/label_head.py). On the demo with layer_map [0..5] the probe alone agreed with "
+        "the teacher on up to 73% of held-out snippets (ridge strength picked on them), but fine-tuning from it at lr 2e-4 diverged (loss 112 at "
+        "step 10), so it is not the default.",
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         default_factory=EarlyStoppingConfig,
         description="Label tasks with an eval split: stop when held-out agreement with the teacher stops "

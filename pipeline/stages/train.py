@@ -190,6 +190,11 @@ def run_train(
         run_info = {"dataset_version": vdir.name, "train": cfg.model_dump(), "overrides": overrides}
         (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
     label_ids = label_completions(tokenizer, train_rows, labels) if level == "label" else None
+    head_init = None
+    if level == "label" and cfg.label_head == "probe":  # before the trainer: its optimiser takes the new head
+        from pipeline.training.label_head import init_label_head
+
+        head_init = init_label_head(model, train_enc.rows, label_ids, tokenizer.pad_token_id)
     trainer = _make_trainer(cfg, level, model, tokenizer, sft_args, train_enc.rows,
                             eval_enc.rows if eval_enc else None, lora_config(cfg.lora, task_file), label_ids)
     stopper = None
@@ -224,7 +229,7 @@ def run_train(
                           {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
                           {"objective": objective,  # what the loss really was (kd, sft, or cross-entropy)
                            "soft_labels": dict(Counter(r.soft_label_kind or "none" for _, r in train_rows))
-                           if level == "label" else None}, learning)
+                           if level == "label" else None, "label_head": head_init}, learning)
 
 
 def training_objective(method: str, level: str, rows) -> str:

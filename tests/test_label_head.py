@@ -1,0 +1,75 @@
+"""The probe-initialised label head (pipeline/training/label_head.py): the ridge fit recovers a
+linear readout, the student's label rows then read it at the answer position, and the untied head
+survives save/load while the input embeddings stay as they were."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.training.label_head import fit_rows, init_label_head, probe_targets
+
+
+def test_ridge_fit_recovers_a_linear_readout_and_picks_its_strength_on_held_out_rows():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(400, 16))
+    true = rng.normal(size=(2, 16))
+    targets = feats @ true.T
+    targets -= targets.mean(1, keepdims=True)
+    w, info = fit_rows(feats, targets, np.zeros((2, 16)))
+    pred = feats @ w.T
+    assert np.mean(pred.argmax(1) == targets.argmax(1)) > 0.97
+    assert info["heldout_agreement"] > 0.95 and info["heldout_rows"] == 80
+
+
+def test_targets_are_centred_and_standardised_one_hot_included():
+    t = probe_targets([[0.6, 0.4], [0.2, 0.8], [1.0, 0.0]])
+    assert np.allclose(t.sum(1), 0) and abs(np.sqrt((t**2).mean()) - 1) < 1e-9
+    assert t[0, 0] > 0 and t[1, 1] > 0 and t[2, 0] > 0
+
+
+def test_student_reads_the_probe_at_the_answer_position_and_keeps_its_embeddings(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    emb_before = model.get_input_embeddings().weight.detach().clone()
+    rng = np.random.default_rng(1)
+    label_ids = [[40, 2], [50, 2]]
+    rows, direction = [], None
+    backbone = model.get_decoder()
+    for i in range(120):  # prompts of random length; the teacher's label follows a direction of the features
+        prompt = rng.integers(5, 400, size=int(rng.integers(4, 12))).tolist()
+        with torch.no_grad():
+            h = backbone(torch.tensor([prompt])).last_hidden_state[0, -1].numpy()
+        direction = rng.normal(size=h.shape) if direction is None else direction
+        p = 1 / (1 + np.exp(-3 * float(h @ direction) / np.linalg.norm(direction)))
+        rows.append({"input_ids": prompt + label_ids[0], "answer_start": len(prompt), "label_probs": [p, 1 - p]})
+    info = init_label_head(model, rows, label_ids, pad_id=0)
+    assert info is not None and info["rows"] == 120
+    assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+    assert torch.equal(model.get_input_embeddings().weight, emb_before)  # the prompt's words keep their meaning
+
+    def agreement(m):
+        hits = 0
+        for r in rows:
+            with torch.no_grad():
+                logits = m(torch.tensor([r["input_ids"][: r["answer_start"]]])).logits[0, -1]
+            hits += int((logits[40] > logits[50]).item() == (r["label_probs"][0] > 0.5))
+        return hits / len(rows)
+
+    assert agreement(model) >= 0.9 > info["train_agreement_before"]
+    model.save_pretrained(tmp_path / "student")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert torch.equal(again.get_output_embeddings().weight, model.get_output_embeddings().weight)
+    assert torch.equal(again.get_input_embeddings().weight, emb_before)
+
+
+def test_shared_first_tokens_leave_the_head_alone(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = model.get_output_embeddings().weight.detach().clone()
+    rows = [{"input_ids": [5, 6, 40, 41, 2], "answer_start": 2, "label_probs": [0.5, 0.5]}] * 20
+    assert init_label_head(model, rows, [[40, 41, 2], [40, 42, 2]], pad_id=0) is None
+    assert torch.equal(model.get_output_embeddings().weight, before)
