@@ -1,7 +1,7 @@
 """Soft labels against hard labels, at equal data and steps, over seeds.
 
-    .venv/bin/python bench/kd_vs_sft.py [--seeds 3] [--transfer 500] [--steps 60] [--eval-limit 500]
-        [--skip-token]
+    .venv/bin/python bench/kd_vs_sft.py [--seeds 3] [--transfer 500] [--steps 60] [--lr LR]
+        [--eval-limit 500] [--skip-token]
 
 Part 1, labels (the demo task, prompts/sentiment): a copy of the task whose transfer set is
 --transfer real Rotten Tomatoes snippets (the demo's movie split and calibration), built through
@@ -9,7 +9,8 @@ the real stages (run_generate + run_curate) in bench/results/kd_vs_sft/. The tea
 from the demo's cache when it exists (data/sentiment/cache.sqlite is copied first: no answer is
 bought twice), else the embedded teacher scores them. Per seed, the same student (the task's
 from_teacher_layers map) trains through run_train twice with identical SFTConfig overrides and
-steps, early stopping off:
+steps, early stopping off, the task's student, head (train.label_head: with `probe` each method's
+head is fitted to its own targets: the soft labels for KD, the hard ones for SFT) and learning rate:
   sft  cross-entropy on the teacher's (calibrated) labels
   kd   the task's label loss on the teacher's soft labels (train.label_loss, train.alpha)
 then labels --eval-limit real snippets of the evaluation movies, read the way evaluate reads it:
@@ -110,8 +111,9 @@ def label_part(args, out: Path) -> dict:
     results = {m: {"agreement": [], "accuracy": [], "train_s": []} for m in ("sft", "kd")}
     for seed in range(args.seeds):
         for method in (("sft", "kd") if seed % 2 == 0 else ("kd", "sft")):  # a busy machine favours neither
-            overrides = {"max_steps": args.steps, "seed": seed, "save_strategy": "no", "logging_steps": args.steps,
-                         "learning_rate": args.lr}
+            overrides = {"max_steps": args.steps, "seed": seed, "save_strategy": "no", "logging_steps": args.steps}
+            if args.lr is not None:
+                overrides["learning_rate"] = args.lr
             m = run_train(task, quiet=True, version=version, method=method, overrides=overrides, evaluate=False)
             pred = student_labels(Path(m["output_dir"]), prompts, labels)
             r = results[method]
@@ -126,7 +128,9 @@ def label_part(args, out: Path) -> dict:
                   .read_text().splitlines())
     return {"transfer": args.transfer, "n_train": n_train, "n_eval": len(prompts), "steps": args.steps,
             "teacher_accuracy": round(sum(t == g for t, g in zip(teacher, golds)) / len(golds), 4),
-            "label_loss": task.config.train.label_loss, "alpha": task.config.train.alpha, **summary,
+            "label_loss": task.config.train.label_loss, "alpha": task.config.train.alpha,
+            "label_head": task.config.train.label_head,
+            "learning_rate": args.lr if args.lr is not None else task.config.train.sft.get("learning_rate"), **summary,
             "kd_ahead_by_2sd": ahead_by_2sd(summary["kd"]["agreement"], summary["sft"]["agreement"])}
 
 
@@ -135,7 +139,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--transfer", type=int, default=500, help="Real snippets in the transfer set (<= 500).")
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=None, help="Learning rate (default: the task's train.sft).")
     ap.add_argument("--eval-limit", type=int, default=500)
     ap.add_argument("--out", default="bench/results/kd_vs_sft")
     ap.add_argument("--skip-token", action="store_true", help="Only the label part.")

@@ -47,6 +47,12 @@ def test_student_reads_the_probe_at_the_answer_position_and_keeps_its_embeddings
         rows.append({"input_ids": prompt + label_ids[0], "answer_start": len(prompt), "label_probs": [p, 1 - p]})
     info = init_label_head(model, rows, label_ids, pad_id=0)
     assert info is not None and info["rows"] == 120
+    _check_probe(model, rows, info, emb_before, tmp_path)
+
+
+def _check_probe(model, rows, info, emb_before, tmp_path, truth=lambda r: r["label_probs"][0] > 0.5):
+    from transformers import AutoModelForCausalLM
+
     assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
     assert torch.equal(model.get_input_embeddings().weight, emb_before)  # the prompt's words keep their meaning
 
@@ -55,7 +61,7 @@ def test_student_reads_the_probe_at_the_answer_position_and_keeps_its_embeddings
         for r in rows:
             with torch.no_grad():
                 logits = m(torch.tensor([r["input_ids"][: r["answer_start"]]])).logits[0, -1]
-            hits += int((logits[40] > logits[50]).item() == (r["label_probs"][0] > 0.5))
+            hits += int((logits[40] > logits[50]).item() == truth(r))
         return hits / len(rows)
 
     assert agreement(model) >= 0.9 > info["train_agreement_before"]
@@ -63,6 +69,28 @@ def test_student_reads_the_probe_at_the_answer_position_and_keeps_its_embeddings
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
     assert torch.equal(again.get_output_embeddings().weight, model.get_output_embeddings().weight)
     assert torch.equal(again.get_input_embeddings().weight, emb_before)
+
+
+def test_an_sft_probe_fits_the_rows_own_labels_not_the_soft_ones(tiny_model_dir, tmp_path):
+    """method sft trains on hard labels: its probe must not see the teacher's distribution (here the
+    soft labels point the other way, so a probe that read them would disagree with every label)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    emb_before = model.get_input_embeddings().weight.detach().clone()
+    rng = np.random.default_rng(2)
+    backbone, direction, rows = model.get_decoder(), None, []
+    for i in range(120):
+        prompt = rng.integers(5, 400, size=int(rng.integers(4, 12))).tolist()
+        with torch.no_grad():
+            h = backbone(torch.tensor([prompt])).last_hidden_state[0, -1].numpy()
+        direction = rng.normal(size=h.shape) if direction is None else direction
+        first = float(h @ direction) > 0
+        rows.append({"input_ids": prompt + [40, 2], "answer_start": len(prompt),
+                     "label_probs": [0.2, 0.8] if first else [0.8, 0.2], "label_index": 0 if first else 1})
+    info = init_label_head(model, rows, [[40, 2], [50, 2]], pad_id=0, hard=True)
+    assert info is not None
+    _check_probe(model, rows, info, emb_before, tmp_path, truth=lambda r: r["label_index"] == 0)
 
 
 def test_shared_first_tokens_leave_the_head_alone(tiny_model_dir):

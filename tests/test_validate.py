@@ -48,6 +48,15 @@ def test_bundled_tasks_are_valid(capsys):
         assert lines[-1].startswith("ok:")
 
 
+def test_a_scored_label_task_is_not_warned_about_logprobs_or_max_tokens(capsys):
+    """The demo's teacher scores every label (one prefill, a full distribution): it needs neither
+    teacher.top_logprobs for soft labels nor teacher.params.max_tokens, so neither warning is true."""
+    rc, lines = run_validate(REPO / "prompts" / "sentiment", capsys)
+    assert rc == 0, lines
+    text = "\n".join(lines)
+    assert "one-hot labels" not in text and "teacher.params" not in text, text
+
+
 def test_misspelt_key_exits_nonzero_naming_the_key(tmp_path, capsys):
     cfg = base_config()
     cfg["teacher"]["temprature"] = 0.2

@@ -27,8 +27,11 @@ CHAT_TOKENS_PER_MESSAGE = 5  # "<|im_start|>role\n ... <|im_end|>\n" in ChatML-s
 
 
 def teacher_has_logprobs(task: TaskFolder) -> bool:
+    """The teacher's answers carry a distribution: top-k logprobs, or every label scored."""
+    from pipeline.stages.generate import scoring_labels
+
     t = task.config.teacher
-    return t.backend != "anthropic" and bool(t.top_logprobs)
+    return (t.backend != "anthropic" and bool(t.top_logprobs)) or scoring_labels(task) is not None
 
 
 def teacher_has_token_ids(task: TaskFolder) -> bool:

@@ -166,7 +166,9 @@ def main(args) -> int:
         console.print(Panel(body, title=title, expand=False))
     console.print(f"teacher: {cfg.teacher.backend} / {cfg.teacher.model}")
     console.print(f"params sent: {escape(str(cfg.teacher.params))}" + (" (the default)" if cfg.teacher.params_defaulted else ""))
-    if cfg.teacher.params_note():
+    from pipeline.stages.generate import scoring_labels
+
+    if cfg.teacher.params_note() and scoring_labels(task) is None:  # a scored label samples nothing
         console.print(f"[yellow]note:[/yellow] {escape(cfg.teacher.params_note())}")
     console.print(f"requests: {est.requests:,}")
     bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"

@@ -194,7 +194,7 @@ def run_train(
     if level == "label" and cfg.label_head == "probe":  # before the trainer: its optimiser takes the new head
         from pipeline.training.label_head import init_label_head
 
-        head_init = init_label_head(model, train_enc.rows, label_ids, tokenizer.pad_token_id)
+        head_init = init_label_head(model, train_enc.rows, label_ids, tokenizer.pad_token_id, hard=cfg.method == "sft")
     trainer = _make_trainer(cfg, level, model, tokenizer, sft_args, train_enc.rows,
                             eval_enc.rows if eval_enc else None, lora_config(cfg.lora, task_file), label_ids)
     stopper = None

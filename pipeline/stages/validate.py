@@ -142,7 +142,9 @@ def validate_task(task_arg) -> ValidationReport:
         if not task.file(extra).exists():
             report.problems.append(f"{task.path / 'task.yaml'}: decontam.extra_files: {task.file(extra)} not found")
 
-    note = cfg.teacher.params_note()
+    from pipeline.stages.generate import scoring_labels
+
+    note = cfg.teacher.params_note() if scoring_labels(task) is None else None  # a scored label samples nothing
     if note is not None:
         report.warnings.append(f"{task.path / 'task.yaml'}: {note}")
     if cfg.teacher.backend in _DEFAULT_KEY_ENV:
