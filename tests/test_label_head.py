@@ -3,6 +3,8 @@ linear readout, the student's label rows then read it at the answer position, an
 survives save/load while the input embeddings stay as they were."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -101,3 +103,36 @@ def test_shared_first_tokens_leave_the_head_alone(tiny_model_dir):
     rows = [{"input_ids": [5, 6, 40, 41, 2], "answer_start": 2, "label_probs": [0.5, 0.5]}] * 20
     assert init_label_head(model, rows, [[40, 41, 2], [40, 42, 2]], pad_id=0) is None
     assert torch.equal(model.get_output_embeddings().weight, before)
+
+
+def test_answer_features_run_a_shared_prefix_once_and_equal_the_plain_batch(tiny_model_dir, monkeypatch):
+    """The probe's features come from the same shared-prefix forward as label scoring: the prompts'
+    common prefix runs once per batch, and every row's feature equals the plain left-padded batch's."""
+    from transformers import AutoModelForCausalLM
+
+    import pipeline.label_scoring as ls
+    from pipeline.training.label_head import answer_features
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rng = np.random.default_rng(3)
+    prefix = rng.integers(5, 400, size=12).tolist()
+    rows = []
+    for _ in range(7):
+        prompt = prefix + rng.integers(5, 400, size=int(rng.integers(1, 9))).tolist()
+        rows.append({"input_ids": prompt + [40, 2], "answer_start": len(prompt)})
+    backbone = model.get_decoder()
+    calls = []
+    original = backbone.forward
+
+    @functools.wraps(original)  # keeps the signature the cache keyword is read from
+    def counting(*a, **k):
+        calls.append(k["input_ids"].shape)
+        return original(*a, **k)
+
+    monkeypatch.setattr(backbone, "forward", counting)
+    shared, top_shared = answer_features(model, rows, pad_id=0, batch_size=4)
+    assert [c[0] for c in calls] == [1, 4, 1, 3]  # per batch: the prefix once, then the rows' own tokens
+    monkeypatch.setattr(ls, "MIN_SHARED_PREFIX", 10_000)  # the plain path
+    plain, top_plain = answer_features(model, rows, pad_id=0, batch_size=4)
+    np.testing.assert_allclose(shared, plain, atol=1e-4)
+    np.testing.assert_allclose(top_shared, top_plain, atol=1e-4)

@@ -86,7 +86,7 @@ def answer_features(model, rows: Sequence[dict], pad_id: int, batch_size: int = 
     [N] the largest logit over the vocabulary there)."""
     import torch
 
-    from pipeline.label_scoring import _left_padded, _positions
+    from pipeline.label_scoring import Encoded, shared_forward
 
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     out, top = [], []
@@ -95,11 +95,11 @@ def answer_features(model, rows: Sequence[dict], pad_id: int, batch_size: int = 
     model.eval()
     try:
         for i in range(0, len(rows), batch_size):
-            # left padding: the last position is every row's answer position
-            ids, mask = _left_padded([r["input_ids"][: r["answer_start"]] for r in rows[i : i + batch_size]], pad_id)
+            # left padding: the last position is every row's answer position; the prompts' shared
+            # prefix (chat template, instructions) runs once per batch
+            enc = Encoded([r["input_ids"][: r["answer_start"]] for r in rows[i : i + batch_size]], pad_id)
             with torch.inference_mode():
-                hidden = backbone(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                  position_ids=_positions(mask).to(model.device)).last_hidden_state[:, -1]
+                hidden = shared_forward(backbone, enc)[0].last_hidden_state[:, -1]
                 top.append(head(hidden).float().max(-1).values.cpu().numpy())
             out.append(hidden.float().cpu().numpy())
     finally:
