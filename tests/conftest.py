@@ -15,6 +15,22 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def record_forward_shapes(monkeypatch, module) -> list:
+    """Patch ``module.forward`` to append each call's input_ids shape to the returned list."""
+    import functools
+
+    calls: list = []
+    original = module.forward
+
+    @functools.wraps(original)  # keeps the signature the cache keyword is read from
+    def counting(*a, **k):
+        calls.append(k["input_ids"].shape)
+        return original(*a, **k)
+
+    monkeypatch.setattr(module, "forward", counting)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama with a freshly trained 512-token BPE tokenizer and a chat template."""

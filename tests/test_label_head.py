@@ -3,12 +3,11 @@ linear readout, the student's label rows then read it at the answer position, an
 survives save/load while the input embeddings stay as they were."""
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
 from pipeline.training.label_head import fit_rows, init_label_head, probe_targets
+from tests.conftest import record_forward_shapes
 
 
 def test_ridge_fit_recovers_a_linear_readout_and_picks_its_strength_on_held_out_rows():
@@ -121,15 +120,7 @@ def test_answer_features_run_a_shared_prefix_once_and_equal_the_plain_batch(tiny
         prompt = prefix + rng.integers(5, 400, size=int(rng.integers(1, 9))).tolist()
         rows.append({"input_ids": prompt + [40, 2], "answer_start": len(prompt)})
     backbone = model.get_decoder()
-    calls = []
-    original = backbone.forward
-
-    @functools.wraps(original)  # keeps the signature the cache keyword is read from
-    def counting(*a, **k):
-        calls.append(k["input_ids"].shape)
-        return original(*a, **k)
-
-    monkeypatch.setattr(backbone, "forward", counting)
+    calls = record_forward_shapes(monkeypatch, backbone)
     shared, top_shared = answer_features(model, rows, pad_id=0, batch_size=4)
     assert [c[0] for c in calls] == [1, 4, 1, 3]  # per batch: the prefix once, then the rows' own tokens
     monkeypatch.setattr(ls, "MIN_SHARED_PREFIX", 10_000)  # the plain path

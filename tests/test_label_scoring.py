@@ -2,11 +2,12 @@
 prompt + label, merged over the documented surface variants."""
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
+
+from tests.conftest import record_forward_shapes
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +109,7 @@ def test_a_shared_prefix_runs_once_and_changes_no_score(lm, monkeypatch):
     labels = ["book", "book_flight", "weather"]
     msgs = [{"role": "user", "content": "x"}]
     label_ids = [ls.label_completion_ids(tok, msgs, lab) for lab in ["positive", "negative"]]
-    calls = []
-    original = model.forward
-
-    @functools.wraps(original)  # keeps the signature the cache keyword is read from
-    def counting(*a, **k):
-        calls.append(k["input_ids"].shape)
-        return original(*a, **k)
-
-    monkeypatch.setattr(model, "forward", counting)
+    calls = record_forward_shapes(monkeypatch, model)
     shared_teacher = ls.teacher_label_logprobs(model, tok, texts, labels)
     assert calls[0][0] == 1  # the prefix, once
     shared_student = ls.student_label_logprobs(model, tok, texts, label_ids, ["positive", "negative"])
