@@ -42,8 +42,8 @@ import numpy as np
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 HOLDOUT_EVERY = 5  # every 5th row chooses the ridge strength
 MAX_ROWS = 2000  # features from at most this many training rows (the fit needs hundreds, not thousands)
-PROB_FLOOR = 1e-4
-LABEL_MARGIN = 2.0  # the label rows' shared logit: this far above the best other token  # a one-hot target becomes log(1e-4): the standardisation makes its scale irrelevant
+PROB_FLOOR = 1e-4  # a one-hot target becomes log(1e-4): the standardisation makes its scale irrelevant
+LABEL_MARGIN = 2.0  # the label rows' shared logit: this far above the best other token
 
 
 def probe_targets(label_probs: Sequence[Sequence[float]]) -> np.ndarray:
