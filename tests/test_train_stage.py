@@ -295,7 +295,7 @@ def test_early_stopping_keeps_the_best_agreement_and_records_the_curve(data_root
 
 def test_probe_label_head_is_fitted_before_training_and_saved_untied(data_root, tiny_model_dir):
     """train.label_head: probe runs the ridge fit on the training rows before TRL trains, records it
-    in the manifest, and the saved student carries its own LM head (its embeddings untouched)."""
+    in the manifest, and the saved student carries its own LM head, apart from its embeddings."""
     from safetensors.torch import load_file
 
     rows = teacher_rows(tiny_model_dir, n=12, with_ids=False, p_positive=0.7)
@@ -309,3 +309,4 @@ def test_probe_label_head_is_fitted_before_training_and_saved_untied(data_root, 
     original = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     emb = "model.embed_tokens.weight"
     assert saved[emb].shape == original[emb].shape
+    assert not torch.equal(saved["lm_head.weight"], saved[emb])  # untied: the label rows were refitted
