@@ -94,16 +94,6 @@ def test_an_sft_probe_fits_the_rows_own_labels_not_the_soft_ones(tiny_model_dir,
     _check_probe(model, rows, info, emb_before, tmp_path, truth=lambda r: r["label_index"] == 0)
 
 
-def test_shared_first_tokens_leave_the_head_alone(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    before = model.get_output_embeddings().weight.detach().clone()
-    rows = [{"input_ids": [5, 6, 40, 41, 2], "answer_start": 2, "label_probs": [0.5, 0.5]}] * 20
-    assert init_label_head(model, rows, [[40, 41, 2], [40, 42, 2]], pad_id=0) is None
-    assert torch.equal(model.get_output_embeddings().weight, before)
-
-
 def test_answer_features_run_a_shared_prefix_once_and_equal_the_plain_batch(tiny_model_dir, monkeypatch):
     """The probe's features come from the same shared-prefix forward as label scoring: the prompts'
     common prefix runs once per batch, and every row's feature equals the plain left-padded batch's."""
@@ -127,3 +117,81 @@ def test_answer_features_run_a_shared_prefix_once_and_equal_the_plain_batch(tiny
     plain, top_plain = answer_features(model, rows, pad_id=0, batch_size=4)
     np.testing.assert_allclose(shared, plain, atol=1e-4)
     np.testing.assert_allclose(top_shared, top_plain, atol=1e-4)
+
+
+def test_shared_first_tokens_get_a_probe_at_every_branch_of_the_label_trie(tiny_model_dir, tmp_path):
+    """Labels [40 41 | 40 42 | 50], each then end of turn (2): the choice between 40... and 50 follows
+    a direction of the answer position's features, the one between 41 and 42 a direction of the
+    features after 40. The probe fits both nodes' rows, and the student's whole-label scores (the
+    evaluate stage's rule) then agree with the teacher on the training rows."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.label_scoring import Encoded, candidate_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before_head = model.get_output_embeddings().weight.detach().clone()
+    label_ids = [[40, 41, 2], [40, 42, 2], [50, 2]]
+    rng = np.random.default_rng(4)
+    backbone = model.get_decoder()
+    rows, d0, d1 = [], None, None
+    for _ in range(200):
+        prompt = rng.integers(5, 400, size=int(rng.integers(4, 12))).tolist()
+        with torch.no_grad():
+            h = backbone(torch.tensor([prompt + [40]])).last_hidden_state[0, -2:].numpy()
+        d0 = rng.normal(size=h.shape[1]) if d0 is None else d0
+        d1 = rng.normal(size=h.shape[1]) if d1 is None else d1
+        first = 1 / (1 + np.exp(-3 * float(h[0] @ d0) / np.linalg.norm(d0)))  # P(40...)
+        second = 1 / (1 + np.exp(-3 * float(h[1] @ d1) / np.linalg.norm(d1)))  # P(41 | 40)
+        probs = [first * second, first * (1 - second), 1 - first]
+        rows.append({"input_ids": prompt + label_ids[0], "answer_start": len(prompt), "label_probs": probs})
+    info = init_label_head(model, rows, label_ids, pad_id=0)
+    assert info is not None and info["trie_nodes"] == 5 and info["rows_fitted"] == 5  # nodes: (), 40, 40 41, 40 42, 50
+    assert model.get_output_embeddings().weight is not model.get_input_embeddings().weight
+
+    def agreement(m):
+        enc = Encoded([r["input_ids"][: r["answer_start"]] for r in rows], 0)
+        scores = candidate_logprobs(m, enc, label_ids).numpy()
+        return float(np.mean(scores.argmax(1) == np.array([np.argmax(r["label_probs"]) for r in rows])))
+
+    assert agreement(model) >= 0.85 > info["train_agreement_before"] + 0.2
+    changed = (model.get_output_embeddings().weight != before_head).any(1).nonzero().flatten().tolist()
+    assert changed == [2, 40, 41, 42, 50]  # the labels' tokens' rows, and nothing else
+
+
+def test_the_trie_probe_scores_exactly_what_the_student_will_score(tiny_model_dir):
+    """The ridge strength is chosen on the probe's own whole-label scores: they must be the student's
+    real scores after the fit (candidate_logprobs, the evaluate stage's rule), the new rows' logits at
+    the nodes where their tokens are not children included."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.label_scoring import Encoded, candidate_logprobs
+    from pipeline.training.label_head import (
+        _token_logits,
+        fit_trie_rows,
+        label_trie,
+        path_features,
+        trie_scores,
+        trie_tokens,
+        untie_lm_head,
+    )
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    label_ids = [[40, 41, 2], [40, 42, 43, 2], [50, 2]]
+    rng = np.random.default_rng(7)
+    rows = []
+    for _ in range(60):
+        prompt = rng.integers(5, 400, size=int(rng.integers(4, 12))).tolist()
+        rows.append({"input_ids": prompt + label_ids[0], "answer_start": len(prompt),
+                     "label_probs": rng.dirichlet([1, 1, 1]).tolist()})
+    trie = label_trie(label_ids)
+    feats, rest = path_features(model, rows, label_ids, pad_id=0, batch_size=7)
+    untie_lm_head(model)
+    head = model.get_output_embeddings().weight
+    prior = {t: head[t].detach().double().numpy() for t in trie_tokens(trie)}
+    new, _ = fit_trie_rows(feats, rest, trie, probe_targets([r["label_probs"] for r in rows]), prior)
+    predicted = trie_scores(_token_logits(feats, new), trie, 3, rest)
+    with torch.no_grad():
+        for t, row in new.items():
+            head[t] = torch.as_tensor(row, dtype=head.dtype)
+    real = candidate_logprobs(model, Encoded([r["input_ids"][: r["answer_start"]] for r in rows], 0), label_ids)
+    np.testing.assert_allclose(predicted, real.double().numpy(), atol=2e-3)

@@ -46,10 +46,11 @@ class TrainConfig(Section):
     )
     label_head: Literal["pretrained", "probe"] = Field(
         "pretrained",
-        description="label tasks whose labels begin with different tokens: 'pretrained' keeps the student's "
-        "head as loaded; 'probe' first fits the LM head's label rows to the training targets by ridge "
-        "regression on the student's own features, then fine-tunes (LP-FT, Kumar et al. 2022; "
-        "pipeline/training/label_head.py). Use 'probe' when the student lacks its teacher's top layers "
+        description="label tasks: 'pretrained' keeps the student's head as loaded; 'probe' first fits the "
+        "LM head's label rows to the training targets by ridge regression on the student's own features, "
+        "then fine-tunes (LP-FT, Kumar et al. 2022; pipeline/training/label_head.py). Labels that share "
+        "first tokens (book_flight, book_hotel) get a row for every token of their completions, fitted "
+        "at every branch of their token trie. Use 'probe' when the student lacks its teacher's top layers "
         "(a bottom cut such as layer_map [0..5], as the demo does), with a gentle learning rate (~5e-6: "
         "above ~2e-5 fine-tuning undoes the probe) and early stopping, which keeps the probe if "
         "fine-tuning never beats it. A student that keeps the top layer reads its pretrained head "

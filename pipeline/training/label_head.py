@@ -24,9 +24,10 @@ features moves the label logits a lot; 2e-5 ends at 70.6%; 5e-6 with warmup neve
 the demo fine-tunes gently and lets early stopping keep the probe. The trade-off is the spread map's:
 there a pretrained head that was trained on the kept top layer reads better than a probe.
 
-The student then serves exactly as before (argmax over the label tokens' logits). Applies when the
-labels begin with different tokens (the first-token path); with shared first tokens the first
-token cannot tell them apart and nothing is changed.
+The student then serves exactly as before (argmax over the label tokens' logits). When labels share
+their first tokens (book_flight, book_hotel: the whole-label path), the first token cannot tell them
+apart, so the probe fits a row for every token of every label's completion, at every branch of the
+labels' token trie (the last section below), and the student's whole-label scores follow the teacher.
 
 Closed-form ridge (numpy) instead of a probe-training phase: the problem is a few hundred rows by
 the hidden size, solved exactly in milliseconds, with no learning rate or step count to choose.
@@ -129,18 +130,21 @@ def init_label_head(model, rows: Sequence[dict], label_ids: Sequence[Sequence[in
     trained on hard labels (method sft) must not see the soft ones."""
     import torch
 
-    firsts = [ids[0] for ids in label_ids]
-    if len(set(firsts)) != len(firsts) or len(rows) < 2 * HOLDOUT_EVERY:
+    if len(rows) < 2 * HOLDOUT_EVERY:
         return None
     step = max(1, math.ceil(len(rows) / MAX_ROWS))
     use = [r for r in rows[::step] if r.get("label_probs") and sum(r["label_probs"]) > 0]
     if len(use) < 2 * HOLDOUT_EVERY:
         return None
-    features, top = answer_features(model, use, pad_id)
+    n_labels = len(label_ids)
     if hard:
-        targets = probe_targets([[float(j == r["label_index"]) for j in range(len(firsts))] for r in use])
+        targets = probe_targets([[float(j == r["label_index"]) for j in range(n_labels)] for r in use])
     else:
         targets = probe_targets([r["label_probs"] for r in use])
+    firsts = [ids[0] for ids in label_ids]
+    if len(set(firsts)) != len(firsts):
+        return _init_trie_head(model, use, label_ids, pad_id, targets)
+    features, top = answer_features(model, use, pad_id)
     untie_lm_head(model)
     head = model.get_output_embeddings().weight
     prior = head.detach()[firsts].float().cpu().numpy().astype(np.float64)
@@ -154,3 +158,175 @@ def init_label_head(model, rows: Sequence[dict], label_ids: Sequence[Sequence[in
     with torch.no_grad():
         head[firsts] = torch.as_tensor(w + shared, dtype=head.dtype, device=head.device)
     return {"rows": len(use), "train_agreement_before": round(before, 4), **info}
+
+
+def _init_trie_head(model, use: Sequence[dict], label_ids: Sequence[Sequence[int]], pad_id: int,
+                    targets: np.ndarray) -> dict:
+    """init_label_head for labels that share first tokens: a row for every token of every label's
+    completion, fitted at every node of their trie (the section below)."""
+    import torch
+
+    trie = label_trie(label_ids)
+    feats, rest = path_features(model, use, label_ids, pad_id)
+    untie_lm_head(model)
+    head = model.get_output_embeddings().weight
+    weights = head.detach().float().cpu().numpy().astype(np.float64)
+    prior = {t: weights[t] for t in trie_tokens(trie)}
+    before = trie_scores(_token_logits(feats, prior), trie, len(label_ids), rest)
+    rows, info = fit_trie_rows(feats, rest, trie, targets, prior)
+    with torch.no_grad():
+        for token, row in rows.items():
+            head[token] = torch.as_tensor(row, dtype=head.dtype, device=head.device)
+    return {"rows": len(use), "train_agreement_before": round(float(np.mean(before.argmax(1) == targets.argmax(1))), 4),
+            **info}
+
+
+# --- labels that share their first tokens (book_flight, book_hotel): a probe at every branch ---------
+#
+# The student scores such a label by its whole completion (label tokens, then end of turn; the
+# student rule of pipeline/label_scoring.py): a chain of next-token choices, one per node of the
+# labels' token trie. So the probe fits the head's rows for every token of every label's completion:
+# at a node where the labels part (after "book_": flight, hotel, car) a child's logit is fitted to
+# the log of the teacher's mass under that child (centred over the node's children), placed
+# TRIE_MARGIN above the log of the mass of the vocabulary's untouched tokens there (read through the
+# pretrained head). A bottom-layer student's pretrained head is flat: the rest of a 49k vocabulary
+# holds most of the mass at every node, and a label with more nodes than another would lose to it by
+# that alone. A token that is a child at several nodes ("_", the end-of-turn token) gets one row
+# fitted to all of them. At the nodes where a fitted token is not a child its new logit takes mass
+# like any other token: the held-out scores that choose the ridge strength count it, so they are
+# exactly the student's scores after the fit (tested).
+
+TRIE_MARGIN = 6.0  # e^-6: the untouched vocabulary's share at a node after the fit, a quarter of a percent
+
+
+def trie_tokens(trie) -> list[int]:
+    """Every token that is a child somewhere in the trie: the head rows the probe fits."""
+    return sorted({t for children in trie.values() for t in children})
+
+
+def label_trie(label_ids: Sequence[Sequence[int]]) -> dict[tuple[int, ...], dict[int, list[int]]]:
+    """{node prefix: {child token: [labels under that child]}}, over every label's completion."""
+    nodes: dict[tuple[int, ...], dict[int, list[int]]] = {}
+    for j, ids in enumerate(label_ids):
+        for t, token in enumerate(ids):
+            nodes.setdefault(tuple(ids[:t]), {}).setdefault(token, []).append(j)
+    return nodes
+
+
+def path_features(model, rows: Sequence[dict], label_ids: Sequence[Sequence[int]], pad_id: int,
+                  batch_size: int = 16) -> tuple[dict[tuple[int, ...], np.ndarray], dict[tuple[int, ...], np.ndarray]]:
+    """Per trie node: ([N, H] the final-normed hidden state that predicts the node's next token,
+    [N] the log of the mass the model's head gives there to every token the probe leaves alone: all
+    but ``trie_tokens``). The prompt runs once per batch (its shared prefix once, ``shared_forward``); every
+    label's tokens then run on its KV cache, as ``label_scoring.candidate_logprobs`` scores them."""
+    import torch
+
+    from pipeline.label_scoring import Encoded, _cache_kwarg, _cache_of, _positions, shared_forward
+
+    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    head = model.get_output_embeddings()
+    device = next(model.parameters()).device
+    trie = label_trie(label_ids)
+    fitted = trie_tokens(trie)
+    # the node each (label, position) stands for; a node reached by several labels is read from the first
+    where: dict[tuple[int, ...], tuple[int, int]] = {}
+    for j, ids in enumerate(label_ids):
+        for t in range(1, len(ids)):
+            where.setdefault(tuple(ids[:t]), (j, t - 1))
+    feeds = [list(ids[:-1]) or [ids[0]] for ids in label_ids]
+    k, width = len(feeds), max(len(f) for f in feeds)
+    ids = torch.full((k, width), pad_id, dtype=torch.long)
+    feed_mask = torch.zeros(k, width, dtype=torch.long)
+    for r, f in enumerate(feeds):
+        ids[r, : len(f)] = torch.tensor(f)
+        feed_mask[r, : len(f)] = 1
+    feats: dict[tuple[int, ...], list] = {node: [] for node in trie}
+    rest: dict[tuple[int, ...], list] = {node: [] for node in trie}
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(rows), batch_size):
+            enc = Encoded([r["input_ids"][: r["answer_start"]] for r in rows[i : i + batch_size]], pad_id)
+            batch = len(enc.rows)
+            with torch.inference_mode():
+                out, mask = shared_forward(backbone, enc)
+                root = out.last_hidden_state[:, -1]
+                cache = _cache_of(out)
+                cache.batch_repeat_interleave(k)
+                hidden = backbone(
+                    input_ids=ids.to(device).repeat(batch, 1),
+                    attention_mask=torch.cat([mask.repeat_interleave(k, 0), feed_mask.to(device).repeat(batch, 1)], 1),
+                    position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width, device=device),
+                    use_cache=True, **{_cache_kwarg(backbone): cache},
+                ).last_hidden_state.view(batch, k, width, -1)
+                for node, got in feats.items():
+                    h = root if node == () else hidden[:, where[node][0], where[node][1]]
+                    got.append(h.float().cpu().numpy())
+                    logits = head(h).float()
+                    logits[:, fitted] = float("-inf")
+                    rest[node].append(logits.logsumexp(-1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return ({n: np.concatenate(v).astype(np.float64) for n, v in feats.items()},
+            {n: np.concatenate(v).astype(np.float64) for n, v in rest.items()})
+
+
+def _node_targets(targets: np.ndarray, children: dict[int, list[int]]) -> np.ndarray:
+    """[N, C] the log of the (tempered) label mass under each child, centred over the children."""
+    mass = np.stack([np.logaddexp.reduce(targets[:, under], axis=1) for under in children.values()], axis=1)
+    return mass - mass.mean(1, keepdims=True)
+
+
+def _token_logits(feats, rows: dict[int, np.ndarray], sel=slice(None)) -> dict[tuple[int, ...], np.ndarray]:
+    """{node: [N, T] the logits of the fitted tokens (in ``rows``' order)} for head rows ``rows``."""
+    w = np.stack(list(rows.values()), 1)
+    return {node: f[sel] @ w for node, f in feats.items()}
+
+
+def trie_scores(logits: dict[tuple[int, ...], np.ndarray], trie, n_labels: int, rest) -> np.ndarray:
+    """[N, L] whole-label log-probs from the fitted tokens' logits at every node ({node: [N, T]},
+    tokens in ``trie_tokens`` order) and the log of the untouched vocabulary's mass ({node: [N]})."""
+    index = {t: i for i, t in enumerate(trie_tokens(trie))}
+    n = len(next(iter(rest.values())))
+    out = np.zeros((n, n_labels))
+    for node, children in trie.items():
+        z = logits[node]
+        norm = np.logaddexp(np.logaddexp.reduce(z, axis=1), rest[node])
+        for token, under in children.items():
+            out[:, under] += (z[:, index[token]] - norm)[:, None]
+    return out
+
+
+def fit_trie_rows(feats, rest, trie, targets: np.ndarray, prior: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], dict]:
+    """One ridge row per child token, toward its ``prior`` row, fitted at every node where it is a
+    child. The strength (shared, so a node's rows split exactly into a common and a per-child part) is
+    chosen by whole-label agreement on every HOLDOUT_EVERY-th row held out."""
+    n, h = feats[()].shape
+    held = np.arange(n) % HOLDOUT_EVERY == 0
+    scale = float(np.einsum("ij,ij->", feats[()], feats[()])) / n / h
+    goal = {node: _node_targets(targets, ch) + (rest[node] + TRIE_MARGIN)[:, None] for node, ch in trie.items()}
+    tokens = trie_tokens(trie)
+
+    def solve(keep, lam):
+        rows = {}
+        for token in tokens:
+            at = [(node, list(ch).index(token)) for node, ch in trie.items() if token in ch]
+            f = np.concatenate([feats[node][keep] for node, _ in at])
+            y = np.concatenate([goal[node][keep, c] for node, c in at])
+            m = lam * len(f)
+            rows[token] = np.linalg.solve(f.T @ f + m * np.eye(h), f.T @ y + m * prior[token])
+        return rows
+
+    best = None
+    for c in RIDGE_GRID:
+        pred = trie_scores(_token_logits(feats, solve(~held, c * scale), held), trie, targets.shape[1],
+                           {k: v[held] for k, v in rest.items()})
+        agree = float(np.mean(pred.argmax(1) == targets[held].argmax(1)))
+        centred = pred - pred.mean(1, keepdims=True)
+        err = float(np.mean((centred - (targets[held] - targets[held].mean(1, keepdims=True))) ** 2))
+        if best is None or (agree, -err) > best[0]:
+            best = ((agree, -err), c)
+    (agree, neg_err), c = best
+    return solve(np.ones(n, dtype=bool), c * scale), {
+        "ridge": c, "heldout_rows": int(held.sum()), "heldout_agreement": round(agree, 4),
+        "heldout_mse": round(-neg_err, 4), "trie_nodes": len(trie), "rows_fitted": len(tokens)}
