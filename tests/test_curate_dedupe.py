@@ -172,3 +172,30 @@ def test_num_bands_must_divide_num_perm():
 
     with pytest.raises(pydantic.ValidationError, match="must divide"):
         DedupeConfig(num_perm=128, num_bands=48)
+
+
+def test_a_chain_of_near_duplicates_keeps_what_no_kept_record_resembles():
+    """A ~ B ~ C, but A is not C: the best (A) drops B, and C stays (a union-find of the pairs would
+    drop C for A)."""
+    from pipeline.curation.dedupe import _stars
+
+    assert _stars([(0, 1), (1, 2)], [0.9, 0.5, 0.4]) == {1: 0}
+    assert _stars([(0, 1), (1, 2)], [0.4, 0.9, 0.5]) == {0: 1, 2: 1}
+
+
+def test_templated_queries_are_dropped_only_for_a_query_they_resemble():
+    """Requests from a few templates with one slot changed ('I need a rental car in Rome tonight',
+    'I need a hotel room in Rome tonight'): one-slot chains run across templates, so every dropped
+    query must be within the threshold of its own representative (exact Jaccard; the MinHash
+    estimate has an sd of ~0.04)."""
+    cities = ["Paris", "Tokyo", "Berlin", "Chicago", "Lisbon", "Denver", "Rome", "Seoul"]
+    days = ["tomorrow night", "next Friday", "on Monday", "this weekend", "on the 12th", "tonight"]
+    templates = ["I need a rental car in {c} {d} please", "I need a hotel room in {c} {d} please",
+                 "I need a flight to {c} {d} please", "what is the weather in {c} {d} please"]
+    texts = [t.format(c=c, d=d) for t in templates for c in cities for d in days]
+    result = dedupe(texts, **_defaults())
+    assert result.counts()["near_duplicate"] > len(texts) // 2
+    for i, k in enumerate(result.kept_by):
+        if k != i:
+            a, b = set(word_shingles(texts[i], 2)), set(word_shingles(texts[k], 2))
+            assert len(a & b) / len(a | b) >= 0.4, (texts[i], texts[k])

@@ -160,7 +160,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
               (f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {dd['near']} (MinHash LSH, "
                f"threshold {dd['threshold']}, {dd['shingle_size']}-word shingles, {dd['num_perm']} permutations, "
                f"{dd['bands']} bands). Removed {rejected.get('exact_duplicate', 0)} exact and "
-               f"{rejected.get('near_duplicate', 0)} near duplicates; each cluster kept its most confident record."),
+               f"{rejected.get('near_duplicate', 0)} near duplicates, each for a kept, at least as confident record it duplicates."),
               ""]
     dc = manifest["decontam"]
     sources = ", ".join(f"{k} ({v} texts)" for k, v in dc["sources"].items()) or "none"

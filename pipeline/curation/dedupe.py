@@ -1,7 +1,8 @@
 """Exact and near-duplicate removal: a hash of the normalised text, then MinHash LSH (rensa).
 
 Pure functions over lists of texts; the stage decides which text (input, output, both) and which
-confidence. Each cluster of duplicates keeps its highest-confidence member (ties: the earliest).
+confidence. Each group of duplicates keeps its highest-confidence member (ties: the earliest); a near
+duplicate is dropped only for a kept record it resembles itself.
 A text shorter than ``min_words`` words is a near duplicate only of a text with the same words,
 emoticons and emoji in the same order: one changed word is a small edit of a paragraph but a new
 query, and Jaccard similarity on 2-word shingles cannot tell the two apart.
@@ -107,23 +108,31 @@ def _better(a: int, b: int, confidences: Sequence[float | None]) -> int:
     return min(a, b)
 
 
-def _clusters(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+def _stars(pairs: list[tuple[int, int]], confidences: Sequence[float | None]) -> dict[int, int]:
+    """{dropped: the kept record it duplicates}, every dropped record a verified near duplicate of its
+    own representative. Records are taken best first (``_better``'s order); each that no kept record
+    has claimed is kept and claims its unclaimed neighbours. Not the transitive closure (union-find):
+    on templated short texts a chain of one-slot edits ("a rental car in Paris tonight" ~ "... in Rome
+    tonight" ~ "a hotel room in Rome tonight" ~ ...) joins texts that share neither meaning nor half
+    their shingles, and a component would keep one of them. (Written here: datasketch and rensa give
+    the pairs, not a grouping.)"""
+    neighbours: dict[int, list[int]] = {}
     for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return [g for g in groups.values() if len(g) > 1]
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+
+    def rank(i: int) -> tuple[float, int]:
+        c = confidences[i]
+        return (-(c if c is not None else float("-inf")), i)
+
+    dropped: dict[int, int] = {}
+    for i in sorted(neighbours, key=rank):
+        if i in dropped:
+            continue
+        for j in neighbours[i]:
+            if j not in dropped and rank(j) > rank(i):
+                dropped[j] = i
+    return dropped
 
 
 def _band_pairs(digests: np.ndarray, bands: int) -> np.ndarray:
@@ -244,7 +253,8 @@ def dedupe(
 ) -> DedupeResult:
     """Drop exact duplicates (same normalised text), then near duplicates among the survivors: texts
     of ``min_words`` words or more by MinHash LSH at ``threshold``, shorter ones only with the same
-    word sequence. Each cluster keeps its highest-confidence member."""
+    word sequence. Each group keeps its highest-confidence member; a near duplicate is dropped only
+    for a kept record it is itself similar to (``_stars``)."""
     n = len(texts)
     conf = list(confidences) if confidences is not None else [None] * n
     kept_by = list(range(n))
@@ -279,8 +289,9 @@ def dedupe(
                                             num_bands=num_bands)
         result.flagged, result.candidate_pairs, result.verified_pairs = (
             stats["flagged"], stats["candidate_pairs"], stats["verified_pairs"])
-        for cluster in _clusters(len(long_), pairs.tolist()):
-            merge([int(long_[c]) for c in cluster], NEAR)
+        for d, k in _stars(pairs.tolist(), [conf[int(i)] for i in long_]).items():
+            kept_by[int(long_[d])] = int(long_[k])
+            result.reason[int(long_[d])] = NEAR
         # exact duplicates follow their representative if it was itself dropped as a near duplicate
         for i in range(n):
             if kept_by[i] != i and kept_by[kept_by[i]] != kept_by[i]:
