@@ -353,3 +353,49 @@ def test_eval_limit_samples_across_a_grouped_file_deterministically(tmp_path):
     inputs, golds, _ = read_eval_source(load_task(folder), 20)
     assert len(inputs) == 20 and set(golds) == {"positive", "negative"}  # not just the first 20 rows
     assert read_eval_source(load_task(folder), 20)[0] == inputs
+
+
+def test_gold_labelled_inputs_get_a_calibration_check_in_the_report(tmp_path, data_root, tiny_model_dir, monkeypatch,
+                                                                     capsys):
+    """A scoring teacher (hf) on gold-labelled real inputs: the report holds the teacher's accuracy
+    under every calibration this run can compute, and the markdown names a clearly better one."""
+    from pipeline.evaluation.calibration_check import calibration_sentence
+    from pipeline.stages.evaluate import run_evaluate
+    from tests.curate_fixtures import make_record, write_generated
+
+    local = {"backend": "hf", "model": str(tiny_model_dir), "batch_size": 2}
+    folder = make_task(tmp_path, teacher=local, output={"kind": "label", "labels": LABELS, "calibrate": "prior"},
+                       eval_section={"source": {"path": "real.csv", "fields": {"text": "text", "gold": "category"}},
+                                     "gold_field": "gold", "gold_map": {"fresh": "positive", "rotten": "negative"}})
+    (folder / "real.csv").write_text("text,category\n" + "".join(
+        f'"{t}",{"fresh" if i % 2 == 0 else "rotten"}\n' for i, t in enumerate(REVIEWS)))
+    transfer = []
+    for i in range(20):
+        record = make_record(f"transfer review {i}", "positive", salt=str(i))
+        record.label_logprobs = {"positive": -0.1 - 0.05 * i, "negative": -2.0 + 0.05 * i}
+        transfer.append(record)
+    write_generated(data_root / "data", "senti", transfer)
+    model_dir = install_student(tiny_model_dir, data_root, "senti", dataset_version=None)
+
+    report = run_evaluate(load_task(folder), quiet=True)
+    check = report["teacher_calibration"]
+    assert check["n"] == len(REVIEWS) and check["configured"] == "prior"
+    assert set(check["accuracy"]) == {"none", "prior"}  # no content-free answers in this run
+    preds = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    # no dataset version, so evaluate judged the teacher uncalibrated: the check's 'none'
+    assert check["accuracy"]["none"] == pytest.approx(sum(p["teacher_parsed"] == p["gold"] for p in preds) / len(preds))
+    saved = json.loads((model_dir / "report.json").read_text())
+    assert saved["teacher_calibration"] == check
+    markdown = (model_dir / "report.md").read_text()
+    if check["suggest"]:
+        assert calibration_sentence(check) in markdown
+    else:
+        assert calibration_sentence(check) is None and "Calibration:" not in markdown
+    # a clearly better method reaches the report and the printed summary
+    import pipeline.evaluation.calibration_check as cc
+
+    forced = {**check, "suggest": "none", "accuracy": {"none": 0.9, "prior": 0.5}}
+    monkeypatch.setattr(cc, "compare_calibrations", lambda *a, **k: forced)
+    run_evaluate(load_task(folder))
+    assert calibration_sentence(forced) in (model_dir / "report.md").read_text()
+    assert "set output.calibrate: none" in " ".join(capsys.readouterr().out.split())

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.evaluation.calibration_check import calibration_sentence
+
 PLOT_QUALITY_COST = "quality_vs_cost.png"
 PLOT_COVERAGE = "coverage_vs_quality.png"
 PLOT_LEARNING = "learning_curve.png"
@@ -117,6 +119,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"**{headline_sentence(report)}**",
         "",
+        *([calibration_sentence(report.get("teacher_calibration")), ""]
+          if calibration_sentence(report.get("teacher_calibration")) else []),
         "| | student | teacher |",
         "| --- | --- | --- |",
         *[f"| {a} | {b} | {t} |" for a, b, t in _rows(report)],
@@ -305,4 +309,6 @@ def print_summary(report: dict[str, Any], console=None) -> None:
     console.print(headline_sentence(report)
                   + (f" The student costs 1/{cost:.1f} of the teacher per request." if cost else ""))
     console.print(_routing_sentence(report).replace("**", ""))
+    if calibration_sentence(report.get("teacher_calibration")):
+        console.print(calibration_sentence(report.get("teacher_calibration")))
     console.print(f"Report: {report['files']['report_md']}")

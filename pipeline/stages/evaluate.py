@@ -333,6 +333,10 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     scored = score_answers(cfg.output, run.texts, eval_set.teacher_texts, eval_set.golds, eval_set.schema)
     timings["total_s"] = round(time.perf_counter() - started, 3)
     report = build_report(task, model_dir, manifest, eval_set, run, scored, timings, teacher_timing)
+    if eval_set.golds and cfg.output.kind == "label":
+        from pipeline.evaluation.calibration_check import check_task_calibration
+
+        report["teacher_calibration"] = check_task_calibration(task, eval_set.teacher_records, eval_set.golds)
     write_jsonl(model_dir / "eval_predictions.jsonl", [
         {"id": eval_set.ids[i], "inputs": eval_set.inputs[i], "gold": eval_set.golds[i] if eval_set.golds else None,
          "teacher": eval_set.teacher_texts[i], "student": run.texts[i], "teacher_parsed": scored.teacher_parsed[i],
