@@ -195,3 +195,41 @@ def test_the_trie_probe_scores_exactly_what_the_student_will_score(tiny_model_di
             head[t] = torch.as_tensor(row, dtype=head.dtype)
     real = candidate_logprobs(model, Encoded([r["input_ids"][: r["answer_start"]] for r in rows], 0), label_ids)
     np.testing.assert_allclose(predicted, real.double().numpy(), atol=2e-3)
+
+
+def test_a_fitted_token_is_held_down_at_the_nodes_where_it_is_not_a_child():
+    """Labels [1, 9] and [2, 3, 9] (9 the end of turn). As in a real model, the features of every
+    node share one large component, so a row for 9 fitted only where 9 follows would also be high
+    after 2, where 3 must follow, and take that node's mass (label 1 would lose by it alone). The
+    probe holds it down there."""
+    from pipeline.training.label_head import (
+        _token_logits,
+        fit_trie_rows,
+        label_trie,
+        trie_scores,
+        trie_tokens,
+    )
+
+    rng = np.random.default_rng(0)
+    n, h = 300, 24
+    label_ids = [[1, 9], [2, 3, 9]]
+    trie = label_trie(label_ids)
+    common = rng.normal(size=h) * 3
+    signal = rng.normal(size=n)  # the teacher's log-odds for label 0
+    feats = {}
+    for node in trie:
+        offset = rng.normal(size=h) * 0.3
+        feats[node] = common + offset + rng.normal(size=(n, h)) * 0.1
+    feats[()][:, 0] += signal
+    rest = {node: np.full(n, 10.0) for node in trie}
+    p0 = 1 / (1 + np.exp(-3 * signal))
+    targets = probe_targets(np.stack([p0, 1 - p0], 1))
+    prior = {t: np.zeros(h) for t in trie_tokens(trie)}
+    rows, info = fit_trie_rows(feats, rest, trie, targets, prior)
+    logits = _token_logits(feats, rows)
+    index = {t: i for i, t in enumerate(trie_tokens(trie))}
+    z = logits[(2,)]
+    intruder = np.exp(z[:, index[9]] - np.logaddexp(np.logaddexp.reduce(z, axis=1), rest[(2,)]))
+    assert intruder.mean() < 0.05  # after 2, the end of turn takes almost nothing from 3
+    scores = trie_scores(logits, trie, 2, rest)
+    assert np.mean(scores.argmax(1) == targets.argmax(1)) > 0.95 and info["heldout_agreement"] > 0.9
