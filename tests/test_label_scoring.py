@@ -119,3 +119,26 @@ def test_a_shared_prefix_runs_once_and_changes_no_score(lm, monkeypatch):
     for got, want in zip(shared_teacher + shared_student, plain_teacher + plain_student):
         for label in want:
             assert got[label] == pytest.approx(want[label], abs=1e-4)
+
+
+def test_label_continuations_run_once_per_distinct_prefix_as_a_token_tree(lm, monkeypatch):
+    """Labels that share their first tokens: after the prompt pass, one forward holds one position per
+    distinct prefix of the candidates' tokens (not one padded row per candidate), and every score
+    still equals the plain forward of prompt + label."""
+    import pipeline.label_scoring as ls
+
+    model, tok = lm
+    cands = [tok(t, add_special_tokens=False)["input_ids"] for t in ("book_flight", "book_hotel", "book_car", "go_home")]
+    assert len({c[0] for c in cands}) < len(cands) and all(len(c) > 1 for c in cands)
+    prefixes = {tuple(c[:t]) for c in cands for t in range(1, len(c))}
+    rendered = [_prompt(tok, t) for t in ("fly me to Oslo", "a room in Rome for two nights please")]
+    calls = record_forward_shapes(monkeypatch, model)
+    got = ls.candidate_logprobs(model, ls.encode_prompts(tok, [r for r, _ in rendered]), cands)
+    assert [tuple(s) for s in calls[1:]] == [(2, len(prefixes))]  # one tree pass, one position per prefix
+    assert len(prefixes) < sum(len(c) - 1 for c in cands)  # shared prefixes ran once
+    monkeypatch.undo()
+    for row, (_, ids) in enumerate(rendered):
+        for j, cont in enumerate(cands):
+            lp = _plain(model, ids, cont)
+            assert float(got[row, j]) == pytest.approx(sum(lp[len(ids) - 1 + t, c].item() for t, c in enumerate(cont)),
+                                                       abs=1e-3)
