@@ -176,7 +176,8 @@ def candidate_logprobs(model, enc: Encoded, candidates: Sequence[Sequence[int]],
         if not nodes:
             return total
         index = {node: i for i, node in enumerate(nodes)}
-        logprobs = _tree_pass(model, nodes, index, cache, mask)  # [B, U, V]: node i predicts what follows it
+        # [B, U, V]: node i predicts what follows it
+        logprobs = tree_forward(model, nodes, index, cache, mask).logits.float().log_softmax(-1)
         for j, cand in enumerate(candidates):
             for t in range(1, len(cand)):
                 total[:, j] += logprobs[:, index[tuple(cand[:t])], cand[t]]
@@ -185,10 +186,11 @@ def candidate_logprobs(model, enc: Encoded, candidates: Sequence[Sequence[int]],
     return total
 
 
-def _tree_pass(model, nodes: list[tuple[int, ...]], index: dict[tuple[int, ...], int], cache, mask):
-    """Log-probs [B, U, V] after each token-tree node, in one forward on the prompts' KV cache. A
-    custom 4D additive mask lets node i see the prompt's real tokens and the nodes that are prefixes
-    of it (itself included); its position is the prompt's last plus its depth."""
+def tree_forward(module, nodes: list[tuple[int, ...]], index: dict[tuple[int, ...], int], cache, mask):
+    """One forward of ``module`` (a causal LM, or its decoder alone) over the token-tree nodes on the
+    prompts' KV cache; output position i is node i. A custom 4D additive mask lets node i see the
+    prompt's real tokens and the nodes that are prefixes of it (itself included); its position is the
+    prompt's last plus its depth. Nodes are token tuples; ``index`` maps each to its position."""
     import torch
 
     device = mask.device
@@ -199,12 +201,12 @@ def _tree_pass(model, nodes: list[tuple[int, ...]], index: dict[tuple[int, ...],
             tree[i, index[node[:t]]] = True
     allowed = torch.cat([mask.bool()[:, None, None, :].expand(batch, 1, u, mask.shape[1]),
                          tree.to(device)[None, None].expand(batch, 1, u, u)], dim=-1)
-    dtype = next(model.parameters()).dtype
+    dtype = next(module.parameters()).dtype
     additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     ids = torch.tensor([node[-1] for node in nodes], device=device).repeat(batch, 1)
     depth = torch.tensor([len(node) for node in nodes], device=device)
-    return model(input_ids=ids, attention_mask=additive, position_ids=_positions(mask)[:, -1:] + depth,
-                 **{_cache_kwarg(model): cache}).logits.float().log_softmax(-1)
+    return module(input_ids=ids, attention_mask=additive, position_ids=_positions(mask)[:, -1:] + depth,
+                  **{_cache_kwarg(module): cache})
 
 
 def teacher_label_logprobs(model, tokenizer, prompt_texts: Sequence[str], labels: Sequence[str]) -> list[dict[str, float]]:

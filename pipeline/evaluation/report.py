@@ -110,6 +110,7 @@ def _routing_sentence(report: dict[str, Any]) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     p, c = report["params"], report["counts"]
+    calibration = calibration_sentence(report.get("teacher_calibration"))
     lines = [
         f"# Evaluation: {report['task']} — student vs teacher",
         "",
@@ -119,8 +120,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"**{headline_sentence(report)}**",
         "",
-        *([calibration_sentence(report.get("teacher_calibration")), ""]
-          if calibration_sentence(report.get("teacher_calibration")) else []),
+        *([calibration, ""] if calibration else []),
         "| | student | teacher |",
         "| --- | --- | --- |",
         *[f"| {a} | {b} | {t} |" for a, b, t in _rows(report)],
@@ -309,6 +309,7 @@ def print_summary(report: dict[str, Any], console=None) -> None:
     console.print(headline_sentence(report)
                   + (f" The student costs 1/{cost:.1f} of the teacher per request." if cost else ""))
     console.print(_routing_sentence(report).replace("**", ""))
-    if calibration_sentence(report.get("teacher_calibration")):
-        console.print(calibration_sentence(report.get("teacher_calibration")))
+    calibration = calibration_sentence(report.get("teacher_calibration"))
+    if calibration:
+        console.print(calibration)
     console.print(f"Report: {report['files']['report_md']}")

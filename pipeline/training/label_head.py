@@ -224,29 +224,19 @@ def path_features(model, rows: Sequence[dict], label_ids: Sequence[Sequence[int]
                   batch_size: int = 16) -> tuple[dict[tuple[int, ...], np.ndarray], dict[tuple[int, ...], np.ndarray]]:
     """Per trie node: ([N, H] the final-normed hidden state that predicts the node's next token,
     [N] the log of the mass the model's head gives there to every token the probe leaves alone: all
-    but ``trie_tokens``). The prompt runs once per batch (its shared prefix once, ``shared_forward``); every
-    label's tokens then run on its KV cache, as ``label_scoring.candidate_logprobs`` scores them."""
+    but ``trie_tokens``). The prompt runs once per batch (its shared prefix once, ``shared_forward``);
+    the other nodes then run as one token tree on its KV cache (``label_scoring.tree_forward``), as
+    ``label_scoring.candidate_logprobs`` scores them."""
     import torch
 
-    from pipeline.label_scoring import Encoded, _cache_kwarg, _cache_of, _positions, shared_forward
+    from pipeline.label_scoring import Encoded, _cache_of, shared_forward, tree_forward
 
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     head = model.get_output_embeddings()
-    device = next(model.parameters()).device
     trie = label_trie(label_ids)
     fitted = trie_tokens(trie)
-    # the node each (label, position) stands for; a node reached by several labels is read from the first
-    where: dict[tuple[int, ...], tuple[int, int]] = {}
-    for j, ids in enumerate(label_ids):
-        for t in range(1, len(ids)):
-            where.setdefault(tuple(ids[:t]), (j, t - 1))
-    feeds = [list(ids[:-1]) or [ids[0]] for ids in label_ids]
-    k, width = len(feeds), max(len(f) for f in feeds)
-    ids = torch.full((k, width), pad_id, dtype=torch.long)
-    feed_mask = torch.zeros(k, width, dtype=torch.long)
-    for r, f in enumerate(feeds):
-        ids[r, : len(f)] = torch.tensor(f)
-        feed_mask[r, : len(f)] = 1
+    inner = sorted((node for node in trie if node), key=lambda n: (len(n), n))
+    index = {node: i for i, node in enumerate(inner)}
     feats: dict[tuple[int, ...], list] = {node: [] for node in trie}
     rest: dict[tuple[int, ...], list] = {node: [] for node in trie}
     was_training = model.training
@@ -254,20 +244,12 @@ def path_features(model, rows: Sequence[dict], label_ids: Sequence[Sequence[int]
     try:
         for i in range(0, len(rows), batch_size):
             enc = Encoded([r["input_ids"][: r["answer_start"]] for r in rows[i : i + batch_size]], pad_id)
-            batch = len(enc.rows)
             with torch.inference_mode():
                 out, mask = shared_forward(backbone, enc)
                 root = out.last_hidden_state[:, -1]
-                cache = _cache_of(out)
-                cache.batch_repeat_interleave(k)
-                hidden = backbone(
-                    input_ids=ids.to(device).repeat(batch, 1),
-                    attention_mask=torch.cat([mask.repeat_interleave(k, 0), feed_mask.to(device).repeat(batch, 1)], 1),
-                    position_ids=_positions(mask)[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width, device=device),
-                    use_cache=True, **{_cache_kwarg(backbone): cache},
-                ).last_hidden_state.view(batch, k, width, -1)
+                tree = tree_forward(backbone, inner, index, _cache_of(out), mask).last_hidden_state if inner else None
                 for node, got in feats.items():
-                    h = root if node == () else hidden[:, where[node][0], where[node][1]]
+                    h = root if node == () else tree[:, index[node]]
                     got.append(h.float().cpu().numpy())
                     logits = head(h).float()
                     logits[:, fitted] = float("-inf")
@@ -315,11 +297,12 @@ def fit_trie_rows(feats, rest, trie, targets: np.ndarray, prior: dict[int, np.nd
     goal = {node: _node_targets(targets, ch) + (rest[node] + TRIE_MARGIN)[:, None] for node, ch in trie.items()}
     tokens = trie_tokens(trie)
 
-    def solve(keep, lam):
-        # each node's Gram matrix once; a token's normal equations are their weighted sum
+    def normal_equations(keep):
+        """{token: (A, b, weight)}: a token's weighted least squares over its rows, ridge aside.
+        Each node's Gram matrix is computed once and shared by every token."""
         grams = {node: f[keep].T @ f[keep] for node, f in feats.items()}
         m = int(keep.sum())
-        rows = {}
+        out = {}
         for token in tokens:
             child = [node for node, ch in trie.items() if token in ch]
             other = [node for node in trie if node not in child]
@@ -327,13 +310,17 @@ def fit_trie_rows(feats, rest, trie, targets: np.ndarray, prior: dict[int, np.nd
             a = sum(grams[node] for node in child) * w_child + sum((grams[node] for node in other), np.zeros((h, h)))
             b = sum(feats[node][keep].T @ goal[node][keep, list(trie[node]).index(token)] for node in child) * w_child
             b = b + sum((feats[node][keep].T @ (rest[node][keep] - ANCHOR_MARGIN) for node in other), np.zeros(h))
-            reg = lam * m * (len(child) * w_child + len(other))
-            rows[token] = np.linalg.solve(a + reg * np.eye(h), b + reg * prior[token])
-        return rows
+            out[token] = (a, b, m * (len(child) * w_child + len(other)))
+        return out
 
+    def solve(equations, lam):
+        return {token: np.linalg.solve(a + lam * weight * np.eye(h), b + lam * weight * prior[token])
+                for token, (a, b, weight) in equations.items()}
+
+    fit_part = normal_equations(~held)
     best = None
     for c in TRIE_RIDGE_GRID:
-        pred = trie_scores(_token_logits(feats, solve(~held, c * scale), held), trie, targets.shape[1],
+        pred = trie_scores(_token_logits(feats, solve(fit_part, c * scale), held), trie, targets.shape[1],
                            {k: v[held] for k, v in rest.items()})
         agree = float(np.mean(pred.argmax(1) == targets[held].argmax(1)))
         centred = pred - pred.mean(1, keepdims=True)
@@ -341,6 +328,6 @@ def fit_trie_rows(feats, rest, trie, targets: np.ndarray, prior: dict[int, np.nd
         if best is None or (agree, -err) > best[0]:
             best = ((agree, -err), c)
     (agree, neg_err), c = best
-    return solve(np.ones(n, dtype=bool), c * scale), {
+    return solve(normal_equations(np.ones(n, dtype=bool)), c * scale), {
         "ridge": c, "heldout_rows": int(held.sum()), "heldout_agreement": round(agree, 4),
         "heldout_mse": round(-neg_err, 4), "trie_nodes": len(trie), "rows_fitted": len(tokens)}
