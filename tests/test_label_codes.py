@@ -51,3 +51,20 @@ def test_more_labels_than_letters_is_a_config_error(task_copy):
     edit_task_yaml(folder, output={"kind": "label", "labels": [f"l{i}" for i in range(27)], "label_codes": True})
     with pytest.raises(ConfigError, match="label_codes: at most 26 labels"):
         load_task(folder)
+
+
+def test_calibration_reads_the_code_answers(intents, data_root):
+    """With output.calibrate, curate's weights come from the code letters' top-k, as the soft labels do:
+    a teacher that leans to B has its lean divided out (not skipped because no answer names a label)."""
+    edit_task_yaml(intents.path, output={"kind": "label", "labels": LABELS, "label_codes": True, "calibrate": "prior"})
+    task = load_task(intents.path)
+    lean = [("B", math.log(0.5)), ("A", math.log(0.3)), ("C", math.log(0.2))]
+    records = [make_record(f"request {i}", "B", logprobs=[position("B", math.log(0.5), lean)], salt=str(i))
+               for i in range(4)]
+    write_generated(data_root / "data", "sentiment", records)
+    manifest = run_curate(task, quiet=True)
+    assert manifest["calibration"]["method"] == "prior"
+    assert manifest["calibration"]["mean"] == pytest.approx({"book_flight": 0.3, "book_hotel": 0.5, "cancel_booking": 0.2})
+    rows = list(read_jsonl(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "train.jsonl", TrainRow))
+    # every answer equals the run's mean, so dividing by the mean leaves a uniform soft label
+    assert rows[0].soft_label == pytest.approx({lab: 1 / 3 for lab in LABELS})

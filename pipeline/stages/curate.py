@@ -131,7 +131,7 @@ def teacher_calibration(task: TaskFolder, records: list[Record], content_free: l
         return None
 
     def dists(rs: list[Record]) -> list[dict[str, float]]:
-        found = (label_distribution(r, out.labels, out.normalize.aliases) for r in rs)
+        found = (label_distribution(r, out.labels, out.normalize.aliases, out.label_codes) for r in rs)
         return [d[0] for d in found if d is not None]
 
     if out.calibrate in ("content_free", "em") and not content_free:
