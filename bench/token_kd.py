@@ -1,7 +1,7 @@
 """Token-level KD vs SFT on the text task (prompts/review_summary), same data, same steps, several seeds.
 
     .venv/bin/python bench/token_kd.py [--inputs 200] [--seeds 3] [--steps 30] [--batch-size 4]
-        [--lr 3e-4] [--temperature 1] [--alpha 0.9] [--layer-map 0,10,20,29]
+        [--lr 3e-4] [--temperature 1] [--alpha 0.9] [--layer-map 0,10,20,29] [--teacher-temperature T]
 
 Reads:  prompts/review_summary/ and N real Rotten Tomatoes snippets (data/external, `make setup`) as
         its inputs; the embedded SmolLM2-135M teacher answers them through run_generate +
@@ -17,6 +17,10 @@ the student's next-token argmax == the teacher's top-1 on the held-out split (cu
 teacher-forced on the teacher's own completions, over every completion position whose teacher
 logprobs re-tokenize to the completion. The untrained student is scored too, as the floor.
 Target: KD's mean ahead of SFT's by more than 2 sd (the larger of the two methods' sd).
+--teacher-temperature: the teacher samples its answers at T instead of the task's greedy decoding
+(teacher.params.temperature; the answers are then new requests, cached apart). Its logprobs stay
+the raw T=1 ones (docs/local-teachers.md), and the score still counts the teacher's top-1, which a
+sampled answer often did not write.
 ``run_token_part(args)`` is what bench/kd_vs_sft.py imports; args may be any object, missing
 attributes take DEFAULTS.
 """
@@ -42,7 +46,7 @@ RT_CORPUS = REPO / "data" / "external" / "rotten_tomatoes_corpus.csv.bz2"
 DEFAULTS = {
     "token_inputs": 200, "token_seeds": 3, "token_steps": 30, "token_batch_size": 4, "token_lr": 3e-4,
     "token_temperature": 1.0, "token_alpha": 0.9, "token_layer_map": "0,10,20,29", "token_eval_fraction": 0.2,
-    "token_out": str(REPO / "bench" / "results" / "token_kd"), "keep": False,
+    "token_out": str(REPO / "bench" / "results" / "token_kd"), "keep": False, "token_teacher_temperature": None,
 }
 
 
@@ -75,6 +79,8 @@ def bench_task(opt: SimpleNamespace, out: Path):
     cfg = yaml.safe_load((folder / "task.yaml").read_text())
     cfg["split"]["eval_fraction"] = opt.token_eval_fraction
     cfg["student"]["layer_map"] = [int(x) for x in str(opt.token_layer_map).split(",")]
+    if opt.token_teacher_temperature is not None:
+        cfg["teacher"]["params"]["temperature"] = opt.token_teacher_temperature
     (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     os.environ["DISTILL_DATA_DIR"] = str(out / "data")
     os.environ["DISTILL_MODELS_DIR"] = str(out / "models")
@@ -212,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alpha", dest="token_alpha", type=float, default=DEFAULTS["token_alpha"])
     p.add_argument("--layer-map", dest="token_layer_map", default=DEFAULTS["token_layer_map"])
     p.add_argument("--eval-fraction", dest="token_eval_fraction", type=float, default=DEFAULTS["token_eval_fraction"])
+    p.add_argument("--teacher-temperature", dest="token_teacher_temperature", type=float, default=None,
+                   help="sample the teacher's answers at this temperature (default: the task's, greedy)")
     p.add_argument("--out", dest="token_out", default=DEFAULTS["token_out"])
     p.add_argument("--keep", action="store_true", help="keep the trained students")
     res = run_token_part(p.parse_args(argv))
