@@ -127,3 +127,57 @@ def test_evaluate_judges_the_teacher_with_the_weights_its_student_learnt(task_co
     weakest, strongest = biased_records()[9], biased_records()[0]
     assert teacher_label(task, weakest, weights) == "negative"  # P(positive) 0.53 < its usual 0.8
     assert teacher_label(task, strongest, weights) == "positive"
+
+
+INTENTS = ["book_flight", "book_hotel", "play_music"]
+
+
+def intent_run(data_root, n: int = 90):
+    """A 3-intent scoring teacher, as SmolLM2 behaves on a listed-label prompt: it favours the labels
+    listed first (base 0.5 / 0.45 / 0.05) and triples the right one; its content-free answers give the
+    last label 0.2%, less than it gives that label on any real input."""
+    base = [0.5, 0.45, 0.05]
+    records = []
+    for i in range(n):
+        p = [b * (3.0 if j == i % 3 else 1.0) for j, b in enumerate(base)]
+        record = make_record(f"request {i}", INTENTS[i % 3], salt=str(i))
+        record.label_logprobs = {lab: math.log(v / sum(p)) for lab, v in zip(INTENTS, p)}
+        records.append(record)
+    write_generated(data_root / "data", "sentiment", records)
+    free = []
+    for text in ("N/A", "", "[MASK]"):
+        record = make_record(text, "book_flight", salt=f"cf{text}")
+        record.label_logprobs = {lab: math.log(v) for lab, v in zip(INTENTS, (0.55, 0.448, 0.002))}
+        free.append(record)
+    write_jsonl(data_root / "data" / "sentiment" / "generated" / "content_free.jsonl", free)
+
+
+@pytest.mark.parametrize("mode", ["content_free", "em"])
+def test_content_free_weights_that_overshoot_fall_back_to_the_runs_mean(task_copy, data_root, capsys, mode):
+    """The content-free weights make play_music the answer to every request (weight 500); the guard
+    sees it against 'prior' (a third), says so in one line, and builds the version with 'prior'."""
+    intent_run(data_root)
+    folder = task_copy("sentiment")
+    edit_task_yaml(folder, output={"kind": "label", "labels": INTENTS, "calibrate": mode},
+                   decontam={"enabled": False}, dedupe={"enabled": False}, split={"eval_fraction": 0.0})
+    manifest = run_curate(load_task(folder))
+    cal = manifest["calibration"]
+    assert cal["method"] == "prior" and cal["configured"] == mode
+    assert cal["overshoot"] == {"label": "play_music", "share": 1.0, "prior_share": pytest.approx(1 / 3, abs=0.01)}
+    err = capsys.readouterr().err
+    assert "output.calibrate '" + mode + "' makes 'play_music' the answer for 100% of the transfer set" in err
+    assert "output.calibrate_fallback: false" in err
+    rows = list(read_jsonl(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "train.jsonl", TrainRow))
+    assert [r.label for r in rows] == [INTENTS[i % 3] for i in range(90)]  # prior recovers every intent
+
+    edit_task_yaml(folder, output={"kind": "label", "labels": INTENTS, "calibrate": mode, "calibrate_fallback": False})
+    kept = run_curate(load_task(folder), quiet=True)["calibration"]
+    assert kept["method"] == mode and "fallback" not in kept
+
+
+def test_the_guard_leaves_a_95_5_input_set_to_content_free(task_copy, data_root):
+    """Real imbalance is not overshoot: content-free calibration keeps 95/5 and the guard stays quiet."""
+    imbalanced_run(data_root, share=0.95)
+    manifest, rows = _curate(task_copy("sentiment"), data_root, "content_free")
+    assert manifest["calibration"]["method"] == "content_free"
+    assert 0.9 <= sum(r.label == "positive" for r in rows) / len(rows) <= 0.97

@@ -355,16 +355,13 @@ def test_eval_limit_samples_across_a_grouped_file_deterministically(tmp_path):
     assert read_eval_source(load_task(folder), 20)[0] == inputs
 
 
-def test_gold_labelled_inputs_get_a_calibration_check_in_the_report(tmp_path, data_root, tiny_model_dir, monkeypatch,
-                                                                     capsys):
-    """A scoring teacher (hf) on gold-labelled real inputs: the report holds the teacher's accuracy
-    under every calibration this run can compute, and the markdown names a clearly better one."""
-    from pipeline.evaluation.calibration_check import calibration_sentence
-    from pipeline.stages.evaluate import run_evaluate
+def gold_labelled_task(tmp_path: Path, data_root: Path, tiny_model_dir: Path, calibrate: str) -> Path:
+    """A label task with a scoring (hf) teacher, gold-labelled real inputs in eval.source, and a
+    generated transfer set of 20 scored answers that lean positive."""
     from tests.curate_fixtures import make_record, write_generated
 
     local = {"backend": "hf", "model": str(tiny_model_dir), "batch_size": 2}
-    folder = make_task(tmp_path, teacher=local, output={"kind": "label", "labels": LABELS, "calibrate": "prior"},
+    folder = make_task(tmp_path, teacher=local, output={"kind": "label", "labels": LABELS, "calibrate": calibrate},
                        eval_section={"source": {"path": "real.csv", "fields": {"text": "text", "gold": "category"}},
                                      "gold_field": "gold", "gold_map": {"fresh": "positive", "rotten": "negative"}})
     (folder / "real.csv").write_text("text,category\n" + "".join(
@@ -375,6 +372,17 @@ def test_gold_labelled_inputs_get_a_calibration_check_in_the_report(tmp_path, da
         record.label_logprobs = {"positive": -0.1 - 0.05 * i, "negative": -2.0 + 0.05 * i}
         transfer.append(record)
     write_generated(data_root / "data", "senti", transfer)
+    return folder
+
+
+def test_gold_labelled_inputs_get_a_calibration_check_in_the_report(tmp_path, data_root, tiny_model_dir, monkeypatch,
+                                                                     capsys):
+    """A scoring teacher (hf) on gold-labelled real inputs: the report holds the teacher's accuracy
+    under every calibration this run can compute, and the markdown names a clearly better one."""
+    from pipeline.evaluation.calibration_check import calibration_sentence
+    from pipeline.stages.evaluate import run_evaluate
+
+    folder = gold_labelled_task(tmp_path, data_root, tiny_model_dir, "prior")
     model_dir = install_student(tiny_model_dir, data_root, "senti", dataset_version=None)
 
     report = run_evaluate(load_task(folder), quiet=True)
@@ -399,3 +407,30 @@ def test_gold_labelled_inputs_get_a_calibration_check_in_the_report(tmp_path, da
     run_evaluate(load_task(folder))
     assert calibration_sentence(forced) in (model_dir / "report.md").read_text()
     assert "set output.calibrate: none" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_calibration_fallback_reaches_the_report_and_the_check_compares_against_it(tmp_path, data_root,
+                                                                                      tiny_model_dir, capsys):
+    """curate's overshoot guard built the dataset with 'prior' where task.yaml says content_free: the
+    teacher is judged with the dataset's weights, the report says why, and the calibration check
+    treats 'prior' as the method in use."""
+    from pipeline.evaluation.calibration_check import fallback_sentence
+    from pipeline.stages.evaluate import run_evaluate
+
+    folder = gold_labelled_task(tmp_path, data_root, tiny_model_dir, "content_free")
+    vdir = data_root / "data" / "senti" / "versions" / "20251231T000000Z"
+    vdir.mkdir(parents=True)
+    used = {"method": "prior", "weights": {"positive": 1.0, "negative": 1e6}, "configured": "content_free",
+            "overshoot": {"label": "negative", "share": 0.9, "prior_share": 0.3}}
+    (vdir / "manifest.json").write_text(json.dumps({"calibration": used}))
+    model_dir = install_student(tiny_model_dir, data_root, "senti")
+
+    report = run_evaluate(load_task(folder))
+    assert report["calibration_fallback"] == {k: used[k] for k in ("configured", "method", "overshoot")}
+    assert report["teacher_calibration"]["configured"] == "prior"
+    preds = [json.loads(line) for line in (model_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    assert {p["teacher_parsed"] for p in preds} == {"negative"}  # the dataset's weights, not content_free's
+    sentence = fallback_sentence(report["calibration_fallback"])
+    assert "output.calibrate 'content_free' made 'negative' the teacher's answer for 90%" in sentence
+    assert sentence in (model_dir / "report.md").read_text()
+    assert sentence in " ".join(capsys.readouterr().out.split())

@@ -44,6 +44,13 @@ class OutputConfig(Section):
         "the inputs' class prior by EM (Saerens et al. 2002) for imbalanced inputs; 'prior' divides by the "
         "run's mean distribution, which assumes balanced classes. See pipeline/curation/soft_labels.py.",
     )
+    calibrate_fallback: bool = Field(
+        True,
+        description="label, with calibrate content_free or em: when the content-free weights make one label the "
+        "answer for at least half of the run and more than twice as often as dividing by the run's mean does, "
+        "curate warns and calibrates that dataset version with 'prior' instead (the content-free answers gave "
+        "that label too little mass to estimate its bias from). false: keep the configured method.",
+    )
     label_codes: bool = Field(
         False,
         description="label: the prompt lists the labels as A), B), C)... (template variable `label_options`) and "

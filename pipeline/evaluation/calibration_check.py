@@ -38,10 +38,12 @@ def _argmax(p: dict[str, float]) -> str:
 
 
 def compare_calibrations(task: TaskFolder, eval_records: Sequence[Record | None], golds: Sequence[str | None] | None,
-                         transfer: Sequence[Record], content_free: Sequence[Record]) -> dict[str, Any] | None:
+                         transfer: Sequence[Record], content_free: Sequence[Record],
+                         configured: str | None = None) -> dict[str, Any] | None:
     """{"n", "configured", "accuracy": {method: share of gold}, "suggest": a better method or None,
     "mcnemar": {"better", "worse"}}; None when there is nothing to compare (no gold, not a label task,
-    no soft labels on the evaluation inputs)."""
+    no soft labels on the evaluation inputs). ``configured``: the method the dataset was built with,
+    when curate's overshoot guard replaced output.calibrate (default: output.calibrate)."""
     out = task.config.output
     if out.kind != "label" or not golds:
         return None
@@ -62,17 +64,18 @@ def compare_calibrations(task: TaskFolder, eval_records: Sequence[Record | None]
         right[method] = [_argmax(reweight(d, weights) if weights else d) == g for d, g in pairs]
     n = len(pairs)
     accuracy = {m: round(sum(r) / n, 4) for m, r in right.items()}
-    configured = out.calibrate if out.calibrate in right else "none"
+    used = configured or out.calibrate
+    configured = used if used in right else "none"
     best = max(right, key=lambda m: (sum(right[m]), m == configured))
     better = sum(a and not b for a, b in zip(right[best], right[configured]))
     worse = sum(b and not a for a, b in zip(right[best], right[configured]))
     significant = best != configured and better - worse > 2 * math.sqrt(better + worse)
-    return {"n": n, "configured": out.calibrate, "accuracy": accuracy, "suggest": best if significant else None,
+    return {"n": n, "configured": used, "accuracy": accuracy, "suggest": best if significant else None,
             "mcnemar": {"method": best, "only_it_right": better, "only_configured_right": worse}}
 
 
 def check_task_calibration(task: TaskFolder, eval_records: Sequence[Record | None],
-                           golds: Sequence[str | None] | None) -> dict[str, Any] | None:
+                           golds: Sequence[str | None] | None, configured: str | None = None) -> dict[str, Any] | None:
     """compare_calibrations with this task's generated transfer set and content-free answers."""
     from pipeline.stages.curate import read_generated
 
@@ -84,7 +87,19 @@ def check_task_calibration(task: TaskFolder, eval_records: Sequence[Record | Non
     transfer = read_generated(paths.generated_jsonl, strict=False, quiet=True)[0]
     free = read_generated(paths.content_free_jsonl, strict=False, quiet=True)[0] \
         if paths.content_free_jsonl.exists() else []
-    return compare_calibrations(task, eval_records, golds, list(transfer), list(free))
+    return compare_calibrations(task, eval_records, golds, list(transfer), list(free), configured)
+
+
+def fallback_sentence(calibration: dict[str, Any] | None) -> str | None:
+    """One line for the report when curate's overshoot guard calibrated the dataset with another
+    method than output.calibrate (the dataset manifest's ``calibration``)."""
+    if not calibration or not calibration.get("configured"):
+        return None
+    over = calibration["overshoot"]
+    return (f"Calibration: output.calibrate '{calibration['configured']}' made '{over['label']}' the teacher's answer "
+            f"for {over['share']:.0%} of the transfer set ({over['prior_share']:.0%} with 'prior'), so curate built the "
+            f"dataset with '{calibration['method']}', and the teacher is judged with it here "
+            "(output.calibrate_fallback).")
 
 
 def calibration_sentence(check: dict[str, Any] | None) -> str | None:

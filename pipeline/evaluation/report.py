@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluation.calibration_check import calibration_sentence
+from pipeline.evaluation.calibration_check import calibration_sentence, fallback_sentence
 
 PLOT_QUALITY_COST = "quality_vs_cost.png"
 PLOT_COVERAGE = "coverage_vs_quality.png"
@@ -110,7 +110,8 @@ def _routing_sentence(report: dict[str, Any]) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     p, c = report["params"], report["counts"]
-    calibration = calibration_sentence(report.get("teacher_calibration"))
+    calibration = " ".join(filter(None, (fallback_sentence(report.get("calibration_fallback")),
+                                         calibration_sentence(report.get("teacher_calibration")))))
     lines = [
         f"# Evaluation: {report['task']} — student vs teacher",
         "",
@@ -309,7 +310,8 @@ def print_summary(report: dict[str, Any], console=None) -> None:
     console.print(headline_sentence(report)
                   + (f" The student costs 1/{cost:.1f} of the teacher per request." if cost else ""))
     console.print(_routing_sentence(report).replace("**", ""))
-    calibration = calibration_sentence(report.get("teacher_calibration"))
-    if calibration:
-        console.print(calibration)
+    for line in (fallback_sentence(report.get("calibration_fallback")),
+                 calibration_sentence(report.get("teacher_calibration"))):
+        if line:
+            console.print(line)
     console.print(f"Report: {report['files']['report_md']}")

@@ -123,8 +123,9 @@ def contamination(record: Record, index: decontam.EvalIndex) -> tuple[str, str] 
 
 
 def teacher_calibration(task: TaskFolder, records: list[Record], content_free: list[Record]) -> dict | None:
-    """The calibration weights of ``output.calibrate`` for this run (pipeline/curation/soft_labels.py)."""
-    from pipeline.curation.soft_labels import calibration_weights, label_distribution
+    """The calibration weights of ``output.calibrate`` for this run (pipeline/curation/soft_labels.py);
+    ``prior``'s, with ``configured`` and a ``fallback`` warning, when the overshoot guard fires."""
+    from pipeline.curation.soft_labels import calibration_overshoot, calibration_weights, label_distribution
 
     out = task.config.output
     if out.kind != "label" or out.calibrate == "none":
@@ -139,7 +140,22 @@ def teacher_calibration(task: TaskFolder, records: list[Record], content_free: l
             f"{TaskPaths(task.name).content_free_jsonl}: no content-free answers for output.calibrate "
             f"'{out.calibrate}'; re-run `distill generate {task.name}` (it asks them)"
         )
-    return calibration_weights(out.calibrate, dists(records), out.labels, dists(content_free))
+    train = dists(records)
+    calibration = calibration_weights(out.calibrate, train, out.labels, dists(content_free))
+    if calibration is None or out.calibrate not in ("content_free", "em") or not out.calibrate_fallback:
+        return calibration
+    over = calibration_overshoot(train, out.labels, calibration["weights"])
+    if over is None:
+        return calibration
+    cf = calibration["content_free"][over["label"]]
+    warning = (f"warning: {task.path / 'task.yaml'}: output.calibrate '{out.calibrate}' makes '{over['label']}' the "
+               f"answer for {over['share']:.0%} of the transfer set, {over['share'] / max(over['prior_share'], 1e-9):.1f}x "
+               f"as often as dividing by the run's mean ({over['prior_share']:.0%}): the content-free answers gave it "
+               f"{cf:.1%}, too little to estimate its bias from; this version is calibrated with 'prior' (set "
+               f"output.calibrate: prior, or output.calibrate_fallback: false to keep '{out.calibrate}')")
+    fallback = calibration_weights("prior", train, out.labels)
+    return {**fallback, "configured": out.calibrate, "overshoot": over, "fallback": warning,
+            "configured_weights": calibration["weights"]}
 
 
 def rejected_row(record: Record, reason: str, detail: str | None, **extra: Any) -> dict:
@@ -295,8 +311,9 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     pointer_tmp.write_text(version + "\n", encoding="utf-8")
     pointer_tmp.replace(paths.latest_pointer)
     warning = soft_label_warning(manifest["soft_label_gaps"]) if manifest["soft_label_gaps"] else None
-    if warning and not quiet:
-        print(warning, file=sys.stderr)
+    for line in (calibration or {}).get("fallback"), warning:
+        if line and not quiet:
+            print(line, file=sys.stderr)
     if not quiet:
         c = manifest["counts"]
         print(f"curate: {c['read']} read, {c['rejected_total']} rejected {dict(reasons)}, "

@@ -52,14 +52,20 @@ def load_eval_set(task: TaskFolder, dataset_version: str | None, limit: int | No
     return eval_set
 
 
-def dataset_label_weights(task: TaskFolder, dataset_version: str | None) -> dict[str, float] | None:
-    """The calibration weights the student's dataset was built with (output.calibrate), if any."""
+def dataset_calibration(task: TaskFolder, dataset_version: str | None) -> dict | None:
+    """The calibration the student's dataset was built with (its manifest's ``calibration``: the
+    method, which curate's overshoot guard may have changed from output.calibrate, and the weights)."""
     if task.config.output.calibrate == "none" or not dataset_version:
         return None
     manifest = TaskPaths(task.name).versions_dir / dataset_version / "manifest.json"
     if not manifest.exists():
         return None
-    calibration = json.loads(manifest.read_text()).get("calibration")
+    return json.loads(manifest.read_text()).get("calibration")
+
+
+def dataset_label_weights(task: TaskFolder, dataset_version: str | None) -> dict[str, float] | None:
+    """The calibration weights the student's dataset was built with (output.calibrate), if any."""
+    calibration = dataset_calibration(task, dataset_version)
     return calibration["weights"] if calibration else None
 
 
@@ -333,10 +339,14 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     scored = score_answers(cfg.output, run.texts, eval_set.teacher_texts, eval_set.golds, eval_set.schema)
     timings["total_s"] = round(time.perf_counter() - started, 3)
     report = build_report(task, model_dir, manifest, eval_set, run, scored, timings, teacher_timing)
+    used = dataset_calibration(task, manifest.get("dataset_version")) if cfg.output.kind == "label" else None
+    if used and used.get("configured"):  # curate's overshoot guard chose another method
+        report["calibration_fallback"] = {k: used[k] for k in ("configured", "method", "overshoot")}
     if eval_set.golds and cfg.output.kind == "label":
         from pipeline.evaluation.calibration_check import check_task_calibration
 
-        report["teacher_calibration"] = check_task_calibration(task, eval_set.teacher_records, eval_set.golds)
+        report["teacher_calibration"] = check_task_calibration(task, eval_set.teacher_records, eval_set.golds,
+                                                               configured=used["method"] if used else None)
     write_jsonl(model_dir / "eval_predictions.jsonl", [
         {"id": eval_set.ids[i], "inputs": eval_set.inputs[i], "gold": eval_set.golds[i] if eval_set.golds else None,
          "teacher": eval_set.teacher_texts[i], "student": run.texts[i], "teacher_parsed": scored.teacher_parsed[i],
