@@ -149,8 +149,8 @@ def teacher_calibration(task: TaskFolder, records: list[Record], content_free: l
         return calibration
     cf = calibration["content_free"][over["label"]]
     warning = (f"warning: {task.path / 'task.yaml'}: output.calibrate '{out.calibrate}' makes '{over['label']}' the "
-               f"answer for {over['share']:.0%} of the transfer set, {over['share'] / max(over['prior_share'], 1e-9):.1f}x "
-               f"as often as dividing by the run's mean ({over['prior_share']:.0%}): the content-free answers gave it "
+               f"answer for {over['share']:.0%} of the transfer set, where dividing by the run's mean makes it the "
+               f"answer for {over['prior_share']:.0%}: the content-free answers gave it "
                f"{cf:.1%}, too little to estimate its bias from; this version is calibrated with 'prior' (set "
                f"output.calibrate: prior, or output.calibrate_fallback: false to keep '{out.calibrate}')")
     fallback = calibration_weights("prior", train, out.labels)
