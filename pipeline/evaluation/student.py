@@ -266,12 +266,49 @@ def time_label_scoring(score, prompt_texts: Sequence[str], *, batch_size: int, l
         batch_times.append(time.perf_counter() - t0)
         if on_batch:
             on_batch(len(scores), len(prompt_texts))
+    return scores, batch_times, single_latencies(score, prompt_texts[:latency_samples])
+
+
+def single_latencies(score, prompt_texts: Sequence[str]) -> list[float]:
+    """Seconds per call of ``score([text])``, one prompt at a time: what one caller waits."""
     latencies = []
-    for text in prompt_texts[:latency_samples]:
+    for text in prompt_texts:
         t0 = time.perf_counter()
         score([text])
         latencies.append(time.perf_counter() - t0)
-    return scores, batch_times, latencies
+    return latencies
+
+
+def paired_batch_times(first, second, texts_first: Sequence[str], texts_second: Sequence[str], *,
+                       batch_size: int) -> tuple[list[float], list[float]]:
+    """Time two scorers on the same requests batch by batch, interleaved, the order alternating
+    (first then second, then second then first), so that load that drifts during the measurement
+    slows both alike; each is warmed up first, untimed. (first's batch times, second's)."""
+    first(list(texts_first[:1]))
+    second(list(texts_second[:1]))
+    times: tuple[list[float], list[float]] = ([], [])
+    jobs = ((first, texts_first, times[0]), (second, texts_second, times[1]))
+    for i, start in enumerate(range(0, len(texts_first), batch_size)):
+        for score, texts, out in (jobs if i % 2 == 0 else jobs[::-1]):
+            t0 = time.perf_counter()
+            score(list(texts[start:start + batch_size]))
+            out.append(time.perf_counter() - t0)
+    return times
+
+
+def label_scorer(model_dir: Path, prompts: Sequence[Sequence[Message]], labels: Sequence[str]):
+    """(score(texts) -> [{label: logprob}], the prompts as the student's texts): a label student served
+    as a classifier, every label's log-probability by the rule it was trained with
+    (pipeline/label_scoring.py). (None, []) for no prompts."""
+    from pipeline.label_scoring import label_completion_ids, student_label_logprobs
+
+    model, tokenizer = load_student(model_dir)
+    texts = _prompt_texts(tokenizer, prompts)
+    if not texts:
+        return None, []
+    first = [m.model_dump() for m in prompts[0]]
+    label_ids = [label_completion_ids(tokenizer, first, label) for label in labels]
+    return (lambda batch: student_label_logprobs(model, tokenizer, batch, label_ids, labels)), texts
 
 
 def run_student_labels(model_dir: Path, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
@@ -279,17 +316,11 @@ def run_student_labels(model_dir: Path, prompts: Sequence[Sequence[Message]], la
     """A label student served as a classifier: every label's log-probability by the rule it was
     trained with (pipeline/label_scoring.py), the answer being the most probable label. One prompt
     pass per request; no text is generated."""
-    from pipeline.label_scoring import label_completion_ids, student_label_logprobs
-
-    model, tokenizer = load_student(model_dir)
-    texts = _prompt_texts(tokenizer, prompts)
+    score, texts = label_scorer(model_dir, prompts, labels)
     if not texts:
         return StudentRun([], [], [], 0.0, 0.0, [], batch_size, 0)
-    first = [m.model_dump() for m in prompts[0]]
-    label_ids = [label_completion_ids(tokenizer, first, label) for label in labels]
     scores, batch_times, latencies = time_label_scoring(
-        lambda batch: student_label_logprobs(model, tokenizer, batch, label_ids, labels), texts,
-        batch_size=batch_size, latency_samples=latency_samples, on_batch=on_batch)
+        score, texts, batch_size=batch_size, latency_samples=latency_samples, on_batch=on_batch)
     answers = [max(s, key=s.get) for s in scores]
     return StudentRun(answers, [[] for _ in answers], scores, sum(batch_times), 0.0, latencies, batch_size, 0,
                       "single" if latency_samples > 0 else "batch")

@@ -1,7 +1,10 @@
 """Time a local teacher (``hf``) the way the student is timed: the same prompts, batch size,
 machine and procedure (``student.time_label_scoring``), so the report's cost ratio compares like
-for like. The teacher's answers themselves come from the generate stage's cache; this only
-measures what serving it would cost.
+for like. Given the student's folder, the two are timed on the same requests batch by batch,
+interleaved (``student.paired_batch_times``): a machine whose load drifts during evaluate then slows
+both alike, instead of whichever was timed second (on the demo the ratio read from two separate
+passes ranged 3.8-5.0x for the same student). The teacher's answers themselves come from the
+generate stage's cache; this only measures what serving it would cost.
 
 Reads:  the teacher's local model folder (``teacher.model``; the embedded model's cached folder).
 Writes: nothing.
@@ -9,6 +12,7 @@ Writes: nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipeline.records import Message
 
@@ -16,12 +20,19 @@ TIMED_BATCHES = 4  # enough batches for a stable per-request time, without re-sc
 
 
 def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
-                       batch_size: int, latency_samples: int) -> dict:
-    """{"seconds_per_request" (batched), "latencies_s" (one request at a time), "batch_size"}."""
+                       batch_size: int, latency_samples: int, student_dir: Path | None = None) -> dict:
+    """{"seconds_per_request" (batched), "latencies_s" (one request at a time), "batch_size",
+    "timed_requests"}; with ``student_dir`` also "student_seconds_per_request", the student's batched
+    time on the same requests, interleaved with the teacher's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.devices import placement_for
-    from pipeline.evaluation.student import time_label_scoring
+    from pipeline.evaluation.student import (
+        label_scorer,
+        paired_batch_times,
+        single_latencies,
+        time_label_scoring,
+    )
     from pipeline.label_scoring import teacher_label_logprobs
     from pipeline.local_models import resolve_model_path
 
@@ -33,8 +44,17 @@ def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], la
     sample = list(prompts[: batch_size * TIMED_BATCHES])
     texts = [tokenizer.apply_chat_template([m.model_dump() for m in p], add_generation_prompt=True, tokenize=False)
              for p in sample]
-    _, batch_times, latencies = time_label_scoring(
-        lambda batch: teacher_label_logprobs(model, tokenizer, batch, labels), texts,
-        batch_size=batch_size, latency_samples=latency_samples)
-    return {"seconds_per_request": sum(batch_times) / max(len(texts), 1), "latencies_s": latencies,
-            "batch_size": batch_size, "timed_requests": len(texts)}
+    def score(batch):
+        return teacher_label_logprobs(model, tokenizer, batch, labels)
+
+    n = max(len(texts), 1)
+    if student_dir is None:
+        _, batch_times, latencies = time_label_scoring(score, texts, batch_size=batch_size,
+                                                       latency_samples=latency_samples)
+        return {"seconds_per_request": sum(batch_times) / n, "latencies_s": latencies,
+                "batch_size": batch_size, "timed_requests": len(texts)}
+    student_score, student_texts = label_scorer(student_dir, sample, labels)
+    teacher_times, student_times = paired_batch_times(score, student_score, texts, student_texts, batch_size=batch_size)
+    return {"seconds_per_request": sum(teacher_times) / n, "student_seconds_per_request": sum(student_times) / n,
+            "latencies_s": single_latencies(score, texts[:latency_samples]), "batch_size": batch_size,
+            "timed_requests": len(texts), "interleaved": True}

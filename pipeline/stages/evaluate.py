@@ -127,8 +127,9 @@ def teacher_cost(task: TaskFolder, eval_set: EvalSet, timing: dict | None = None
     teacher, cfg = task.config.teacher, task.config.eval
     if timing is not None and cfg.teacher_price_per_hour is not None:
         usd = m.machine_cost_per_1000(timing["seconds_per_request"], cfg.teacher_price_per_hour)
+        how = ", batch by batch interleaved with the student's" if timing.get("interleaved") else ""
         return usd, (f"{1000 * timing['seconds_per_request']:.1f} ms of this machine per answer, timed like the "
-                     f"student (batch size {timing['batch_size']}, {timing['timed_requests']} requests) x "
+                     f"student (batch size {timing['batch_size']}, {timing['timed_requests']} requests{how}) x "
                      f"${cfg.teacher_price_per_hour}/h")
     records = [r for r in eval_set.teacher_records if r is not None]
     if not records:
@@ -197,9 +198,14 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         confidence_name = "mean token logprob"
     q_student, q_teacher = scored.quality("student"), scored.quality("teacher")
     target = cfg.eval.target_quality if cfg.eval.target_quality is not None else q_teacher
-    student_usd = m.machine_cost_per_1000(run.seconds_per_request, cfg.eval.student_price_per_hour)
+    # The student's cost: timed on the teacher's requests, interleaved with it, when the teacher was
+    # timed here (teacher_timing.py); else its whole evaluation pass.
+    paired = teacher_timing.get("student_seconds_per_request") if teacher_timing else None
+    student_s = paired if paired is not None else run.seconds_per_request
+    student_usd = m.machine_cost_per_1000(student_s, cfg.eval.student_price_per_hour)
     # routing runs the student on every request and needs its confidence too
-    student_routed_usd = m.machine_cost_per_1000(run.routed_seconds_per_request, cfg.eval.student_price_per_hour)
+    routed_s = None if student_s is None else student_s + (run.confidence_s / len(run.texts) if run.texts else 0.0)
+    student_routed_usd = m.machine_cost_per_1000(routed_s, cfg.eval.student_price_per_hour)
     teacher_usd, teacher_basis = teacher_cost(task, eval_set, teacher_timing)
     routing: dict[str, Any] = {"confidence": confidence_name, "target": target,
                                "target_source": "eval.target_quality" if cfg.eval.target_quality is not None
@@ -265,14 +271,15 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
                         "method": "one request at a time" if run.latency_method == "single" else "per batch"},
             "teacher": {**m.latency_summary(teacher_lat), "source": teacher_lat_source},
         },
-        "throughput": {"student_rps": run.throughput_rps, "batch_size": run.batch_size,
+        "throughput": {"student_rps": 1.0 / student_s if paired else run.throughput_rps, "batch_size": run.batch_size,
                        "teacher_rps": (1.0 / teacher_timing["seconds_per_request"]
                                        if teacher_timing and teacher_timing["seconds_per_request"] else None)},
         "cost_per_1000": {
             "student_usd": student_usd, "student_with_confidence_usd": student_routed_usd,
             "teacher_usd": teacher_usd, "teacher_basis": teacher_basis,
-            "student_basis": (f"{1000 * (run.seconds_per_request or 0):.1f} ms of this machine per answer "
-                              f"(batched) x ${cfg.eval.student_price_per_hour}/h"
+            "student_basis": (f"{1000 * (student_s or 0):.1f} ms of this machine per answer (batched"
+                              + (f", on the teacher's {teacher_timing['timed_requests']} timed requests, interleaved"
+                                 if paired else "") + f") x ${cfg.eval.student_price_per_hour}/h"
                               + (f"; {1000 * run.confidence_s / n:.1f} ms more per request for the label confidence "
                                  "when routing" if run.confidence_s and n else "")),
         },
@@ -332,7 +339,8 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
         t0 = time.perf_counter()
         say("timing the teacher like the student")
         teacher_timing = time_local_teacher(cfg.teacher.model, eval_set.prompts, cfg.output.labels,
-                                            batch_size=cfg.eval.batch_size, latency_samples=cfg.eval.latency_samples)
+                                            batch_size=cfg.eval.batch_size, latency_samples=cfg.eval.latency_samples,
+                                            student_dir=model_dir)
         timings["teacher_timing_s"] = round(time.perf_counter() - t0, 3)
     if constrained and run.label_logprobs:
         run.texts = [max(lps, key=lps.get) for lps in run.label_logprobs]  # the most probable label of the set

@@ -1,0 +1,34 @@
+"""The report's cost ratio times the student and a local teacher on the same requests, batch by batch,
+interleaved: a machine that slows down during evaluate must slow both alike."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.evaluation.student import paired_batch_times, time_label_scoring
+
+
+def drifting(base_s: float, clock: dict, log: list, name: str):
+    """A scorer that takes base_s per batch, three times that once the machine has served 10 calls."""
+    def score(batch):
+        clock["calls"] += 1
+        log.append(name)
+        time.sleep(base_s * (1.0 if clock["calls"] <= 10 else 3.0))
+        return [{} for _ in batch]
+    return score
+
+
+def test_interleaved_timing_keeps_the_ratio_when_the_machine_slows_down_half_way():
+    clock, log = {"calls": 0}, []
+    teacher, student = drifting(0.02, clock, log, "teacher"), drifting(0.005, clock, log, "student")
+    texts = [f"request {i}" for i in range(16)]  # 8 batches of 2
+    t, s = paired_batch_times(teacher, student, texts, texts, batch_size=2)
+    assert len(t) == len(s) == 8
+    assert log[2:6] == ["teacher", "student", "student", "teacher"]  # after the warm-ups, alternating order
+    assert sum(t) / sum(s) == pytest.approx(4.0, rel=0.25)
+    # the same drift, the two timed one after the other: the teacher is timed slow, the ratio 12
+    clock["calls"] = 0
+    _, s_seq, _ = time_label_scoring(student, texts, batch_size=2, latency_samples=0)
+    _, t_seq, _ = time_label_scoring(teacher, texts, batch_size=2, latency_samples=0)
+    assert sum(t_seq) / sum(s_seq) > 8
