@@ -56,7 +56,7 @@ def test_an_over_correcting_content_free_estimate_is_named_and_beaten_by_prior(t
     assert acc["prior"] > acc["none"] > acc["content_free"]
     assert check["suggest"] == "prior" and check["mcnemar"]["only_it_right"] > check["mcnemar"]["only_configured_right"]
     line = calibration_sentence(check)
-    assert "set output.calibrate: prior" in line and "configured 'content_free'" in line
+    assert "set output.calibrate: prior" in line and "with 'content_free', the dataset's" in line
 
 
 def test_no_suggestion_when_the_configured_method_is_best_or_the_difference_is_chance(task_copy):

@@ -108,6 +108,6 @@ def calibration_sentence(check: dict[str, Any] | None) -> str | None:
         return None
     acc = check["accuracy"]
     return (f"Calibration: the teacher's labels match gold on {acc[check['suggest']]:.1%} of the {check['n']} inputs "
-            f"with output.calibrate '{check['suggest']}', {acc.get(check['configured'], acc['none']):.1%} with the "
-            f"configured '{check['configured']}' (all: " + ", ".join(f"{m} {a:.1%}" for m, a in acc.items())
+            f"with output.calibrate '{check['suggest']}', {acc.get(check['configured'], acc['none']):.1%} with "
+            f"'{check['configured']}', the dataset's (all: " + ", ".join(f"{m} {a:.1%}" for m, a in acc.items())
             + f"); set output.calibrate: {check['suggest']} and re-run curate, train and evaluate.")

@@ -48,7 +48,7 @@ def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], la
         return teacher_label_logprobs(model, tokenizer, batch, labels)
 
     n = max(len(texts), 1)
-    if student_dir is None:
+    if student_dir is None or not texts:
         _, batch_times, latencies = time_label_scoring(score, texts, batch_size=batch_size,
                                                        latency_samples=latency_samples)
         return {"seconds_per_request": sum(batch_times) / n, "latencies_s": latencies,
