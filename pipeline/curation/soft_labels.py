@@ -146,16 +146,13 @@ def argmax_shares(dists: Sequence[dict[str, float]], labels: Sequence[str],
 
 
 def calibration_overshoot(dists: Sequence[dict[str, float]], labels: Sequence[str],
-                          weights: dict[str, float]) -> dict | None:
+                          weights: dict[str, float], prior_weights: dict[str, float]) -> dict | None:
     """{"label", "share", "prior_share"} when ``weights`` make one label the answer for at least
-    OVERSHOOT_SHARE of the run and more than OVERSHOOT_RATIO times as often as ``prior``'s weights do
-    (module docstring); else None."""
-    prior = calibration_weights("prior", dists, labels)
-    if prior is None:
-        return None
+    OVERSHOOT_SHARE of the run and more than OVERSHOOT_RATIO times as often as ``prior_weights``
+    (``calibration_weights("prior", ...)``'s) do (module docstring); else None."""
     shares = argmax_shares(dists, labels, weights)
     top = max(labels, key=lambda lab: shares[lab])
-    prior_share = argmax_shares(dists, labels, prior["weights"])[top]
+    prior_share = argmax_shares(dists, labels, prior_weights)[top]
     if shares[top] >= OVERSHOOT_SHARE and shares[top] > OVERSHOOT_RATIO * prior_share:
         return {"label": top, "share": round(shares[top], 4), "prior_share": round(prior_share, 4)}
     return None

@@ -312,11 +312,12 @@ def label_scorer(model_dir: Path, prompts: Sequence[Sequence[Message]], labels: 
 
 
 def run_student_labels(model_dir: Path, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
-                       batch_size: int, latency_samples: int = 32, on_batch=None) -> StudentRun:
+                       batch_size: int, latency_samples: int = 32, on_batch=None, scorer=None) -> StudentRun:
     """A label student served as a classifier: every label's log-probability by the rule it was
     trained with (pipeline/label_scoring.py), the answer being the most probable label. One prompt
-    pass per request; no text is generated."""
-    score, texts = label_scorer(model_dir, prompts, labels)
+    pass per request; no text is generated. ``scorer``: ``label_scorer``'s result for these prompts,
+    when the caller loaded the student already (evaluate times it again beside the teacher)."""
+    score, texts = scorer or label_scorer(model_dir, prompts, labels)
     if not texts:
         return StudentRun([], [], [], 0.0, 0.0, [], batch_size, 0)
     scores, batch_times, latencies = time_label_scoring(

@@ -12,7 +12,6 @@ Writes: nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from pipeline.records import Message
 
@@ -20,19 +19,15 @@ TIMED_BATCHES = 4  # enough batches for a stable per-request time, without re-sc
 
 
 def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
-                       batch_size: int, latency_samples: int, student_dir: Path | None = None) -> dict:
+                       batch_size: int, latency_samples: int, student=None) -> dict:
     """{"seconds_per_request" (batched), "latencies_s" (one request at a time), "batch_size",
-    "timed_requests"}; with ``student_dir`` also "student_seconds_per_request", the student's batched
-    time on the same requests, interleaved with the teacher's."""
+    "timed_requests"}; with ``student`` (``student.label_scorer``'s (score, texts) for the same
+    prompts) also "student_seconds_per_request", the student's batched time on the same requests,
+    interleaved with the teacher's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.devices import placement_for
-    from pipeline.evaluation.student import (
-        label_scorer,
-        paired_batch_times,
-        single_latencies,
-        time_label_scoring,
-    )
+    from pipeline.evaluation.student import paired_batch_times, single_latencies, time_label_scoring
     from pipeline.label_scoring import teacher_label_logprobs
     from pipeline.local_models import resolve_model_path
 
@@ -48,12 +43,12 @@ def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], la
         return teacher_label_logprobs(model, tokenizer, batch, labels)
 
     n = max(len(texts), 1)
-    if student_dir is None or not texts:
+    if student is None or not texts:
         _, batch_times, latencies = time_label_scoring(score, texts, batch_size=batch_size,
                                                        latency_samples=latency_samples)
         return {"seconds_per_request": sum(batch_times) / n, "latencies_s": latencies,
                 "batch_size": batch_size, "timed_requests": len(texts)}
-    student_score, student_texts = label_scorer(student_dir, sample, labels)
+    student_score, student_texts = student
     teacher_times, student_times = paired_batch_times(score, student_score, texts, student_texts, batch_size=batch_size)
     return {"seconds_per_request": sum(teacher_times) / n, "student_seconds_per_request": sum(student_times) / n,
             "latencies_s": single_latencies(score, texts[:latency_samples]), "batch_size": batch_size,

@@ -144,7 +144,8 @@ def teacher_calibration(task: TaskFolder, records: list[Record], content_free: l
     calibration = calibration_weights(out.calibrate, train, out.labels, dists(content_free))
     if calibration is None or out.calibrate not in ("content_free", "em") or not out.calibrate_fallback:
         return calibration
-    over = calibration_overshoot(train, out.labels, calibration["weights"])
+    fallback = calibration_weights("prior", train, out.labels)  # not None: the run has soft labels
+    over = calibration_overshoot(train, out.labels, calibration["weights"], fallback["weights"])
     if over is None:
         return calibration
     cf = calibration["content_free"][over["label"]]
@@ -153,7 +154,6 @@ def teacher_calibration(task: TaskFolder, records: list[Record], content_free: l
                f"answer for {over['prior_share']:.0%}: the content-free answers gave it "
                f"{cf:.1%}, too little to estimate its bias from; this version is calibrated with 'prior' (set "
                f"output.calibrate: prior, or output.calibrate_fallback: false to keep '{out.calibrate}')")
-    fallback = calibration_weights("prior", train, out.labels)
     return {**fallback, "configured": out.calibrate, "overshoot": over, "fallback": warning,
             "configured_weights": calibration["weights"]}
 

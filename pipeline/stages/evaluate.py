@@ -301,7 +301,7 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     """Evaluate the student in ``model`` (default: the task's latest) and write its report."""
     from pipeline.evaluation.report import print_summary, write_report
     from pipeline.evaluation.scoring import score_answers
-    from pipeline.evaluation.student import run_student, run_student_labels
+    from pipeline.evaluation.student import label_scorer, run_student, run_student_labels
     from pipeline.records import write_jsonl
     from pipeline.stages.generate import scoring_labels
 
@@ -324,7 +324,9 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
     progress = None if quiet else (lambda done, total: say(f"student {done}/{total}"))
     constrained = cfg.output.kind == "label" and cfg.eval.label_answer == "constrained"
     if constrained:
+        scorer = label_scorer(model_dir, eval_set.prompts, cfg.output.labels)  # loaded once: answers and timing
         run = run_student_labels(model_dir, eval_set.prompts, cfg.output.labels, batch_size=cfg.eval.batch_size,
+                                 scorer=scorer,
                                  latency_samples=cfg.eval.latency_samples, on_batch=progress)
     else:
         run = run_student(model_dir, eval_set.prompts, max_new_tokens=_max_new_tokens(task),
@@ -340,7 +342,7 @@ def run_evaluate(task: TaskFolder, *, quiet: bool = False, model: str | Path | N
         say("timing the teacher like the student")
         teacher_timing = time_local_teacher(cfg.teacher.model, eval_set.prompts, cfg.output.labels,
                                             batch_size=cfg.eval.batch_size, latency_samples=cfg.eval.latency_samples,
-                                            student_dir=model_dir)
+                                            student=scorer)
         timings["teacher_timing_s"] = round(time.perf_counter() - t0, 3)
     if constrained and run.label_logprobs:
         run.texts = [max(lps, key=lps.get) for lps in run.label_logprobs]  # the most probable label of the set
