@@ -68,7 +68,7 @@ def test_review_summary_generates_curates_and_trains_with_token_level_kd(task_co
     cfg = yaml.safe_load((folder / "task.yaml").read_text())
     assert cfg["teacher"]["model"] == cfg["student"]["teacher_model"] == "smollm2-135m-instruct"
     assert cfg["output"]["kind"] == "text" and cfg["train"]["kd_level"] == "token"
-    assert cfg["teacher"]["params"]["max_tokens"] <= 32  # generate stays cheap on a CPU
+    assert 48 <= cfg["teacher"]["params"]["max_tokens"] <= 64  # a summary fits (a cut one is dropped); cheap on a CPU
     cfg["teacher"]["model"] = cfg["student"]["teacher_model"] = str(one_answer_teacher)
     cfg["student"]["layer_map"] = [0, 3]
     cfg["train"]["sft"].update(max_steps=2, per_device_train_batch_size=4, save_strategy="no", logging_steps=1)
