@@ -94,6 +94,7 @@ bench: setup
 	$(BIN)/python bench/label_scoring.py
 	$(BIN)/python bench/label_kd_step.py
 	$(BIN)/python bench/kd_vs_sft.py
+	$(BIN)/python bench/token_kd_data.py
 	# layer_readout reads the demo's dataset: build it first when there is none
 	test -f data/sentiment/latest || $(BIN)/python scripts/demo.py
 	$(BIN)/python bench/layer_readout.py
