@@ -9,10 +9,11 @@ Reads:  the task's newest dataset version (its training rows: prompts and the te
 Prints: a table, then ONE JSON line with every figure and a `targets_met` map.
 
 For every layer k, the teacher's hidden state after layer k at the position that predicts the
-answer (through the final norm, as a student cut there reads it) is fitted by ridge regression to
-the teacher's centred label log-probs on the training rows (features standardised; the strength
-chosen on a fifth of them); its argmax on the evaluation inputs is compared with the teacher's label.
-That is what `train.label_head: probe` gives a student cut at k before any fine-tuning, and, with
+answer (through the final norm, as a student cut there reads it) is read by the probe's own fit
+(pipeline/training/label_head.py: ridge toward the head's label rows, on the teacher's standardised
+centred log-probs, the strength chosen on every fifth row); its argmax on the evaluation inputs is
+compared with the teacher's label. That is what `train.label_head: probe` gives a student cut at k
+(labels with distinct first tokens) before any fine-tuning, and, with
 the whole student frozen, an estimate of what fine-tuning must add. `cost_ratio` is the layers'
 share only (30 / k for SmolLM2): the embeddings, final norm and one position of the head are the
 same for both, so a measured ratio is lower (6 layers: 5.0 here, 4.3-4.8x measured by evaluate).
@@ -29,25 +30,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
-LAMBDAS = (1.0, 10.0, 100.0, 1e3, 1e4)
 
 
-def ridge_agreement(train_x, train_y, eval_x, eval_labels) -> tuple[float, float]:
-    """(agreement on the evaluation inputs, the chosen strength): ridge on standardised features."""
+def ridge_agreement(train_x, train_probs, eval_x, eval_labels, prior=None) -> tuple[float, float]:
+    """(agreement on the evaluation inputs, the chosen strength): the probe's own fit
+    (pipeline/training/label_head.py: probe_targets, fit_rows toward ``prior``, the head's label rows)."""
     import numpy as np
 
-    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
-    a, b = (train_x - mu) / sd, (eval_x - mu) / sd
-    y = train_y - train_y.mean(0)
-    cut = int(0.8 * len(a))  # rows are in the dataset's own (hashed) order
+    from pipeline.training.label_head import fit_rows, probe_targets
 
-    def fit(x, t, lam):
-        return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ t)
-
-    best = max(LAMBDAS, key=lambda lam: np.mean((a[cut:] @ fit(a[:cut], y[:cut], lam)).argmax(1)
-                                                == train_y[cut:].argmax(1)))
-    pred = (b @ fit(a, y, best)).argmax(1)
-    return float(np.mean(pred == np.asarray(eval_labels))), best
+    targets = probe_targets(train_probs)
+    prior = np.zeros((targets.shape[1], train_x.shape[1])) if prior is None else prior
+    w, info = fit_rows(np.asarray(train_x, dtype=np.float64), targets, prior)
+    pred = (np.asarray(eval_x, dtype=np.float64) @ w.T).argmax(1)
+    return float(np.mean(pred == np.asarray(eval_labels))), info["ridge"]
 
 
 def answer_states(model, tokenizer, texts: list[str], batch_size: int = 32):
@@ -67,13 +63,13 @@ def answer_states(model, tokenizer, texts: list[str], batch_size: int = 32):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bench.kd_vs_sft import real_eval
     from pipeline.config.task import load_task
     from pipeline.errors import DistillError
     from pipeline.evaluation.student import _prompt_texts
+    from pipeline.label_scoring import label_completion_ids
     from pipeline.local_models import resolve_model_path
     from pipeline.paths import TaskPaths
     from pipeline.training.data import read_train_rows
@@ -98,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     train_x = answer_states(model, tok, _prompt_texts(tok, [r.prompt for r in rows]))
     eval_x = answer_states(model, tok, _prompt_texts(tok, prompts))
-    train_y = np.log(np.clip([[r.soft_label.get(label, 0.0) for label in labels] for r in rows], 1e-12, None))
+    train_probs = [[r.soft_label.get(label, 0.0) for label in labels] for r in rows]
+    # the head's rows for the labels' first tokens: what the probe fits toward (label_head.init_label_head)
+    firsts = [label_completion_ids(tok, [m.model_dump() for m in rows[0].prompt], label)[0] for label in labels]
+    prior = model.get_output_embeddings().weight.detach()[firsts].double().numpy()
     eval_labels = [labels.index(t) if t in labels else -1 for t in teacher_labels]
     n_layers = train_x.shape[1] - 1
     per_layer = {}
     for k in range(1, n_layers + 1):
-        agreement, lam = ridge_agreement(train_x[:, k], train_y, eval_x[:, k], eval_labels)
+        agreement, lam = ridge_agreement(train_x[:, k], train_probs, eval_x[:, k], eval_labels, prior)
         per_layer[k] = {"agreement": round(agreement, 4), "ridge": lam, "cost_ratio": round(n_layers / k, 2)}
     cheap = {k: v for k, v in per_layer.items() if v["cost_ratio"] >= 4}
     best_cheap = max(cheap, key=lambda k: cheap[k]["agreement"])

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     held_path.write_text("".join(r.model_dump_json() + "\n" for r in held), encoding="utf-8")
 
     scores: dict[str, list[float]] = {}
+    positions = 0
     for seed in range(args.seeds):
         for data in ("greedy", "sampled") if seed % 2 == 0 else ("sampled", "greedy"):
             opt, task, _ = sets[data]

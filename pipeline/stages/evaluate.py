@@ -204,7 +204,7 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
     student_s = paired if paired is not None else run.seconds_per_request
     student_usd = m.machine_cost_per_1000(student_s, cfg.eval.student_price_per_hour)
     # routing runs the student on every request and needs its confidence too
-    routed_s = None if student_s is None else student_s + (run.confidence_s / len(run.texts) if run.texts else 0.0)
+    routed_s = None if student_s is None else student_s + run.confidence_seconds_per_request
     student_routed_usd = m.machine_cost_per_1000(routed_s, cfg.eval.student_price_per_hour)
     teacher_usd, teacher_basis = teacher_cost(task, eval_set, teacher_timing)
     routing: dict[str, Any] = {"confidence": confidence_name, "target": target,
