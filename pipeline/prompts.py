@@ -114,3 +114,20 @@ class PromptRenderer:
             messages.append(Message(role="assistant", content=str(ex["output"]).strip()))
         messages.append(Message(role="user", content=self.render_template(self.user, inputs)))
         return messages
+
+
+def unnamed_labels(messages: list[Message], labels: list[str], inputs: dict[str, Any]) -> list[str]:
+    """The labels a rendered prompt never names outside the input's own text. A teacher is asked for
+    one label of the set; one it was never told of ("positive or negative?" with a `neutral` label)
+    it rarely answers, and its scored probability is near zero whatever the input. A label counts as
+    named in any case, and with ``_`` or ``-`` read as a space (``book flight`` names ``book_flight``)."""
+    text = "\n".join(m.content for m in messages)
+    for value in inputs.values():
+        if isinstance(value, str) and value.strip():
+            text = text.replace(value, " ")
+    def words(s: str) -> str:
+        return s.lower().replace("_", " ").replace("-", " ")
+
+    text = words(text)
+    return [label for label in labels if words(label) not in text]
+

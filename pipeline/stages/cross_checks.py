@@ -214,6 +214,22 @@ def check_curate_settings(task: TaskFolder, report, inputs: list[dict[str, Any]]
                                    "fix dedupe.fields")
 
 
+def unnamed_labels_warning(task: TaskFolder, renderer, inputs: list[dict[str, Any]]) -> str | None:
+    """One line when a label task's prompt (rendered for its first input) never names some labels."""
+    from pipeline.prompts import unnamed_labels
+
+    cfg = task.config
+    if cfg.output.kind != "label" or not cfg.output.labels or not inputs or renderer is None:
+        return None
+    missing = unnamed_labels(renderer.render(inputs[0]), cfg.output.labels, inputs[0])
+    if not missing:
+        return None
+    named = ", ".join(repr(m) for m in missing)
+    return (f"{task.path / 'user.j2'}: the prompt never names label(s) {named} of output.labels; a teacher "
+            "rarely answers a label it was not offered: list them in the question, e.g. "
+            "{{ labels | join(', ') }}")
+
+
 def check_eval_pricing(task: TaskFolder, report) -> None:
     cfg = task.config
     if cfg.eval.teacher_price_per_hour is not None and cfg.teacher.backend not in TOKEN_ID_BACKENDS:

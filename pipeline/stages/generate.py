@@ -29,6 +29,7 @@ from pipeline.inputs import input_writing_variables, read_source
 from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
+from pipeline.stages.cross_checks import unnamed_labels_warning
 from pipeline.stages.generate_report import cut_answers_warning, generate_manifest, summary_line
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
@@ -308,6 +309,9 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         else:
             inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
+        warning = unnamed_labels_warning(task, PromptRenderer.for_task(task), inputs) if not quiet else None
+        if warning:  # before anything is asked: the whole run would be paid for with a label never offered
+            print(f"warning: {warning}", file=sys.stderr)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
         records = _answer_records(session, inputs)
         if cfg.output.kind == "label" and cfg.output.calibrate in ("content_free", "em") and inputs:

@@ -131,6 +131,10 @@ def validate_task(task_arg) -> ValidationReport:
     rendered = _check(report, _render_all, renderer, inputs) if renderer is not None else None
 
     _check_eval_source(task, report, renderer)
+    if rendered and inputs:
+        warning = _check(report, cross_checks.unnamed_labels_warning, task, renderer, inputs)
+        if warning:
+            report.warnings.append(warning)
     n_inputs = len(inputs) if cfg.inputs.source is not None else cfg.inputs.generate.count
     for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
