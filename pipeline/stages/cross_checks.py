@@ -230,6 +230,39 @@ def unnamed_labels_warning(task: TaskFolder, renderer, inputs: list[dict[str, An
             "{{ labels | join(', ') }}")
 
 
+def eval_overlap(task: TaskFolder, inputs: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> int:
+    """How many inputs are also eval inputs: the same text in every template field, compared as
+    decontamination compares (case-folded words). A lower bound on what curate's 13-gram check drops."""
+    from pipeline.curation.decontam import words
+
+    if not inputs or not eval_rows:
+        return 0
+    fields = sorted(inputs[0])
+
+    def key(row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(" ".join(words(str(row.get(f, "")))) for f in fields)
+
+    held = {key(r) for r in eval_rows}
+    return sum(key(x) in held for x in inputs)
+
+
+def overlap_line(task: TaskFolder, shared: int, n_inputs: int) -> str:
+    return (f"{task.path / 'task.yaml'}: inputs.source: {shared} of {n_inputs} inputs are also eval inputs "
+            "(eval.source); curate's decontamination drops their answers after the teacher is paid, and the "
+            "evaluation is not on unseen inputs: split the file with group_split on both sources "
+            "(keep: rest / keep: holdout; field: a group column such as the user or product, or the text "
+            "column itself for a split by row)")
+
+
+def check_eval_overlap(task: TaskFolder, report, inputs: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> None:
+    """Inputs that are eval inputs: a warning, or a problem when every input is one (nothing would be left)."""
+    if task.config.inputs.source is None or not task.config.decontam.enabled:
+        return
+    shared = eval_overlap(task, inputs, eval_rows)
+    if shared:
+        (report.problems if shared == len(inputs) else report.warnings).append(overlap_line(task, shared, len(inputs)))
+
+
 def check_eval_pricing(task: TaskFolder, report) -> None:
     cfg = task.config
     if cfg.eval.teacher_price_per_hour is not None and cfg.teacher.backend not in TOKEN_ID_BACKENDS:

@@ -24,12 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import TaskFolder, load_task
-from pipeline.errors import DistillError, LockedError
+from pipeline.errors import ConfigError, DistillError, LockedError
 from pipeline.inputs import input_writing_variables, read_source
 from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
-from pipeline.stages.cross_checks import unnamed_labels_warning
+from pipeline.stages.cross_checks import eval_overlap, overlap_line, unnamed_labels_warning
 from pipeline.stages.generate_report import cut_answers_warning, generate_manifest, summary_line
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
@@ -49,8 +49,6 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     if args.limit is not None and args.limit < 1:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(f"--limit {args.limit}: must be a positive number of inputs")
     task = load_task(args.task)
     run_generate(task, quiet=args.quiet, batch=args.batch, limit=args.limit)
@@ -167,8 +165,6 @@ class _Session:
         except ModuleNotFoundError as exc:
             if exc.name != "pipeline.teachers.batch":
                 raise
-            from pipeline.errors import ConfigError
-
             raise ConfigError("--batch: the batch API support (pipeline/teachers/batch/) is not installed") from None
         probe = Executor(_NoTeacher(), self.cfg, self.cache, self.budget)
         todo = probe.pending(jobs)
@@ -294,6 +290,26 @@ def _incomplete(session: _Session, answered: int, total: int) -> DistillError | 
     return None
 
 
+def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: bool, trial: bool) -> None:
+    """What would make the run's answers useless, said before the first request: a label the prompt
+    never offers (a warning), inputs that are eval inputs (a warning; an error when all of them are:
+    curate's decontamination would drop every answer; a warning for a --limit trial's first few)."""
+    cfg = task.config
+    if cfg.inputs.source is not None and cfg.eval.source is not None and cfg.decontam.enabled and inputs:
+        try:
+            eval_rows = read_source(cfg.eval.source, task.path, "eval.source")
+        except DistillError:
+            eval_rows = []  # curate reports an unreadable eval source; nothing to compare here
+        shared = eval_overlap(task, inputs, eval_rows)
+        if shared == len(inputs) and not trial:
+            raise ConfigError(overlap_line(task, shared, len(inputs)))
+        elif shared and not quiet:
+            print(f"warning: {overlap_line(task, shared, len(inputs))}", file=sys.stderr)
+    warning = unnamed_labels_warning(task, PromptRenderer.for_task(task), inputs) if not quiet else None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, limit: int | None = None) -> dict:
     """Answer every input of ``task``; returns the manifest written to generated/manifest.json."""
     paths = TaskPaths(task.name)
@@ -309,9 +325,7 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         else:
             inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
-        warning = unnamed_labels_warning(task, PromptRenderer.for_task(task), inputs) if not quiet else None
-        if warning:  # before anything is asked: the whole run would be paid for with a label never offered
-            print(f"warning: {warning}", file=sys.stderr)
+        _warn_before_asking(task, inputs, quiet, trial=limit is not None)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
         records = _answer_records(session, inputs)
         if cfg.output.kind == "label" and cfg.output.calibrate in ("content_free", "em") and inputs:

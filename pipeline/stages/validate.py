@@ -69,16 +69,17 @@ def _check_json_schema(task: TaskFolder) -> None:
         raise DistillError(f"{where}: not a valid JSON Schema ({exc.message})") from None
 
 
-def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> None:
+def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> list[dict] | None:
+    """The eval rows (None when there are none to read), each problem of them added to the report."""
     ev = task.config.eval
     if ev.source is None:
-        return
+        return None
     rows = _check(report, read_source, ev.source, task.path, "eval.source")
     if rows is None:
-        return
+        return None
     if not rows:
         report.problems.append(f"{task.path / 'task.yaml'}: eval.source: no rows (check eval.source.where)")
-        return
+        return None
     if ev.gold_field and ev.gold_field not in rows[0]:
         report.problems.append(
             f"{task.path / 'task.yaml'}: eval.gold_field: '{ev.gold_field}' is not an eval input field "
@@ -86,6 +87,7 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> 
         )
     cross_checks.check_eval_rows(task, report, rows, renderer)
     report.notes.append(f"eval inputs: {len(rows)}")
+    return rows
 
 
 def _render_all(renderer, inputs: list[dict]) -> list:
@@ -130,7 +132,9 @@ def validate_task(task_arg) -> ValidationReport:
         inputs = [{gen.field: " ".join(["word"] * written)}]
     rendered = _check(report, _render_all, renderer, inputs) if renderer is not None else None
 
-    _check_eval_source(task, report, renderer)
+    eval_rows = _check_eval_source(task, report, renderer)
+    if eval_rows and inputs:
+        cross_checks.check_eval_overlap(task, report, inputs, eval_rows)
     if rendered and inputs:
         warning = _check(report, cross_checks.unnamed_labels_warning, task, renderer, inputs)
         if warning:
