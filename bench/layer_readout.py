@@ -58,7 +58,9 @@ def answer_states(model, tokenizer, texts: list[str], batch_size: int = 32):
         for i in range(0, len(texts), batch_size):
             enc = encode(tokenizer, texts[i:i + batch_size])
             hs = model.model(**enc, position_ids=_positions(enc["attention_mask"]), output_hidden_states=True).hidden_states
-            out.append(torch.stack([model.model.norm(h[:, -1]) for h in hs], 1).float().numpy())
+            # transformers' last hidden state is already through the final norm; the others are not
+            states = [model.model.norm(h[:, -1]) for h in hs[:-1]] + [hs[-1][:, -1]]
+            out.append(torch.stack(states, 1).float().numpy())
     return np.concatenate(out)
 
 
