@@ -77,3 +77,13 @@ def test_generate_warns_before_asking_and_still_answers(task_copy, data_root, ti
     warned = [ln for ln in err.splitlines() if "never names" in ln]
     assert len(warned) == 1 and warned[0].startswith("warning: ") and "'neutral'" in warned[0]
     assert manifest["counts"]["records"] == 2  # a warning: the run goes on
+
+
+def test_preview_shows_the_warning_with_the_prompts(tmp_path, capsys):
+    from pipeline.cli import main
+
+    cfg = base_config(output={"kind": "label", "labels": ["positive", "neutral", "negative"]})
+    folder = write_task(tmp_path / "t", cfg, {"user.j2": "Review: {{ text }}\nIs this review positive or negative?"})
+    assert main(["preview", str(folder), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "never names label(s) 'neutral'" in " ".join(out.split())
