@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+)
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from pipeline.errors import TemplateError
@@ -22,6 +29,7 @@ from pipeline.records import Message
 SYSTEM_TEMPLATE = "system.j2"
 USER_TEMPLATE = "user.j2"
 EXAMPLES_FILE = "examples.yaml"
+INPUT_MARK = "\u2026"  # stands for an input's text where only the task's own wording matters
 
 
 def _template_line(exc: BaseException, folder: Path) -> str:
@@ -104,6 +112,19 @@ class PromptRenderer:
         except Exception as exc:  # noqa: BLE001 — a template bug (e.g. a filter on the wrong type): still one line
             raise TemplateError(f"{_template_line(exc, self.folder)}: {type(exc).__name__}: {exc}") from None
 
+    def input_variables(self) -> set[str]:
+        """The variables system.j2 and user.j2 read that the task does not set: the input's fields."""
+        found: set[str] = set()
+        for name in (SYSTEM_TEMPLATE, USER_TEMPLATE):
+            if (self.folder / name).exists():
+                source = self.env.loader.get_source(self.env, name)[0]
+                found |= meta.find_undeclared_variables(self.env.parse(source))
+        return found - set(self.context)
+
+    def render_without_inputs(self) -> list[Message]:
+        """The prompt with every input field replaced by a mark: what the task's own text says."""
+        return self.render(dict.fromkeys(self.input_variables(), INPUT_MARK))
+
     def render(self, inputs: dict[str, Any]) -> list[Message]:
         """System message (if any), few-shot turns, then the user message for ``inputs``."""
         messages: list[Message] = []
@@ -116,18 +137,15 @@ class PromptRenderer:
         return messages
 
 
-def unnamed_labels(messages: list[Message], labels: list[str], inputs: dict[str, Any]) -> list[str]:
-    """The labels a rendered prompt never names outside the input's own text. A teacher is asked for
-    one label of the set; one it was never told of ("positive or negative?" with a `neutral` label)
-    it rarely answers, and its scored probability is near zero whatever the input. A label counts as
-    named in any case, and with ``_`` or ``-`` read as a space (``book flight`` names ``book_flight``)."""
-    text = "\n".join(m.content for m in messages)
-    for value in inputs.values():
-        if isinstance(value, str) and value.strip():
-            text = text.replace(value, " ")
-    def words(s: str) -> str:
-        return s.lower().replace("_", " ").replace("-", " ")
 
-    text = words(text)
-    return [label for label in labels if words(label) not in text]
+def _label_words(text: str) -> str:
+    return text.lower().replace("_", " ").replace("-", " ")
 
+
+def unnamed_labels(messages: list[Message], labels: list[str]) -> list[str]:
+    """The labels a rendered prompt never names. A teacher is asked for one label of the set; one it
+    was never told of ("positive or negative?" with a `neutral` label) it rarely answers, and its
+    scored probability is near zero whatever the input. A label counts as named in any case, and with
+    ``_`` or ``-`` read as a space (``book flight`` names ``book_flight``)."""
+    text = _label_words("\n".join(m.content for m in messages))
+    return [label for label in labels if _label_words(label) not in text]

@@ -16,17 +16,31 @@ def _user(text: str) -> list[Message]:
 def test_a_label_the_question_does_not_offer_is_named():
     labels = ["positive", "neutral", "negative"]
     msgs = _user("Review: fine\nIs this review positive or negative?")
-    assert unnamed_labels(msgs, labels, {"text": "fine"}) == ["neutral"]
+    assert unnamed_labels(msgs, labels) == ["neutral"]
 
 
-def test_a_label_named_only_by_the_input_itself_still_counts_as_unnamed():
-    msgs = _user("Review: a neutral take\nIs this review positive or negative?")
-    assert unnamed_labels(msgs, ["positive", "neutral", "negative"], {"text": "a neutral take"}) == ["neutral"]
+def test_a_label_named_only_by_the_input_itself_still_counts_as_unnamed(tmp_path, capsys):
+    cfg = base_config(output={"kind": "label", "labels": ["positive", "neutral", "negative"]})
+    folder = write_task(tmp_path / "t", cfg, {"user.j2": "Review: {{ text }}\nIs this review positive or negative?",
+                                              "inputs.jsonl": '{"text": "a neutral take"}\n'})
+    rc, lines = run_validate(folder, capsys)
+    assert [ln for ln in lines if "never names" in ln and "'neutral'" in ln]
+
+
+def test_a_short_field_value_does_not_hide_a_named_label(tmp_path, capsys):
+    """Input fields are masked in the rendering, not cut out of the text: a field worth "a" must not
+    turn 'card_arrival' into something the check cannot find."""
+    cfg = base_config(output={"kind": "label", "labels": ["card_arrival", "top_up_failed"]})
+    folder = write_task(tmp_path / "t", cfg, {
+        "user.j2": "Tag: {{ tag }}\nText: {{ text }}\nAnswer card_arrival or top_up_failed.",
+        "inputs.jsonl": '{"text": "where is my card", "tag": "a"}\n'})
+    rc, lines = run_validate(folder, capsys)
+    assert rc == 0 and not [ln for ln in lines if "never names" in ln]
 
 
 def test_case_and_underscores_read_as_spaces_count_as_named():
     msgs = _user("Which intent: Book Flight, book-hotel or CANCEL_BOOKING?")
-    assert unnamed_labels(msgs, ["book_flight", "book_hotel", "cancel_booking"], {"text": "x"}) == []
+    assert unnamed_labels(msgs, ["book_flight", "book_hotel", "cancel_booking"]) == []
 
 
 def test_validate_warns_with_the_template_file_and_the_fix(tmp_path, capsys):
@@ -58,7 +72,7 @@ def test_the_demo_question_follows_its_labels(task_copy):
     (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     three = PromptRenderer.for_task(load_task(folder)).render({"text": "Fine."})
     assert three[-1].content.endswith("Is this review positive, neutral or negative?")
-    assert unnamed_labels(three, cfg["output"]["labels"], {"text": "Fine."}) == []
+    assert unnamed_labels(three, cfg["output"]["labels"]) == []
 
 
 def test_generate_warns_before_asking_and_still_answers(task_copy, data_root, tiny_model_dir, capsys):

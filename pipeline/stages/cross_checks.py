@@ -214,14 +214,18 @@ def check_curate_settings(task: TaskFolder, report, inputs: list[dict[str, Any]]
                                    "fix dedupe.fields")
 
 
-def unnamed_labels_warning(task: TaskFolder, renderer, inputs: list[dict[str, Any]]) -> str | None:
-    """One line when a label task's prompt (rendered for its first input) never names some labels."""
+def unnamed_labels_warning(task: TaskFolder, renderer) -> str | None:
+    """One line when a label task's prompt, its input fields masked, never names some of its labels."""
     from pipeline.prompts import unnamed_labels
 
     cfg = task.config
-    if cfg.output.kind != "label" or not cfg.output.labels or not inputs or renderer is None:
+    if cfg.output.kind != "label" or not cfg.output.labels or renderer is None:
         return None
-    missing = unnamed_labels(renderer.render(inputs[0]), cfg.output.labels, inputs[0])
+    try:
+        messages = renderer.render_without_inputs()
+    except DistillError:  # a template that needs real values (arithmetic on a field): nothing to say here
+        return None
+    missing = unnamed_labels(messages, cfg.output.labels)
     if not missing:
         return None
     named = ", ".join(repr(m) for m in missing)
@@ -246,21 +250,34 @@ def eval_overlap(task: TaskFolder, inputs: list[dict[str, Any]], eval_rows: list
     return sum(key(x) in held for x in inputs)
 
 
-def overlap_line(task: TaskFolder, shared: int, n_inputs: int) -> str:
-    return (f"{task.path / 'task.yaml'}: inputs.source: {shared} of {n_inputs} inputs are also eval inputs "
+def overlap_matters(task: TaskFolder) -> bool:
+    """Real inputs, an eval source, and curate decontaminating the one against the other."""
+    cfg = task.config
+    return cfg.inputs.source is not None and cfg.eval.source is not None and cfg.decontam.enabled
+
+
+def eval_overlap_line(task: TaskFolder, inputs: list[dict[str, Any]],
+                      eval_rows: list[dict[str, Any]]) -> tuple[str, bool] | None:
+    """(the line, whether every input is an eval input, so that nothing would be left to train on) when
+    some inputs are eval inputs and curate would decontaminate them away; None otherwise."""
+    if not overlap_matters(task):
+        return None
+    shared = eval_overlap(task, inputs, eval_rows)
+    if not shared:
+        return None
+    return (f"{task.path / 'task.yaml'}: inputs.source: {shared} of {len(inputs)} inputs are also eval inputs "
             "(eval.source); curate's decontamination drops their answers after the teacher is paid, and the "
             "evaluation is not on unseen inputs: split the file with group_split on both sources "
             "(keep: rest / keep: holdout; field: a group column such as the user or product, or the text "
-            "column itself for a split by row)")
+            "column itself for a split by row)"), shared == len(inputs)
 
 
 def check_eval_overlap(task: TaskFolder, report, inputs: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> None:
-    """Inputs that are eval inputs: a warning, or a problem when every input is one (nothing would be left)."""
-    if task.config.inputs.source is None or not task.config.decontam.enabled:
-        return
-    shared = eval_overlap(task, inputs, eval_rows)
-    if shared:
-        (report.problems if shared == len(inputs) else report.warnings).append(overlap_line(task, shared, len(inputs)))
+    """Inputs that are eval inputs: a warning, or a problem when every input is one."""
+    found = eval_overlap_line(task, inputs, eval_rows)
+    if found:
+        line, every = found
+        (report.problems if every else report.warnings).append(line)
 
 
 def check_eval_pricing(task: TaskFolder, report) -> None:

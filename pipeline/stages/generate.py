@@ -29,7 +29,7 @@ from pipeline.inputs import input_writing_variables, read_source
 from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
-from pipeline.stages.cross_checks import eval_overlap, overlap_line, unnamed_labels_warning
+from pipeline.stages.cross_checks import eval_overlap_line, overlap_matters, unnamed_labels_warning
 from pipeline.stages.generate_report import cut_answers_warning, generate_manifest, summary_line
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
@@ -291,21 +291,20 @@ def _incomplete(session: _Session, answered: int, total: int) -> DistillError | 
 
 
 def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: bool, trial: bool) -> None:
-    """What would make the run's answers useless, said before the first request: a label the prompt
-    never offers (a warning), inputs that are eval inputs (a warning; an error when all of them are:
-    curate's decontamination would drop every answer; a warning for a --limit trial's first few)."""
-    cfg = task.config
-    if cfg.inputs.source is not None and cfg.eval.source is not None and cfg.decontam.enabled and inputs:
+    """What would make the run's answers useless, said before the first request: inputs that are eval
+    inputs (a warning; an error when all of them are, except in a --limit trial: curate's
+    decontamination would drop every answer), a label the prompt never offers (a warning)."""
+    if overlap_matters(task) and inputs:
         try:
-            eval_rows = read_source(cfg.eval.source, task.path, "eval.source")
+            eval_rows = read_source(task.config.eval.source, task.path, "eval.source")
         except DistillError:
             eval_rows = []  # curate reports an unreadable eval source; nothing to compare here
-        shared = eval_overlap(task, inputs, eval_rows)
-        if shared == len(inputs) and not trial:
-            raise ConfigError(overlap_line(task, shared, len(inputs)))
-        elif shared and not quiet:
-            print(f"warning: {overlap_line(task, shared, len(inputs))}", file=sys.stderr)
-    warning = unnamed_labels_warning(task, PromptRenderer.for_task(task), inputs) if not quiet else None
+        found = eval_overlap_line(task, inputs, eval_rows)
+        if found and found[1] and not trial:
+            raise ConfigError(found[0])
+        if found and not quiet:
+            print(f"warning: {found[0]}", file=sys.stderr)
+    warning = None if quiet else unnamed_labels_warning(task, PromptRenderer.for_task(task))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 

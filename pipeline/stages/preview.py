@@ -172,9 +172,7 @@ def main(args) -> int:
         console.print(f"[yellow]note:[/yellow] {escape(cfg.teacher.params_note())}")
     from pipeline.stages.cross_checks import unnamed_labels_warning
 
-    sample = (read_source(cfg.inputs.source, task.path)[:1] if cfg.inputs.source is not None
-              else [{cfg.inputs.generate.field: PLACEHOLDER}])
-    warning = unnamed_labels_warning(task, renderer, sample)
+    warning = unnamed_labels_warning(task, renderer)
     if warning:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"requests: {est.requests:,}")

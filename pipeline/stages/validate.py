@@ -135,10 +135,9 @@ def validate_task(task_arg) -> ValidationReport:
     eval_rows = _check_eval_source(task, report, renderer)
     if eval_rows and inputs:
         cross_checks.check_eval_overlap(task, report, inputs, eval_rows)
-    if rendered and inputs:
-        warning = _check(report, cross_checks.unnamed_labels_warning, task, renderer, inputs)
-        if warning:
-            report.warnings.append(warning)
+    warning = cross_checks.unnamed_labels_warning(task, renderer) if rendered else None
+    if warning:
+        report.warnings.append(warning)
     n_inputs = len(inputs) if cfg.inputs.source is not None else cfg.inputs.generate.count
     for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
