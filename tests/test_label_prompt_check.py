@@ -23,7 +23,7 @@ def test_a_label_named_only_by_the_input_itself_still_counts_as_unnamed(tmp_path
     cfg = base_config(output={"kind": "label", "labels": ["positive", "neutral", "negative"]})
     folder = write_task(tmp_path / "t", cfg, {"user.j2": "Review: {{ text }}\nIs this review positive or negative?",
                                               "inputs.jsonl": '{"text": "a neutral take"}\n'})
-    rc, lines = run_validate(folder, capsys)
+    _, lines = run_validate(folder, capsys)
     assert [ln for ln in lines if "never names" in ln and "'neutral'" in ln]
 
 
