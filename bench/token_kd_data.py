@@ -32,6 +32,15 @@ def unseen_rows(rows, seen_prompts: set[str]) -> list:
     return [r for r in rows if r.prompt[-1].content not in seen_prompts]
 
 
+def seed_cache(source: Path, target: Path) -> None:
+    """Start ``target`` (the held-out dataset's answer cache) from ``source`` (the greedy one's), so
+    that the answers both datasets share are not asked twice; a rerun keeps the one it has, with the
+    held-out answers it already paid for."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.exists() and not target.exists():
+        shutil.copy(source, target)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench import token_kd as tk
     from pipeline.paths import TaskPaths
@@ -56,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return [r for f in ("train.jsonl", "eval.jsonl") for r in read_jsonl(vdir / f, TrainRow)]
 
     sets = {"greedy": dataset("greedy", args.inputs, None), "sampled": dataset("sampled", args.inputs, 1.0)}
-    cache = out / "greedy" / "data" / "review_summary" / "cache.sqlite"
-    (out / "heldout" / "data" / "review_summary").mkdir(parents=True, exist_ok=True)
-    if cache.exists():
-        shutil.copy(cache, out / "heldout" / "data" / "review_summary" / "cache.sqlite")
+    seed_cache(out / "greedy" / "data" / "review_summary" / "cache.sqlite",
+               out / "heldout" / "data" / "review_summary" / "cache.sqlite")
     _, _, held_dir = dataset("heldout", args.inputs + args.heldout, None)
     seen = {r.prompt[-1].content for _, _, vdir in sets.values() for r in rows(vdir)}
     held = unseen_rows(rows(held_dir), seen)
