@@ -160,7 +160,8 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         if rows and key(split.field) not in rows[0]:
             raise InputDataError(f"{path}: no column '{split.field}'; fix {section}.group_split.field")
         held = split.keep == "holdout"
-        rows = [r for r in rows if (group_fraction(r.get(key(split.field))) < split.holdout_fraction) == held]
+        group = group_key(split.field, source.fields)
+        rows = [r for r in rows if (group_fraction(group(r.get(key(split.field)))) < split.holdout_fraction) == held]
     if filter_columns and source.fields:
         rows = [{k: v for k, v in r.items() if not k.startswith("__where_")} for r in rows]
     if source.sample and source.sample < len(rows):
@@ -169,6 +170,19 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
     if source.limit and (filter_columns or source.sample):
         rows = rows[: source.limit]
     return rows
+
+
+def group_key(column: str, fields: dict[str, str]):
+    """What identifies a row's group. A group column of its own (a movie, a user) is taken as it is. A
+    column the template reads (a split by row, ``field: text``) is taken as decontamination compares
+    it, case-folded words, so that variants of one text ("I LOVE this!!", "I love this.") fall on one
+    side instead of one variant training the student and the other evaluating it (social posts repeat
+    with small edits). ``fields``: the source's mapping; without one every column is an input."""
+    if fields and column not in fields.values():
+        return lambda value: value
+    from pipeline.curation.decontam import words
+
+    return lambda value: " ".join(words(str(value)))
 
 
 def group_fraction(value: Any) -> float:

@@ -72,3 +72,29 @@ def test_group_split_keeps_every_group_on_one_side_and_sample_spreads_over_the_f
     sampled = side("rest", sample=20)
     assert len(sampled) == 20 and len({movie(r) for r in sampled}) > 10
     assert len({movie(r) for r in side("rest", limit=20)}) <= 5
+
+
+def test_a_split_by_row_keeps_variants_of_one_text_on_one_side(tmp_path):
+    """Split by the text column itself (a file without a group column), the variants of one post that
+    differ in case and punctuation ("I LOVE this!!" / "I love this.") fall on one side, as
+    decontamination compares them; by their raw strings some pairs would land one on each side, one
+    training the student and the other scoring it. A group column of its own is hashed as it is."""
+    from pipeline.curation.decontam import words
+    from pipeline.inputs import group_fraction
+
+    pairs = [(f"I love topic {i}.", f"I LOVE topic {i}!!") for i in range(60)]
+    (tmp_path / "posts.csv").write_text("text\n" + "".join(f"{a}\n{b}\n" for a, b in pairs))
+    assert any((group_fraction(a) < 0.25) != (group_fraction(b) < 0.25) for a, b in pairs)  # raw hashing splits some
+
+    def side(keep):
+        src = SourceConfig(path="posts.csv", fields={"text": "text"},
+                           group_split={"field": "text", "holdout_fraction": 0.25, "keep": keep})
+        return {" ".join(words(r["text"])) for r in read_source(src, tmp_path)}
+
+    rest, held = side("rest"), side("holdout")
+    assert not rest & held and len(rest | held) == 60 and held
+    (tmp_path / "users.csv").write_text("user,text\n" + "".join(f"U{i},post {i}\n" for i in range(40)))
+    by_user = read_source(SourceConfig(path="users.csv", fields={"text": "text"},
+                                       group_split={"field": "user", "holdout_fraction": 0.25, "keep": "holdout"}),
+                          tmp_path)
+    assert {r["text"] for r in by_user} == {f"post {i}" for i in range(40) if group_fraction(f"U{i}") < 0.25}
