@@ -399,14 +399,14 @@ def test_gold_labelled_inputs_get_a_calibration_check_in_the_report(tmp_path, da
     saved = json.loads((model_dir / "report.json").read_text())
     assert saved["teacher_calibration"] == check
     markdown = (model_dir / "report.md").read_text()
-    if check["suggest"]:
+    if check["suggest"] or check["no_margin"]:
         assert calibration_sentence(check) in markdown
     else:
         assert calibration_sentence(check) is None and "Calibration:" not in markdown
     # a clearly better method reaches the report and the printed summary
     import pipeline.evaluation.calibration_check as cc
 
-    forced = {**check, "suggest": "none", "accuracy": {"none": 0.9, "prior": 0.5}}
+    forced = {**check, "suggest": "none", "no_margin": False, "accuracy": {"none": 0.9, "prior": 0.5}}
     monkeypatch.setattr(cc, "compare_calibrations", lambda *a, **k: forced)
     run_evaluate(load_task(folder))
     assert calibration_sentence(forced) in (model_dir / "report.md").read_text()
