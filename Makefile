@@ -98,3 +98,4 @@ bench: setup
 	# layer_readout reads the demo's dataset: build it first when there is none
 	test -f data/sentiment/latest || $(BIN)/python scripts/demo.py
 	$(BIN)/python bench/layer_readout.py
+	$(BIN)/python bench/unseen_data.py
