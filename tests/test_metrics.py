@@ -213,6 +213,46 @@ def test_the_headline_never_calls_a_baseline_student_a_share_of_the_teacher():
     assert "no margin to distil" in flat
 
 
+def test_a_teacher_margin_of_a_few_inputs_is_called_chance_not_a_gap_to_close():
+    """The 3-class tweets of bench/unseen_data.py's kind: the teacher 54.6% against always 'positive'
+    53.0% on 500 inputs, and a student at 55.8% read "closes 175.0% of the teacher's margin". McNemar
+    on the teacher's answers against the constant ones decides whether there is a margin at all."""
+    from pipeline.evaluation.metrics import margin_over_constant
+    from pipeline.evaluation.report import headline_sentence
+    from pipeline.evaluation.scoring import Scored
+    from pipeline.stages.evaluate import headline_figures
+
+    assert margin_over_constant([1, 1, 0, 0, 1], ["a", "b", "a", "b", "b"], "a") == {
+        "only_model_right": 2, "only_constant_right": 1, "beyond_chance": False}
+
+    def scored(teacher_right: list[bool], golds: list[str], student_right: list[bool]) -> Scored:
+        other = {"positive": "negative", "negative": "positive", "neutral": "positive"}
+        t = [g if ok else other[g] for g, ok in zip(golds, teacher_right)]
+        st = [g if ok else other[g] for g, ok in zip(golds, student_right)]
+        return Scored("accuracy", "gold", st, t, [float(x) for x in student_right], [float(x) for x in teacher_right],
+                      {}, {}, golds)
+
+    golds = ["positive"] * 265 + ["negative"] * 150 + ["neutral"] * 85  # 53.0% positive
+    # the teacher: right on 200 positives and 73 others (54.6%); the student: 279 right (55.8%)
+    teacher = [i < 200 for i in range(265)] + [i < 73 for i in range(235)]
+    student = [i < 200 for i in range(265)] + [i < 79 for i in range(235)]
+    h = headline_figures(scored(teacher, golds, student), "label")
+    assert h["teacher"] == pytest.approx(0.546) and h["majority_baseline"] == pytest.approx(0.53)
+    assert h["verdict"] == "teacher_margin_within_chance" and h["gap_closed"] is None
+    assert h["teacher_margin"] == {"only_model_right": 73, "only_constant_right": 65, "beyond_chance": False}
+    line = headline_sentence({"quality": {"metric": "accuracy", "student": h["student"], "teacher": h["teacher"]},
+                              "reference": "gold", "headline": h})
+    assert "margin over the majority-class baseline 53.0% ('positive' always) is within chance" in line
+    assert "175" not in line and "closes" not in line
+    # a margin well beyond chance (the teacher right on 120 more of the others) is one to close
+    teacher = [i < 200 for i in range(265)] + [i < 193 for i in range(235)]
+    h = headline_figures(scored(teacher, golds, student), "label")
+    assert h["verdict"] == "above_baseline" and h["gap_closed"] == pytest.approx((0.558 - 0.53) / (0.786 - 0.53))
+    # a student above its teacher is said to be, not to close more than all of the gap
+    better = headline_sentence(_report(0.70, 0.60, 0.52, (0.70 - 0.52) / (0.60 - 0.52)))
+    assert better.startswith("The student does better than the teacher over the majority-class baseline 52.0%")
+
+
 def test_routing_that_costs_more_than_the_teacher_says_send_everything_to_the_teacher():
     from pipeline.evaluation.routing import routing_pays
 

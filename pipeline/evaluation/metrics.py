@@ -192,6 +192,15 @@ def gap_closed(student: float | None, teacher: float | None, baseline: float | N
     return (student - baseline) / (teacher - baseline)
 
 
+def margin_over_constant(scores: Sequence[float | None], reference: Sequence[Any], constant: Any) -> dict[str, Any]:
+    """Whether a model (``scores``: 1 right, 0 wrong, per input) beats always answering ``constant``
+    by more than chance: McNemar's test on the paired answers, |b - c| > 2 sqrt(b + c), b the inputs
+    only the model gets right, c those only the constant gets right (as the calibration check tests)."""
+    b = sum(1 for s, r in zip(scores, reference, strict=True) if s and r != constant)
+    c = sum(1 for s, r in zip(scores, reference, strict=True) if not s and r == constant)
+    return {"only_model_right": b, "only_constant_right": c, "beyond_chance": b - c > 2 * (b + c) ** 0.5}
+
+
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
     """Cohen's kappa between two labelings: agreement corrected for what their label frequencies
     would give by chance. 1 = identical, 0 = chance. None when undefined."""

@@ -77,9 +77,18 @@ def headline_sentence(report: dict[str, Any]) -> str:
     if verdict == "teacher_at_or_below_baseline":
         return (f"The teacher itself does no better than the {base} ({q['metric']} {fmt_frac(q['teacher'])}), so "
                 f"there is no margin to distil; {agree}.")
+    if verdict == "teacher_margin_within_chance":
+        tm = h["teacher_margin"]
+        return (f"The teacher's margin over the {base} is within chance ({q['metric']} {fmt_frac(q['teacher'])}: "
+                f"{tm['only_model_right']} inputs right that the baseline gets wrong, {tm['only_constant_right']} the "
+                f"other way; McNemar), so there is no margin to distil and a share of it would be noise; the student "
+                f"scores {fmt_frac(q['student'])}; {agree}.")
     if verdict == "student_at_or_below_baseline":
         return (f"The student is at or below the {base}: {q['metric']} {fmt_frac(q['student'])} vs the teacher's "
                 f"{fmt_frac(q['teacher'])}; it has not learnt the task ({agree}).")
+    if (h.get("gap_closed") or 0) > 1:
+        return (f"The student does better than the teacher over the {base} ({q['metric']} {fmt_frac(q['student'])} "
+                f"vs {fmt_frac(q['teacher'])}; gap closed {fmt_frac(h['gap_closed'])}); {agree}.")
     return (f"The student closes {fmt_frac(h.get('gap_closed'))} of the teacher's margin over the {base} "
             f"({q['metric']} {fmt_frac(q['student'])} vs {fmt_frac(q['teacher'])}); {agree}.")
 

@@ -173,10 +173,16 @@ def headline_figures(scored, kind: str) -> dict[str, Any]:
     baseline = out["majority_baseline"]
     out["student"], out["teacher"] = q_student, q_teacher
     out["gap_closed"] = m.gap_closed(q_student, q_teacher, baseline)
+    if majority and q_teacher is not None:
+        out["teacher_margin"] = m.margin_over_constant(
+            [scored.teacher_scores[i] for i in scored.scored], [reference[i] for i in scored.scored], majority[0])
     if baseline is None or q_student is None:
         out["verdict"] = "unknown"
     elif q_teacher is not None and q_teacher <= baseline + 1e-9:
         out["verdict"] = "teacher_at_or_below_baseline"
+    elif out.get("teacher_margin") and not out["teacher_margin"]["beyond_chance"]:
+        # a ratio over a margin of a few inputs is noise (a 1.6-point margin read as "175% closed")
+        out["verdict"], out["gap_closed"] = "teacher_margin_within_chance", None
     elif q_student <= baseline + 1e-9:
         out["verdict"] = "student_at_or_below_baseline"
     else:
