@@ -6,7 +6,9 @@ The data: the ground truth that ships with VADER (Hutto & Gilbert, ICWSM 2014; M
 PyPI sdist vaderSentiment==3.3.2, fetched once with pip into data/external/vader/, git-ignored):
 4,200 tweets, 3,708 Amazon review snippets and 5,190 New York Times editorial snippets, each with
 the mean of about 20 people's ratings from -4 to +4. The gold label is the rating's sign (positive
-or negative); texts rated exactly 0 are dropped. No file has a group column.
+or negative); texts rated exactly 0 are dropped. `tweets3` is the tweets with three labels
+(negative, neutral, positive; neutral within 0.5 of 0), the task's `output.labels` set to those.
+No file has a group column.
 
 Each set becomes a task the way the README's "Your task is a folder" says: a copy of prompts/sentiment
 whose inputs.source and eval.source point at the set's CSV, split by row (group_split field: text,
@@ -40,7 +42,10 @@ SETS = {  # name: (ground-truth file in the sdist's additional resources, the qu
     "tweets": ("tweets_GroundTruth.txt", "tweet"),
     "amazon": ("amazonReviewSnippets_GroundTruth.txt", "product review"),
     "nyt": ("nytEditorialSnippets_GroundTruth.txt", "newspaper editorial"),
+    "tweets3": ("tweets_GroundTruth.txt", "tweet"),  # three labels: a mean rating within +-0.5 is neutral
 }
+THREE_LABELS = ["negative", "neutral", "positive"]
+NEUTRAL_WITHIN = 0.5
 
 
 def fetch_vader() -> None:
@@ -61,14 +66,18 @@ def fetch_vader() -> None:
 
 
 def gold_rows(name: str) -> list[tuple[str, str]]:
-    """(text, label) per line of ``id <TAB> mean rating <TAB> text``; the label is the rating's sign."""
+    """(text, label) per line of ``id <TAB> mean rating <TAB> text``; the label is the rating's sign
+    (rated 0: dropped), or for ``tweets3`` neutral within +-NEUTRAL_WITHIN of 0."""
+    three = name == "tweets3"
     rows = []
     with open(VADER / SETS[name][0], encoding="utf-8", errors="replace") as fh:
         for line in fh:
             parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3 or not parts[2].strip() or float(parts[1]) == 0:
+            if len(parts) < 3 or not parts[2].strip() or (float(parts[1]) == 0 and not three):
                 continue
-            rows.append(("\t".join(parts[2:]).strip(), "positive" if float(parts[1]) > 0 else "negative"))
+            rating = float(parts[1])
+            label = "neutral" if three and abs(rating) <= NEUTRAL_WITHIN else "positive" if rating > 0 else "negative"
+            rows.append(("\t".join(parts[2:]).strip(), label))
     return rows
 
 
@@ -92,6 +101,8 @@ def build_task(name: str, out: Path) -> Path:
     cfg["eval"]["source"] = {"path": f"{name}.csv", "fields": {"text": "text", "gold": "label"},
                              "group_split": {**by_row, "keep": "holdout"}}
     cfg["eval"].pop("gold_map", None)
+    if name == "tweets3":
+        cfg["output"]["labels"] = THREE_LABELS
     (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     noun = SETS[name][1]
     (folder / "user.j2").write_text(
@@ -124,7 +135,7 @@ def run_set(name: str, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sets", default="tweets,amazon,nyt", help=f"comma-separated, of {', '.join(SETS)}")
+    p.add_argument("--sets", default="tweets,amazon,nyt,tweets3", help=f"comma-separated, of {', '.join(SETS)}")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "unseen"))
     args = p.parse_args(argv)
     names = [s.strip() for s in args.sets.split(",") if s.strip()]

@@ -40,3 +40,17 @@ def test_a_set_becomes_the_demo_task_split_by_row_with_its_own_question(tmp_path
 
     user = PromptRenderer.for_task(task).render(transfer[0])[-1].content
     assert user.startswith("Tweet: ") and user.endswith("Is this tweet positive or negative?")
+
+
+def test_the_three_label_tweets_call_a_rating_near_zero_neutral_and_offer_three_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr(unseen, "VADER", tmp_path / "vader")
+    (tmp_path / "vader").mkdir()
+    (tmp_path / "vader" / "tweets_GroundTruth.txt").write_text(
+        "1\t0.0\tmeh\n2\t0.45\tfine I guess\n3\t-0.5\tnot great\n4\t0.6\tnice one\n5\t-1.2\tawful day\n")
+    assert unseen.gold_rows("tweets3") == [("meh", "neutral"), ("fine I guess", "neutral"), ("not great", "neutral"),
+                                           ("nice one", "positive"), ("awful day", "negative")]
+    assert [label for _, label in unseen.gold_rows("tweets")] == ["positive", "negative", "positive", "negative"]
+    task = load_task(unseen.build_task("tweets3", tmp_path / "out"))
+    assert task.config.output.labels == ["negative", "neutral", "positive"]
+    user = PromptRenderer.for_task(task).render({"text": "meh"})[-1].content
+    assert user.endswith("Is this tweet negative, neutral or positive?")
