@@ -81,8 +81,9 @@ def gold_rows(name: str) -> list[tuple[str, str]]:
     return rows
 
 
-def build_task(name: str, out: Path) -> Path:
-    """prompts/sentiment copied, its sources pointed at the set, its question reworded."""
+def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) -> Path:
+    """prompts/sentiment copied, its sources pointed at the set (``rows``: gold_rows(name), when read
+    already), its question reworded."""
     import yaml
 
     folder = out / "tasks" / name
@@ -91,7 +92,7 @@ def build_task(name: str, out: Path) -> Path:
     with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
-        writer.writerows(gold_rows(name))
+        writer.writerows(gold_rows(name) if rows is None else rows)
     cfg = yaml.safe_load((folder / "task.yaml").read_text())
     cfg["name"] = name
     demo_split = cfg["inputs"]["source"]["group_split"]
@@ -112,7 +113,8 @@ def build_task(name: str, out: Path) -> Path:
 
 
 def run_set(name: str, out: Path) -> dict:
-    folder = build_task(name, out)
+    rows = gold_rows(name)
+    folder = build_task(name, out, rows)
     env = {**os.environ, "DISTILL_DATA_DIR": str(out / "data"), "DISTILL_MODELS_DIR": str(out / "models")}
     distill = Path(sys.executable).parent / "distill"
     t = time.perf_counter()
@@ -121,10 +123,10 @@ def run_set(name: str, out: Path) -> dict:
     wall = round(time.perf_counter() - t, 1)
     if proc.returncode not in (0, 10):
         raise SystemExit(f"{name}: distill run failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    models = out / "models" / name
-    report = json.loads((models / (models / "latest").read_text().strip() / "report.json").read_text())
+    model = json.loads(proc.stdout.strip().splitlines()[-1])["model"]  # --quiet's summary line
+    report = json.loads((out / "models" / name / model / "report.json").read_text())
     head, summary = report["headline"], report["summary"]
-    return {"rows": len(gold_rows(name)), "run_s": wall, "exit": proc.returncode,
+    return {"rows": len(rows), "run_s": wall, "exit": proc.returncode,
             "evaluated": report["counts"]["with_gold"], "majority_baseline": head["majority_baseline"],
             "teacher_accuracy": head["teacher"], "student_accuracy": head["student"],
             "agreement": head["agreement"], "kappa": round(head["kappa"], 3),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.inputs import SourceConfig
+from pipeline.curation.decontam import words
 from pipeline.errors import InputDataError
 
 
@@ -180,8 +181,6 @@ def group_key(column: str, fields: dict[str, str]):
     with small edits). ``fields``: the source's mapping; without one every column is an input."""
     if fields and column not in fields.values():
         return lambda value: value
-    from pipeline.curation.decontam import words
-
     return lambda value: " ".join(words(str(value)))
 
 

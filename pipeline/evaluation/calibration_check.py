@@ -19,14 +19,12 @@ beats the baseline, the report says that calibration is not the fix.
 """
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config.task import TaskFolder
 from pipeline.curation.soft_labels import calibration_weights, label_distribution, reweight
-from pipeline.evaluation.metrics import margin_over_constant
+from pipeline.evaluation.metrics import majority_share, margin_over_constant, mcnemar_beyond_chance
 from pipeline.paths import TaskPaths
 from pipeline.records import Record
 
@@ -77,14 +75,13 @@ def compare_calibrations(task: TaskFolder, eval_records: Sequence[Record | None]
     better = sum(a and not b for a, b in zip(right[best], right[configured]))
     worse = sum(b and not a for a, b in zip(right[best], right[configured]))
     # a method must also beat answering the majority label always, by the headline's own test
-    majority_label, majority_count = Counter(g for _, g in pairs).most_common(1)[0]
     golds_kept = [g for _, g in pairs]
-    beats = {m: margin_over_constant([float(x) for x in r], golds_kept, majority_label)["beyond_chance"]
-             for m, r in right.items()}
-    significant = beats[best] and best != configured and better - worse > 2 * math.sqrt(better + worse)
+    majority_label, majority_fraction = majority_share(golds_kept)
+    beats = {m: margin_over_constant(r, golds_kept, majority_label)["beyond_chance"] for m, r in right.items()}
+    significant = beats[best] and best != configured and mcnemar_beyond_chance(better, worse)
     return {"n": n, "configured": used, "accuracy": accuracy, "suggest": best if significant else None,
             "mcnemar": {"method": best, "only_it_right": better, "only_configured_right": worse},
-            "majority": {"label": majority_label, "share": round(majority_count / n, 4)},
+            "majority": {"label": majority_label, "share": round(majority_fraction, 4)},
             "no_margin": not any(beats.values())}
 
 

@@ -192,13 +192,20 @@ def gap_closed(student: float | None, teacher: float | None, baseline: float | N
     return (student - baseline) / (teacher - baseline)
 
 
-def margin_over_constant(scores: Sequence[float | None], reference: Sequence[Any], constant: Any) -> dict[str, Any]:
-    """Whether a model (``scores``: 1 right, 0 wrong, per input) beats always answering ``constant``
-    by more than chance: McNemar's test on the paired answers, |b - c| > 2 sqrt(b + c), b the inputs
-    only the model gets right, c those only the constant gets right (as the calibration check tests)."""
+def mcnemar_beyond_chance(b: int, c: int) -> bool:
+    """McNemar's test on paired answers, one-sided at about 2 sd: the first of two models is right on
+    ``b`` inputs where the second is wrong, the second on ``c`` where the first is wrong, and
+    b - c > 2 sqrt(b + c)."""
+    return b - c > 2 * math.sqrt(b + c)
+
+
+def margin_over_constant(scores: Sequence[Any], reference: Sequence[Any], constant: Any) -> dict[str, Any]:
+    """Whether a model (``scores``: truthy where it is right, per input) beats always answering
+    ``constant`` by more than chance (``mcnemar_beyond_chance``): b the inputs only the model gets
+    right, c those only the constant gets right."""
     b = sum(1 for s, r in zip(scores, reference, strict=True) if s and r != constant)
     c = sum(1 for s, r in zip(scores, reference, strict=True) if not s and r == constant)
-    return {"only_model_right": b, "only_constant_right": c, "beyond_chance": b - c > 2 * (b + c) ** 0.5}
+    return {"only_model_right": b, "only_constant_right": c, "beyond_chance": mcnemar_beyond_chance(b, c)}
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
