@@ -142,3 +142,26 @@ def test_label_continuations_run_once_per_distinct_prefix_as_a_token_tree(lm, mo
             lp = _plain(model, ids, cont)
             assert float(got[row, j]) == pytest.approx(sum(lp[len(ids) - 1 + t, c].item() for t, c in enumerate(cont)),
                                                        abs=1e-3)
+
+
+def test_a_token_tree_run_in_chunks_scores_as_one_pass(lm, monkeypatch):
+    """Many labels: the tree runs a few whole subtrees at a time, the prompt's cache cropped back after
+    each chunk, and every score equals the one-pass tree's (a cache left holding an earlier chunk's
+    positions, or a node split from its ancestors, would change them)."""
+    import pipeline.label_scoring as ls
+
+    model, tok = lm
+    cands = [tok(t, add_special_tokens=False)["input_ids"]
+             for t in ("book_flight", "book_hotel", "cancel_booking", "check_status", "get_weather", "Book_car")]
+    enc = ls.encode_prompts(tok, [_prompt(tok, t)[0] for t in ("fly me to Oslo", "is it raining in Rome")])
+    flags = [False, True, False, False, True, False]
+    one = ls.candidate_logprobs(model, enc, cands, boundary=ls._boundary_ids(tok), needs_boundary=flags)
+    nodes = {tuple(c[:t]) for c, f in zip(cands, flags) for t in range(1, len(c) + f)}
+    chunks = ls.tree_chunks(nodes, 2)
+    assert len(chunks) > 2 and sorted(n for c in chunks for n in c) == sorted(nodes)
+    assert all(node[:t] in chunk for chunk in chunks for node in chunk for t in range(1, len(node)))
+    monkeypatch.setattr(ls, "TREE_CHUNK_NODES", 2)
+    calls = record_forward_shapes(monkeypatch, model)
+    chunked = ls.candidate_logprobs(model, enc, cands, boundary=ls._boundary_ids(tok), needs_boundary=flags)
+    assert len(calls) == 1 + len(chunks)
+    assert chunked.numpy() == pytest.approx(one.numpy(), abs=1e-4)
