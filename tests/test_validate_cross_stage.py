@@ -131,6 +131,19 @@ def test_max_length_shorter_than_the_prompts_is_estimated_before_generate(tmp_pa
     assert (rc != 0) is expect_error and found[0].startswith("error:" if expect_error else "warning:")
 
 
+@pytest.mark.parametrize("kind, flagged", [("label", False), ("text", True)])
+def test_a_label_tasks_answer_is_its_longest_label_not_max_tokens(tmp_path, capsys, kind, flagged):
+    """Prompts of ~230 tokens and max_length 256: a label task trains on the label (a few tokens), so it
+    fits; a text task may get max_tokens' 64 more, so it does not."""
+    output = {"kind": "label", "labels": ["yes", "no"]} if kind == "label" else {"kind": "text"}
+    cfg = base_config(output=output, train={"method": "sft", "sft": {"max_length": 256}})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg, {"inputs.jsonl": long_inputs(20, 176)}), capsys)
+    found = [ln for ln in lines if "train.sft.max_length" in ln]
+    assert bool(found) is flagged, lines
+    if flagged:
+        assert "answers up to 64 tokens" in found[0]
+
+
 def test_bundled_summarize_now_trains_with_sft(capsys):
     rc, lines = run_validate(Path(__file__).resolve().parent.parent / "prompts" / "summarize", capsys)
     assert rc == 0 and not errors(lines)

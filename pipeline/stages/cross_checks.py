@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config.task import TaskFolder
@@ -332,10 +333,12 @@ def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], render
                                    "template's variables in eval.source.fields")
 
 
-def estimate_tokens(task: TaskFolder, messages_list: list, answer_tokens: int) -> tuple[list[int], str]:
-    """Each prompt's length in tokens plus ``answer_tokens``, and how it was counted: the student's
-    tokenizer.json when it is on disk (read with ``tokenizers``: transformers would add seconds to
-    every validate), else ~4 characters a token; plus a few tokens a message for the chat template."""
+def estimate_tokens(task: TaskFolder, messages_list: list, answer: int | Sequence[str]) -> tuple[list[int], str, int]:
+    """Each prompt's length in tokens plus the answer's, how it was counted, and the answer's tokens:
+    ``answer`` is a token count, or the texts an answer can be (a label task's labels: the longest one,
+    as an assistant message). Counted with the student's tokenizer.json when it is on disk (read with
+    ``tokenizers``: transformers would add seconds to every validate), else ~4 characters a token;
+    plus a few tokens a message for the chat template."""
     folder = local_model_folder(student_tokenizer_source(task) or "")
     count, how = (lambda text: math.ceil(len(text) / CHARS_PER_TOKEN)), f"~{CHARS_PER_TOKEN} characters a token"
     if folder is not None and (folder / "tokenizer.json").is_file():
@@ -343,13 +346,15 @@ def estimate_tokens(task: TaskFolder, messages_list: list, answer_tokens: int) -
 
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         count, how = (lambda text: len(tok.encode(text, add_special_tokens=False).ids)), "the student's tokenizer"
+    answer_tokens = answer if isinstance(answer, int) else max(count(t) for t in answer) + CHAT_TOKENS_PER_MESSAGE
     lengths = [sum(count(m.content) + CHAT_TOKENS_PER_MESSAGE for m in msgs) + answer_tokens for msgs in messages_list]
-    return lengths, how
+    return lengths, how, answer_tokens
 
 
 def check_max_length(task: TaskFolder, report, messages_list: list) -> None:
     """Rows longer than train.sft.max_length lose their answer and are dropped at train: estimate
-    how many from the rendered prompts plus the teacher's max_tokens."""
+    how many from the rendered prompts plus the longest answer (a label task's longest label, else
+    the teacher's max_tokens)."""
     from pipeline.stages.preview import max_completion_tokens
 
     if not messages_list:
@@ -357,8 +362,10 @@ def check_max_length(task: TaskFolder, report, messages_list: list) -> None:
     max_length = task.config.train.sft.get("max_length", DEFAULT_MAX_LENGTH)
     if not isinstance(max_length, int):
         return
-    answer_tokens, _ = max_completion_tokens(task.config.teacher.params)
-    lengths, how = estimate_tokens(task, messages_list, answer_tokens)
+    out = task.config.output
+    # a label task trains on the label itself, whatever the teacher wrote around it
+    answer = out.labels if out.kind == "label" and out.labels else max_completion_tokens(task.config.teacher.params)[0]
+    lengths, how, answer_tokens = estimate_tokens(task, messages_list, answer)
     over = sum(n > max_length for n in lengths)
     if not over:
         return
