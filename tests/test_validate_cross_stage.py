@@ -137,7 +137,7 @@ def test_a_label_tasks_answer_is_its_longest_label_not_max_tokens(tmp_path, caps
     fits; a text task may get max_tokens' 64 more, so it does not."""
     output = {"kind": "label", "labels": ["yes", "no"]} if kind == "label" else {"kind": "text"}
     cfg = base_config(output=output, train={"method": "sft", "sft": {"max_length": 256}})
-    rc, lines = run_validate(write_task(tmp_path / "t", cfg, {"inputs.jsonl": long_inputs(20, 176)}), capsys)
+    _, lines = run_validate(write_task(tmp_path / "t", cfg, {"inputs.jsonl": long_inputs(20, 176)}), capsys)
     found = [ln for ln in lines if "train.sft.max_length" in ln]
     assert bool(found) is flagged, lines
     if flagged:

@@ -10,8 +10,8 @@ read only when they are already on disk.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline.config.task import TaskFolder
