@@ -4,6 +4,7 @@ survives save/load while the input embeddings stay as they were."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.training.label_head import fit_rows, init_label_head, probe_targets
@@ -158,10 +159,19 @@ def test_shared_first_tokens_get_a_probe_at_every_branch_of_the_label_trie(tiny_
     assert changed == [2, 40, 41, 42, 50]  # the labels' tokens' rows, and nothing else
 
 
-def test_the_trie_probe_scores_exactly_what_the_student_will_score(tiny_model_dir):
+@pytest.mark.parametrize("chunks", [None, (1, 2)])
+def test_the_trie_probe_scores_exactly_what_the_student_will_score(tiny_model_dir, monkeypatch, chunks):
     """The ridge strength is chosen on the probe's own whole-label scores: they must be the student's
     real scores after the fit (candidate_logprobs, the evaluate stage's rule), the new rows' logits at
-    the nodes where their tokens are not children included."""
+    the nodes where their tokens are not children included. Also with the tree and the head run a few
+    nodes at a time (the many-label path: a node split from its ancestors, or a cache not cropped back
+    to the prompt, would change the features)."""
+    if chunks:
+        import pipeline.label_scoring as ls
+        import pipeline.training.label_head as lh
+
+        monkeypatch.setattr(ls, "TREE_CHUNK_NODES", chunks[0])
+        monkeypatch.setattr(lh, "HEAD_CHUNK_NODES", chunks[1])
     from transformers import AutoModelForCausalLM
 
     from pipeline.label_scoring import Encoded, candidate_logprobs

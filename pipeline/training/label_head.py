@@ -197,6 +197,7 @@ def _init_trie_head(model, use: Sequence[dict], label_ids: Sequence[Sequence[int
 # held-out scores that choose the ridge strength count it, so they are exactly the student's scores
 # after the fit (tested).
 
+HEAD_CHUNK_NODES = 32  # path_features: nodes per head matmul, [batch, 32, vocabulary] floats at a time
 TRIE_MARGIN = 6.0  # e^-6: the untouched vocabulary's share at a node after the fit, a quarter of a percent
 # a fitted token at a node where it is not a child ("_" at the root) is held this far below the untouched
 # vocabulary's mass there: the features of neighbouring nodes are alike, so left free it would take the
@@ -225,20 +226,30 @@ def path_features(model, rows: Sequence[dict], label_ids: Sequence[Sequence[int]
     """Per trie node: ([N, H] the final-normed hidden state that predicts the node's next token,
     [N] the log of the mass the model's head gives there to every token the probe leaves alone: all
     but ``trie_tokens``). The prompt runs once per batch (its shared prefix once, ``shared_forward``);
-    the other nodes then run as one token tree on its KV cache (``label_scoring.tree_forward``), as
-    ``label_scoring.candidate_logprobs`` scores them."""
+    the other nodes then run as a token tree on its KV cache, in chunks of whole subtrees
+    (``label_scoring.tree_chunks``), as ``label_scoring.candidate_logprobs`` scores them.
+
+    Each batch is kept as one [B, nodes, H] array and the head runs over ``HEAD_CHUNK_NODES`` nodes at
+    a time: one small array and one [B, V] head output per node and batch had malloc's heap grow
+    without bound (77 banking intents, 383 nodes: 17 MB a row, 22 GB before 400 rows were read)."""
     import torch
 
-    from pipeline.label_scoring import Encoded, _cache_of, shared_forward, tree_forward
+    from pipeline.label_scoring import (
+        TREE_CHUNK_NODES,
+        Encoded,
+        _cache_of,
+        shared_forward,
+        tree_chunks,
+        tree_forward,
+    )
 
     backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     head = model.get_output_embeddings()
     trie = label_trie(label_ids)
     fitted = trie_tokens(trie)
-    inner = sorted((node for node in trie if node), key=lambda n: (len(n), n))
-    index = {node: i for i, node in enumerate(inner)}
-    feats: dict[tuple[int, ...], list] = {node: [] for node in trie}
-    rest: dict[tuple[int, ...], list] = {node: [] for node in trie}
+    inner = [node for node in trie if node]
+    order = [(), *inner]  # a batch's nodes, in the order of its arrays
+    states, masses = [], []
     was_training = model.training
     model.eval()
     try:
@@ -246,18 +257,29 @@ def path_features(model, rows: Sequence[dict], label_ids: Sequence[Sequence[int]
             enc = Encoded([r["input_ids"][: r["answer_start"]] for r in rows[i : i + batch_size]], pad_id)
             with torch.inference_mode():
                 out, mask = shared_forward(backbone, enc)
-                root = out.last_hidden_state[:, -1]
-                tree = tree_forward(backbone, inner, index, _cache_of(out), mask).last_hidden_state if inner else None
-                for node, got in feats.items():
-                    h = root if node == () else tree[:, index[node]]
-                    got.append(h.float().cpu().numpy())
-                    logits = head(h).float()
-                    logits[:, fitted] = float("-inf")
-                    rest[node].append(logits.logsumexp(-1).cpu().numpy())
+                got = {(): out.last_hidden_state[:, -1]}
+                cache = _cache_of(out)
+                for chunk in tree_chunks(inner, TREE_CHUNK_NODES) if inner else []:
+                    index = {node: k for k, node in enumerate(chunk)}
+                    tree = tree_forward(backbone, chunk, index, cache, mask).last_hidden_state
+                    cache.crop(-len(chunk))  # back to the prompt alone
+                    got.update({node: tree[:, k] for node, k in index.items()})
+                del out, cache
+                batch = torch.stack([got[node] for node in order], 1)  # [B, nodes, H]
+                rest = torch.empty(batch.shape[:2])
+                for s in range(0, batch.shape[1], HEAD_CHUNK_NODES):
+                    logits = head(batch[:, s : s + HEAD_CHUNK_NODES]).float()
+                    logits[..., fitted] = float("-inf")
+                    rest[:, s : s + HEAD_CHUNK_NODES] = logits.logsumexp(-1).cpu()
+                    del logits
+                states.append(batch.float().cpu().numpy())
+                masses.append(rest.numpy())
     finally:
         model.train(was_training)
-    return ({n: np.concatenate(v).astype(np.float64) for n, v in feats.items()},
-            {n: np.concatenate(v).astype(np.float64) for n, v in rest.items()})
+    states_all, masses_all = np.concatenate(states), np.concatenate(masses)
+    del states, masses
+    return ({node: states_all[:, k].astype(np.float64) for k, node in enumerate(order)},
+            {node: masses_all[:, k].astype(np.float64) for k, node in enumerate(order)})
 
 
 def _node_targets(targets: np.ndarray, children: dict[int, list[int]]) -> np.ndarray:
