@@ -237,16 +237,16 @@ def test_running_out_of_memory_says_to_lower_the_batch_size(tiny_model_dir):
         run(teacher.complete(req))
 
 
-def test_generation_threads_leave_a_core_free_and_are_restored_afterwards(tiny_model_dir, monkeypatch):
+def test_teacher_threads_use_the_usable_cores_and_are_restored_afterwards(tiny_model_dir, monkeypatch):
     import torch
 
     from pipeline.teachers.hf_backend import torch_threads
 
     monkeypatch.delenv("DISTILL_TORCH_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert torch_threads(current=2) == 1 and torch_threads(current=8) == 1
+    assert torch_threads(current=2) == 2 and torch_threads(current=8) == 2 and torch_threads(current=1) == 1
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert torch_threads(current=16) == 15 and torch_threads(current=4) == 4
+    assert torch_threads(current=16) == 16 and torch_threads(current=4) == 4
     monkeypatch.setenv("DISTILL_TORCH_THREADS", "3")
     assert torch_threads(current=16) == 3
     monkeypatch.setenv("DISTILL_TORCH_THREADS", "many")
