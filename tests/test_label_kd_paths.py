@@ -60,3 +60,17 @@ def test_first_token_path_reads_the_answer_position_even_when_the_prompt_is_trai
         with torch.no_grad():
             seq_lp, _, _ = KDTrainer._first_token_scores(fake, model, inputs)
         assert torch.allclose(seq_lp[0], torch.tensor(expected), atol=1e-4)
+
+
+def test_labels_that_share_a_prefix_run_it_once():
+    """The packed row holds the prompt and one position per distinct prefix of the labels' completions
+    (40; 40 41; and the others' own), not one per label token; the logits are read at the prompt's end
+    and at those positions only."""
+    from pipeline.training.trainer import packed_label_batch
+
+    labels = [[40, 41, 2], [40, 42, 2], [40, 41, 43, 2], [50, 2]]
+    prefixes = {(40,), (40, 41), (40, 42), (40, 41, 43), (50,)}
+    packed = packed_label_batch([[5, 6, 7, 8], [9, 10, 11]], labels, 0, torch.float32)
+    assert packed["input_ids"].shape == (2, 4 + len(prefixes))
+    assert len(packed["logit_positions"]) == 2 * (1 + len(prefixes)) < len(packed["targets"]) == 2 * 12
+    assert packed["input_ids"][1, 3:3 + len(prefixes)].tolist() == [40, 50, 41, 42, 43]
