@@ -111,7 +111,7 @@ def packed_label_batch(prompts: list[list[int]], label_ids: list[list[int]], pad
     ``logit_positions`` ([R, 2]: the (row, position) of every prompt's last token and every trie
     position, the rows whose logits are needed), and, for every label token, ``token_rows`` (its row of
     logit_positions), ``targets`` (the token) and ``owner`` (its (row, label) index)."""
-    import torch
+    from pipeline.label_scoring import tree_ancestry
 
     nodes = sorted({tuple(c[:t]) for c in label_ids for t in range(1, len(c))}, key=lambda n: (len(n), n))
     index = {node: i for i, node in enumerate(nodes)}
@@ -121,10 +121,7 @@ def packed_label_batch(prompts: list[list[int]], label_ids: list[list[int]], pad
     ids = torch.full((rows, width), pad_id, dtype=torch.long)
     pos = torch.zeros((rows, width), dtype=torch.long)
     allowed = torch.zeros((rows, width, width), dtype=torch.bool)
-    tree = torch.zeros((u, u), dtype=torch.bool)  # node i sees node k: k is a prefix of i (itself included)
-    for i, node in enumerate(nodes):
-        for t in range(1, len(node) + 1):
-            tree[i, index[node[:t]]] = True
+    tree = tree_ancestry(nodes, index)
     where, token_rows, targets, owner = [], [], [], []
     for b, prompt in enumerate(prompts):
         n = len(prompt)
@@ -256,8 +253,8 @@ class KDTrainer(SFTTrainer):
 
     def _whole_label_scores(self, model, inputs):
         """Labels that share a first token: one forward of each prompt and the labels' token trie
-        (packed_label_batch). The CE
-        is the teacher's label's own completion, read from the same forward."""
+        (packed_label_batch). The CE is the teacher's label's own completion, read from the same
+        forward."""
         ids, starts = inputs["input_ids"], inputs["answer_start"].tolist()
         prompts = [ids[b, : starts[b]].tolist() for b in range(len(ids))]  # the collator pads on the right
         pad = getattr(self.processing_class, "pad_token_id", None) or 0
