@@ -120,6 +120,12 @@ def test_held_out_report_files_exist_and_numbers_are_consistent(tmp_path, data_r
     assert r["routed_cost_per_1000_usd"] == pytest.approx(expected)
     md = (model_dir / "report.md").read_text()
     assert "## Routing" in md and "$0.2100" in md
+    # per label: the teacher's and the student's answers counted from the same predictions
+    per = {r["label"]: r for r in report["per_label"]}
+    for label, r in per.items():
+        assert r["teacher"] == sum(p["teacher_parsed"] == label for p in predictions)
+        assert r["student"] == sum(p["student_parsed"] == label for p in predictions)
+    assert "## Per label" in md and "| positive |" in md
 
 
 def test_unknown_teacher_price_is_reported_as_unknown_not_zero(tmp_path, data_root, tiny_model_dir):
@@ -266,6 +272,7 @@ def test_text_task_routes_on_mean_token_logprob_and_scores_rouge_l(tmp_path, dat
 
     expected = sum(rouge_l(p["student"] or None, p["teacher"]) for p in preds) / 4
     assert report["quality"]["student"] == pytest.approx(expected)
+    assert report["per_label"] is None and "## Per label" not in (model_dir / "report.md").read_text()
 
 
 def test_label_scores_in_a_padded_batch_equal_one_unpadded_forward_each(tiny_model_dir):

@@ -259,3 +259,28 @@ def test_routing_that_costs_more_than_the_teacher_says_send_everything_to_the_te
     assert routing_pays(0.004, 0.61, 0.005, 0.60) is True
     assert routing_pays(0.0066, 0.615, 0.0047, 0.60) is False  # dearer than the teacher alone
     assert routing_pays(0.002, 0.55, 0.005, 0.60) is False  # cheaper, but loses quality
+
+
+def test_per_label_counts_where_the_student_falls_short_on_a_hand_computed_case():
+    """tweets3's kind: the teacher answers 'neutral' where the student never does."""
+    from pipeline.evaluation.metrics import per_label
+    from pipeline.evaluation.report import _per_label_table
+
+    labels = ["negative", "neutral", "positive"]
+    teacher = ["negative", "negative", "neutral", "neutral", "neutral", "positive", "positive", None]
+    student = ["negative", "positive", "positive", "positive", None, "positive", "positive", "negative"]
+    gold = ["negative", "neutral", "neutral", "neutral", "positive", "positive", "negative", "negative"]
+    rows = {r["label"]: r for r in per_label(labels, teacher, student, gold)}
+    assert rows["negative"] == {"label": "negative", "gold": 3, "teacher": 2, "student": 2, "student_agrees": 0.5,
+                                "student_instead": {"answer": "positive", "count": 1}}
+    assert rows["neutral"]["student"] == 0 and rows["neutral"]["student_agrees"] == 0.0
+    assert rows["neutral"]["student_instead"] == {"answer": "positive", "count": 2}  # not the unparsed one
+    assert rows["positive"]["student_agrees"] == 1.0 and rows["positive"]["student_instead"] is None
+    assert per_label(["a", "b"], ["a"], ["a"])[1]["student_agrees"] is None  # the teacher never answers b
+
+    md = "\n".join(_per_label_table({"per_label": list(rows.values())}))
+    assert "| neutral | 3 | 3 | 0 | 0.0% | positive (2) |" in md
+    assert md.index("| neutral |") < md.index("| negative |")  # the teacher's most frequent labels first
+    many = [{**rows["positive"], "label": f"l{i}", "teacher": i} for i in range(25)]
+    md = "\n".join(_per_label_table({"per_label": many}))
+    assert "| l24 |" in md and "| l4 |" not in md and "5 more labels in report.json" in md

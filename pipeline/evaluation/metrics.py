@@ -208,6 +208,31 @@ def margin_over_constant(scores: Sequence[Any], reference: Sequence[Any], consta
     return {"only_model_right": b, "only_constant_right": c, "beyond_chance": mcnemar_beyond_chance(b, c)}
 
 
+def per_label(labels: Sequence[str], teacher: Sequence[Any], student: Sequence[Any],
+              gold: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """One row per label, in ``labels``' order: how often gold, the teacher and the student give it;
+    how often the student agrees where the teacher gives it; and, where it does not, the student's
+    most frequent other answer (None: unparsed). The headline's agreement and kappa are averages; this
+    shows where a student falls short (a label it never answers, one it answers for another)."""
+    rows = []
+    for label in labels:
+        where = [i for i, t in enumerate(teacher) if t == label]
+        others: dict[Any, int] = {}
+        for i in where:
+            if student[i] != label:
+                others[student[i]] = others.get(student[i], 0) + 1
+        instead = max(others, key=lambda k: (others[k], k is not None)) if others else None
+        rows.append({
+            "label": label,
+            "gold": None if gold is None else sum(g == label for g in gold),
+            "teacher": len(where),
+            "student": sum(s == label for s in student),
+            "student_agrees": (len(where) - sum(others.values())) / len(where) if where else None,
+            "student_instead": None if not others else {"answer": instead, "count": others[instead]},
+        })
+    return rows
+
+
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
     """Cohen's kappa between two labelings: agreement corrected for what their label frequencies
     would give by chance. 1 = identical, 0 = chance. None when undefined."""

@@ -18,6 +18,7 @@ from pipeline.evaluation.calibration_check import calibration_sentence, fallback
 PLOT_QUALITY_COST = "quality_vs_cost.png"
 PLOT_COVERAGE = "coverage_vs_quality.png"
 PLOT_LEARNING = "learning_curve.png"
+PER_LABEL_SHOWN = 20  # labels in report.md's per-label table (all of them in report.json)
 
 
 def fmt_usd(x: float | None) -> str:
@@ -149,6 +150,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})"
         + (f" ![learning curve]({PLOT_LEARNING})" if report.get("learning_curve") else ""),
         "",
+        *_per_label_table(report),
         "## Counts",
         "",
         *[f"- {k}: {v}" for k, v in c.items()],
@@ -160,6 +162,28 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells = [_cell(d["input"]), _cell(d.get("gold")), _cell(d["teacher"]), _cell(d["student"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _per_label_table(report: dict[str, Any]) -> list[str]:
+    """Label tasks: where the student falls short, label by label (metrics.per_label), the labels the
+    teacher answers most first; PER_LABEL_SHOWN of them, the rest in report.json."""
+    rows = report.get("per_label")
+    if not rows:
+        return []
+    shown = sorted(rows, key=lambda r: -r["teacher"])[:PER_LABEL_SHOWN]
+    has_gold = any(r["gold"] is not None for r in rows)
+    lines = ["## Per label", "",
+             "| label |" + (" gold |" if has_gold else "") + " teacher answers it | student answers it "
+             "| student agrees where the teacher answers it | the student's answer there otherwise |",
+             "| --- |" + (" --- |" if has_gold else "") + " --- | --- | --- | --- |"]
+    for r in shown:
+        instead = r["student_instead"]
+        other = "" if instead is None else f"{_cell(instead['answer'] or '(unparsed)', 40)} ({instead['count']})"
+        lines.append(f"| {_cell(r['label'], 40)} |" + (f" {r['gold']} |" if has_gold else "")
+                     + f" {r['teacher']} | {r['student']} | {fmt_frac(r['student_agrees'])} | {other} |")
+    if len(rows) > len(shown):
+        lines.append(f"\n{len(rows) - len(shown)} more labels in report.json (`per_label`).")
+    return lines + [""]
 
 
 def _routing_table(report: dict[str, Any]) -> list[str]:

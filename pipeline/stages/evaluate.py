@@ -291,6 +291,8 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         },
         "routing": routing,
         "disagreements": disagreements,
+        "per_label": (m.per_label(cfg.output.labels, scored.teacher_parsed, scored.student_parsed, scored.golds)
+                      if kind == "label" else None),
         "headline": headline,
         "learning_curve": (manifest.get("learning_curve") or {}).get("curve"),
         "summary": {"gap_closed": headline.get("gap_closed"), "agreement_with_teacher": headline.get("agreement"),
