@@ -162,3 +162,20 @@ def test_an_hourly_price_for_an_api_teacher_is_a_warning(tmp_path, capsys):
                       eval={"teacher_price_per_hour": 1.0}, train={"method": "sft"})
     rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
     assert rc == 0 and any("eval.teacher_price_per_hour" in w for w in warnings(lines))
+
+
+@pytest.mark.parametrize("labels, rows, warned", [(77, 465, True), (2, 40, False), (7, 40, True), (7, 100, False)])
+def test_too_few_inputs_a_label_is_a_warning_naming_how_many_to_give(tmp_path, capsys, labels, rows, warned):
+    """The 77-intent run of docs/label-distillation.md: 465 inputs, 4.7 training rows a label after
+    dedupe, a student at 22.5% agreement. validate says so before the teacher is paid."""
+    from pipeline.stages.cross_checks import MIN_ROWS_PER_LABEL
+
+    folder = write_task(tmp_path / "t", base_config(output={"kind": "label", "labels": [f"l{i}" for i in range(labels)]},
+                                                     split={"eval_fraction": 0.1}))
+    (folder / "inputs.jsonl").write_text("".join(f'{{"text": "message {i}"}}\n' for i in range(rows)))
+    rc, lines = run_validate(folder, capsys)
+    found = [w for w in warnings(lines) if "training rows a label" in w]
+    assert bool(found) == warned and rc == 0
+    if warned:
+        need = -(-MIN_ROWS_PER_LABEL * labels * 10 // 9)
+        assert f"({rows} inputs, {labels} labels" in found[0] and f"at least {need} inputs" in found[0]

@@ -143,6 +143,7 @@ def validate_task(task_arg) -> ValidationReport:
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
                         (cross_checks.check_curate_settings, (inputs,)), (cross_checks.check_eval_pricing, ()),
                         (cross_checks.check_held_out_split, (n_inputs if inputs else None,)),
+                        (cross_checks.check_rows_per_label, (n_inputs if inputs else None,)),
                         (cross_checks.check_max_length, (rendered or [],))):
         _check(report, check, task, report, *args)
     for extra in cfg.decontam.extra_files:
