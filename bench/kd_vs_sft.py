@@ -58,12 +58,13 @@ def bench_task(out: Path, transfer: int):
     with the demo's answer cache, and early stopping off (equal steps for both methods)."""
     import yaml
 
+    from pipeline import yaml_io
     from pipeline.config.task import load_task
 
     folder = out / "task" / "sentiment"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(REPO / "prompts" / "sentiment", folder)
-    cfg = yaml.safe_load((folder / "task.yaml").read_text())
+    cfg = yaml_io.load((folder / "task.yaml").read_text())
     for section in (cfg["inputs"]["source"], cfg["eval"]["source"]):
         section["path"] = str((REPO / "prompts" / "sentiment" / section["path"]).resolve())
     cfg["inputs"]["source"]["sample"] = transfer

@@ -69,6 +69,7 @@ def bench_task(opt: SimpleNamespace, out: Path):
     """A copy of prompts/review_summary whose inputs are the snippets, with its own data folders."""
     import yaml
 
+    from pipeline import yaml_io
     from pipeline.config.task import load_task
 
     folder = out / "task" / "review_summary"
@@ -76,7 +77,7 @@ def bench_task(opt: SimpleNamespace, out: Path):
     shutil.copytree(REPO / "prompts" / "review_summary", folder)
     (folder / "inputs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rt_snippets(opt.token_inputs)),
                                          encoding="utf-8")
-    cfg = yaml.safe_load((folder / "task.yaml").read_text())
+    cfg = yaml_io.load((folder / "task.yaml").read_text())
     cfg["split"]["eval_fraction"] = opt.token_eval_fraction
     cfg["student"]["layer_map"] = [int(x) for x in str(opt.token_layer_map).split(",")]
     if opt.token_teacher_temperature is not None:

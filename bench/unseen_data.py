@@ -86,6 +86,8 @@ def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) 
     already), its question reworded."""
     import yaml
 
+    from pipeline import yaml_io
+
     folder = out / "tasks" / name
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(REPO / "prompts" / "sentiment", folder)
@@ -93,7 +95,7 @@ def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) 
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
         writer.writerows(gold_rows(name) if rows is None else rows)
-    cfg = yaml.safe_load((folder / "task.yaml").read_text())
+    cfg = yaml_io.load((folder / "task.yaml").read_text())
     cfg["name"] = name
     demo_split = cfg["inputs"]["source"]["group_split"]
     by_row = {"field": "text", "holdout_fraction": demo_split["holdout_fraction"]}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import yaml_io
 from pipeline.errors import ConfigError
 
 
@@ -47,11 +48,11 @@ def _parse(data: object, source: str) -> tuple[dict[str, Price], set[str]]:
 @lru_cache(maxsize=8)
 def _load(override: str | None) -> tuple[dict[str, Price], frozenset[str]]:
     bundled = resources.files("pipeline").joinpath("data/prices.yaml").read_text(encoding="utf-8")
-    prices, free = _parse(yaml.safe_load(bundled), "pipeline/data/prices.yaml")
+    prices, free = _parse(yaml_io.load(bundled), "pipeline/data/prices.yaml")
     if override:
         path = Path(override)
         try:
-            user = yaml.safe_load(path.read_text(encoding="utf-8"))
+            user = yaml_io.load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the price file named by DISTILL_PRICES ({exc.strerror})") from None
         except yaml.YAMLError:

@@ -23,6 +23,7 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from pipeline import yaml_io
 from pipeline.errors import TemplateError
 from pipeline.records import Message
 
@@ -88,7 +89,7 @@ class PromptRenderer:
         if not path.exists():
             return []
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+            data = yaml_io.load(path.read_text(encoding="utf-8")) or []
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise TemplateError(f"{path}:{(mark.line + 1) if mark else ''}: invalid YAML") from None

@@ -10,6 +10,7 @@ from typing import get_args
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from pipeline import yaml_io
 from pipeline.config.base import Section
 from pipeline.config.curate import DecontamConfig, DedupeConfig, FiltersConfig, SplitConfig
 from pipeline.config.evaluate import EvalConfig
@@ -133,7 +134,7 @@ def load_task(task: str | Path) -> TaskFolder:
     except OSError as exc:
         raise ConfigError(f"{yaml_path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_io.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from pipeline import yaml_io
 from pipeline.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=1e-4")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = yaml_io.load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
         if isinstance(out[key], bool) and raw.strip().lower() not in ("true", "false"):
@@ -48,6 +49,22 @@ def check_sft_keys(values: dict[str, Any], source: str, known: set[str] | None =
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{source}: '{key}' is not an SFTConfig field{hint}; see TRL's SFTConfig docs")
+
+
+def check_sft_numbers(values: dict[str, Any], source: str) -> None:
+    """A number field given text (``learning_rate: 1e-4x``): SFTConfig takes it as it is and training
+    fails with a traceback once the model has loaded, so it is refused here in one line."""
+    import types
+
+    from trl import SFTConfig
+
+    kinds = {f.name: f.type for f in dataclasses.fields(SFTConfig)}
+    for key, value in values.items():
+        kind = kinds.get(key)
+        allowed = set(kind.__args__) if isinstance(kind, types.UnionType) else {kind}
+        if isinstance(value, str) and allowed & {int, float} and str not in allowed:
+            example = "1e-4" if float in allowed else "20"
+            raise ConfigError(f"{source}: {key}: {value!r} is not a number; write it as one, e.g. {key}: {example}")
 
 
 def cpu_safe_defaults(output_dir: Path, *, quiet: bool) -> dict[str, Any]:
@@ -91,6 +108,8 @@ def build_sft_config(
 
     check_sft_keys(task_sft, f"{task_file}: train.sft")
     check_sft_keys(overrides, "--set")
+    check_sft_numbers(task_sft, f"{task_file}: train.sft")
+    check_sft_numbers(overrides, "--set")
     defaults = _current_names(cpu_safe_defaults(output_dir, quiet=quiet))
     merged = {**defaults, **_current_names(task_sft), **_current_names(overrides)}
     try:
