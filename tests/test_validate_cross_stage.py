@@ -91,6 +91,19 @@ def test_a_misspelt_sft_setting_is_caught_before_generate(tmp_path, capsys):
     assert rc != 0 and any("train.sft" in e and "num_train_epochs" in e for e in errors(lines))
 
 
+def test_text_for_a_number_in_train_sft_is_caught_before_generate(tmp_path, capsys):
+    """`learning_rate: 1e-4` is a number (YAML 1.2); `learning_rate: fast` would reach SFTConfig as text."""
+    cfg = base_config(train={"method": "sft", "sft": {"learning_rate": "fast"}})
+    rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)
+    assert rc != 0 and any("train.sft: learning_rate: 'fast' is not a number" in e for e in errors(lines))
+    folder = write_task(tmp_path / "u", base_config(train={"method": "sft"}))
+    text = (folder / "task.yaml").read_text().replace("method: sft", "method: sft\n  sft: {learning_rate: 1e-4, run_name: 1e}")
+    assert "learning_rate: 1e-4" in text
+    (folder / "task.yaml").write_text(text)
+    rc, lines = run_validate(folder, capsys)
+    assert not errors(lines), lines
+
+
 def test_no_eval_source_and_no_held_out_split_leaves_evaluate_nothing(tmp_path, capsys):
     cfg = base_config(split={"eval_fraction": 0.0}, train={"method": "sft"})
     rc, lines = run_validate(write_task(tmp_path / "t", cfg), capsys)

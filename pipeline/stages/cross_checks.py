@@ -145,13 +145,15 @@ def check_student(task: TaskFolder, report) -> None:
 
 def check_train_settings(task: TaskFolder, report) -> None:
     """train.sft keys (TRL's SFTConfig fields) and the settings KD cannot use."""
-    from pipeline.training.arguments import check_sft_keys
+    from pipeline.training.arguments import check_sft_keys, check_sft_numbers
 
     where = task.path / "task.yaml"
     sft = task.config.train.sft
     if sft:
+        fields = sft_fields()
         try:
-            check_sft_keys(sft, f"{where}: train.sft", sft_field_names())
+            check_sft_keys(sft, f"{where}: train.sft", set(fields["names"]))
+            check_sft_numbers(sft, f"{where}: train.sft", fields["numbers"])
         except DistillError as err:
             report.problems.append(str(err))
     if task.config.train.method == "kd" and (sft.get("packing") or sft.get("padding_free")):
@@ -159,28 +161,29 @@ def check_train_settings(task: TaskFolder, report) -> None:
                                "logprobs cannot follow them; turn them off or set train.method: sft")
 
 
-def sft_field_names() -> set[str]:
-    """SFTConfig's fields, kept per TRL + transformers version in the model cache: importing TRL
-    takes 5-25 s on a small machine, more than all of validate's other checks together."""
+def sft_fields() -> dict[str, Any]:
+    """SFTConfig's field names and its number-only fields (``arguments.sft_number_fields``), kept per
+    TRL + transformers version in the model cache: importing TRL takes 5-25 s on a small machine, more
+    than all of validate's other checks together."""
     import json
     from importlib.metadata import version
 
     from pipeline.local_models import cache_root
     from pipeline.training import arguments
 
-    path = cache_root() / f"sft_fields-trl{version('trl')}-transformers{version('transformers')}.json"
+    path = cache_root() / f"sft_fields2-trl{version('trl')}-transformers{version('transformers')}.json"
     try:
-        return set(json.loads(path.read_text(encoding="utf-8")))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        names = arguments.sft_field_names()
+        fields = {"names": sorted(arguments.sft_field_names()), "numbers": arguments.sft_number_fields()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(sorted(names)), encoding="utf-8")
+        tmp.write_text(json.dumps(fields), encoding="utf-8")
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs the next validate its import time
-    return names
+    return fields
 
 
 def check_logprob_settings(task: TaskFolder, report) -> None:

@@ -51,19 +51,27 @@ def check_sft_keys(values: dict[str, Any], source: str, known: set[str] | None =
             raise ConfigError(f"{source}: '{key}' is not an SFTConfig field{hint}; see TRL's SFTConfig docs")
 
 
-def check_sft_numbers(values: dict[str, Any], source: str) -> None:
-    """A number field given text (``learning_rate: 1e-4x``): SFTConfig takes it as it is and training
-    fails with a traceback once the model has loaded, so it is refused here in one line."""
+def sft_number_fields() -> dict[str, str]:
+    """SFTConfig's fields that take a number and nothing else (no text): name -> "int" or "float"."""
     import types
 
     from trl import SFTConfig
 
-    kinds = {f.name: f.type for f in dataclasses.fields(SFTConfig)}
+    out = {}
+    for f in dataclasses.fields(SFTConfig):
+        allowed = set(f.type.__args__) if isinstance(f.type, types.UnionType) else {f.type}
+        if allowed & {int, float} and str not in allowed:
+            out[f.name] = "float" if float in allowed else "int"
+    return out
+
+
+def check_sft_numbers(values: dict[str, Any], source: str, numbers: dict[str, str] | None = None) -> None:
+    """A number field given text (``learning_rate: 1e-4x``): SFTConfig takes it as it is and training
+    fails with a traceback once the model has loaded, so it is refused here in one line."""
+    numbers = sft_number_fields() if numbers is None else numbers
     for key, value in values.items():
-        kind = kinds.get(key)
-        allowed = set(kind.__args__) if isinstance(kind, types.UnionType) else {kind}
-        if isinstance(value, str) and allowed & {int, float} and str not in allowed:
-            example = "1e-4" if float in allowed else "20"
+        if key in numbers and isinstance(value, str):
+            example = "1e-4" if numbers[key] == "float" else "20"
             raise ConfigError(f"{source}: {key}: {value!r} is not a number; write it as one, e.g. {key}: {example}")
 
 
