@@ -71,3 +71,12 @@ def test_generate_warns_when_answers_stop_at_max_tokens(tmp_path, monkeypatch, c
     assert manifest["counts"]["stopped_at_max_tokens"] == 4
     err = capsys.readouterr().err
     assert "warning: 4 of 4 answers stopped at max_tokens=3 and are cut short" in err
+
+
+@pytest.mark.parametrize("command", ["generate", "curate", "train", "evaluate", "run", "push"])
+def test_every_stage_takes_q_for_quiet(command, capsys):
+    """`distill evaluate sentiment -q` was "unrecognized arguments: -q" where train and curate took it."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main([command, "--help"])
+    assert exc.value.code == 0
+    assert "-q, --quiet" in capsys.readouterr().out

@@ -384,7 +384,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("task", help="Task folder (prompts/<task>) or task name.")
     parser.add_argument("--model", metavar="PATH", help="Student model folder (default: models/<task>/latest).")
     parser.add_argument("--limit", type=int, metavar="N", help="Evaluate on the first N inputs (overrides eval.limit).")
-    parser.add_argument("--quiet", action="store_true", help="No progress or summary; just write the report.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="No progress or summary; just write the report.")
 
 
 def main(args) -> int:

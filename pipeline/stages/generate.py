@@ -42,7 +42,7 @@ HELP = "Ask the teacher for every input's answer (cached, resumable, rate-limite
 
 def add_arguments(parser) -> None:
     parser.add_argument("task", help="task folder (prompts/<task>) or its name")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (for cron)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary (for cron)")
     parser.add_argument("--batch", action="store_true", help="use the provider's batch API (half price, slower)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="answer only the first N inputs")
 

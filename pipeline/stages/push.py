@@ -79,7 +79,7 @@ def add_arguments(parser) -> None:
                         help="Dataset version folder (default: the pushed model's, else the latest).")
     parser.add_argument("--model", metavar="PATH", help="Student model folder (default: models/<task>/latest).")
     parser.add_argument("--private", action="store_true", help="Create the repos as private.")
-    parser.add_argument("--quiet", action="store_true", help="No progress; end with one JSON line.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="No progress; end with one JSON line.")
 
 
 def main(args) -> int:

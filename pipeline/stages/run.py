@@ -134,7 +134,7 @@ def run_pipeline(
 
 def add_arguments(parser) -> None:
     parser.add_argument("task", help="Task folder (prompts/<task>) or task name.")
-    parser.add_argument("--quiet", action="store_true", help="No progress; end with a one-line JSON summary (cron).")
+    parser.add_argument("-q", "--quiet", action="store_true", help="No progress; end with a one-line JSON summary (cron).")
     parser.add_argument("--keep", type=int, default=5, help="Dataset versions to keep (default 5).")
     parser.add_argument("--stages", default=",".join(STAGES), help="Comma-separated subset of the stages, in order.")
     parser.add_argument("--force", action="store_true", help="Run every stage even when unchanged.")
