@@ -272,14 +272,17 @@ def test_per_label_counts_where_the_student_falls_short_on_a_hand_computed_case(
     gold = ["negative", "neutral", "neutral", "neutral", "positive", "positive", "negative", "negative"]
     rows = {r["label"]: r for r in per_label(labels, teacher, student, gold)}
     assert rows["negative"] == {"label": "negative", "gold": 3, "teacher": 2, "student": 2, "student_agrees": 0.5,
-                                "student_instead": {"answer": "positive", "count": 1}}
+                                "teacher_agrees": 0.5, "student_instead": {"answer": "positive", "count": 1}}
+    assert rows["positive"]["teacher_agrees"] == 0.4  # 2 of the student's 5 "positive"
+    assert rows["neutral"]["teacher_agrees"] is None  # the student never answers it
     assert rows["neutral"]["student"] == 0 and rows["neutral"]["student_agrees"] == 0.0
     assert rows["neutral"]["student_instead"] == {"answer": "positive", "count": 2}  # not the unparsed one
     assert rows["positive"]["student_agrees"] == 1.0 and rows["positive"]["student_instead"] is None
     assert per_label(["a", "b"], ["a"], ["a"])[1]["student_agrees"] is None  # the teacher never answers b
 
     md = "\n".join(_per_label_table({"per_label": list(rows.values())}))
-    assert "| neutral | 3 | 3 | 0 | 0.0% | positive (2) |" in md
+    assert "| neutral | 3 | 3 | 0 | 0.0% | n/a | positive (2) |" in md
+    assert "| positive | 2 | 2 | 5 | 100.0% | 40.0% |  |" in md
     assert md.index("| neutral |") < md.index("| negative |")  # the teacher's most frequent labels first
     many = [{**rows["positive"], "label": f"l{i}", "teacher": i} for i in range(25)]
     md = "\n".join(_per_label_table({"per_label": many}))

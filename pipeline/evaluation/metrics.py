@@ -211,9 +211,10 @@ def margin_over_constant(scores: Sequence[Any], reference: Sequence[Any], consta
 def per_label(labels: Sequence[str], teacher: Sequence[Any], student: Sequence[Any],
               gold: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """One row per label, in ``labels``' order: how often gold, the teacher and the student give it;
-    how often the student agrees where the teacher gives it; and, where it does not, the student's
-    most frequent other answer (None: unparsed). The headline's agreement and kappa are averages; this
-    shows where a student falls short (a label it never answers, one it answers for another)."""
+    how often the student agrees where the teacher gives it, and the teacher where the student does;
+    and, where the student does not agree, its most frequent other answer (None: unparsed). The
+    headline's agreement and kappa are averages; this shows where a student falls short (a label it
+    never answers, one it answers for another)."""
     rows = []
     for label in labels:
         where = [i for i, t in enumerate(teacher) if t == label]
@@ -222,12 +223,15 @@ def per_label(labels: Sequence[str], teacher: Sequence[Any], student: Sequence[A
             if student[i] != label:
                 others[student[i]] = others.get(student[i], 0) + 1
         instead = max(others, key=lambda k: (others[k], k is not None)) if others else None
+        both, answered = len(where) - sum(others.values()), sum(s == label for s in student)
         rows.append({
             "label": label,
             "gold": None if gold is None else sum(g == label for g in gold),
             "teacher": len(where),
-            "student": sum(s == label for s in student),
-            "student_agrees": (len(where) - sum(others.values())) / len(where) if where else None,
+            "student": answered,
+            "student_agrees": both / len(where) if where else None,
+            # of the student's answers of it, the share the teacher gave too (precision, where the above is recall)
+            "teacher_agrees": both / answered if answered else None,
             "student_instead": None if not others else {"answer": instead, "count": others[instead]},
         })
     return rows

@@ -174,13 +174,15 @@ def _per_label_table(report: dict[str, Any]) -> list[str]:
     has_gold = any(r["gold"] is not None for r in rows)
     lines = ["## Per label", "",
              "| label |" + (" gold |" if has_gold else "") + " teacher answers it | student answers it "
-             "| student agrees where the teacher answers it | the student's answer there otherwise |",
-             "| --- |" + (" --- |" if has_gold else "") + " --- | --- | --- | --- |"]
+             "| student agrees where the teacher answers it | teacher agrees where the student answers it "
+             "| the student's answer there otherwise |",
+             "| --- |" + (" --- |" if has_gold else "") + " --- | --- | --- | --- | --- |"]
     for r in shown:
         instead = r["student_instead"]
         other = "" if instead is None else f"{_cell(instead['answer'] or '(unparsed)', 40)} ({instead['count']})"
         lines.append(f"| {_cell(r['label'], 40)} |" + (f" {r['gold']} |" if has_gold else "")
-                     + f" {r['teacher']} | {r['student']} | {fmt_frac(r['student_agrees'])} | {other} |")
+                     + f" {r['teacher']} | {r['student']} | {fmt_frac(r['student_agrees'])} "
+                     f"| {fmt_frac(r.get('teacher_agrees'))} | {other} |")
     if len(rows) > len(shown):
         lines.append(f"\n{len(rows) - len(shown)} more labels in report.json (`per_label`).")
     return lines + [""]
