@@ -28,7 +28,7 @@ Memory: batch x ``TREE_CHUNK_NODES`` x vocabulary floats for the candidate pass,
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -179,7 +179,7 @@ def candidate_logprobs(model, enc: Encoded, candidates: Sequence[Sequence[int]],
     with torch.inference_mode():
         total = first[:, [c[0] for c in candidates]]  # [B, C]
         feeds = [tuple(c) if flag else tuple(c[:-1]) for c, flag in zip(candidates, flags)]
-        nodes = {f[:t] for f in feeds for t in range(1, len(f) + 1)}
+        nodes = prefix_nodes(feeds)
         if not nodes:
             return total
         # what each node's position must give: its children's tokens, and the boundary's mass
@@ -207,6 +207,11 @@ def candidate_logprobs(model, enc: Encoded, candidates: Sequence[Sequence[int]],
             if flags[j]:
                 total[:, j] += ended[tuple(cand)]
     return total
+
+
+def prefix_nodes(sequences: Iterable[Sequence[int]]) -> list[tuple[int, ...]]:
+    """The token tree of ``sequences``: every distinct non-empty prefix of each, parents first."""
+    return sorted({tuple(seq[:t]) for seq in sequences for t in range(1, len(seq) + 1)}, key=lambda n: (len(n), n))
 
 
 def tree_chunks(nodes, limit: int) -> list[list[tuple[int, ...]]]:

@@ -116,8 +116,9 @@ def build_sft_config(
 
     check_sft_keys(task_sft, f"{task_file}: train.sft")
     check_sft_keys(overrides, "--set")
-    check_sft_numbers(task_sft, f"{task_file}: train.sft")
-    check_sft_numbers(overrides, "--set")
+    numbers = sft_number_fields()
+    check_sft_numbers(task_sft, f"{task_file}: train.sft", numbers)
+    check_sft_numbers(overrides, "--set", numbers)
     defaults = _current_names(cpu_safe_defaults(output_dir, quiet=quiet))
     merged = {**defaults, **_current_names(task_sft), **_current_names(overrides)}
     try:

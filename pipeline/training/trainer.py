@@ -111,9 +111,9 @@ def packed_label_batch(prompts: list[list[int]], label_ids: list[list[int]], pad
     ``logit_positions`` ([R, 2]: the (row, position) of every prompt's last token and every trie
     position, the rows whose logits are needed), and, for every label token, ``token_rows`` (its row of
     logit_positions), ``targets`` (the token) and ``owner`` (its (row, label) index)."""
-    from pipeline.label_scoring import tree_ancestry
+    from pipeline.label_scoring import prefix_nodes, tree_ancestry
 
-    nodes = sorted({tuple(c[:t]) for c in label_ids for t in range(1, len(c))}, key=lambda n: (len(n), n))
+    nodes = prefix_nodes(c[:-1] for c in label_ids)  # a completion's last token is only predicted
     index = {node: i for i, node in enumerate(nodes)}
     u = len(nodes)
     width = max(len(p) for p in prompts) + u
