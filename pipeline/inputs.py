@@ -127,6 +127,27 @@ def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int |
     return rows
 
 
+def class_label_names(source: SourceConfig, base: Path, field: str) -> list[str] | None:
+    """The class names of ``field`` (a variable after ``source.fields``) when the source is a saved
+    Hugging Face dataset whose column is a ``datasets.ClassLabel`` (stored as ids 0, 1, ...), else None."""
+    path = Path(source.path).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.exists() or infer_format(path, source.format) != "hf":
+        return None
+    from datasets import ClassLabel, DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except Exception:  # noqa: BLE001 — read_source reports a folder that is not a dataset
+        return None
+    if isinstance(ds, DatasetDict):
+        if source.split not in ds:
+            return None
+        ds = ds[source.split]
+    feature = ds.features.get(dict(source.fields).get(field, field))
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
 def read_source(source: SourceConfig, base: Path, section: str = "inputs.source") -> list[dict[str, Any]]:
     """All inputs of a source (after the field mapping), in file order. ``section`` names the
     task.yaml section in messages (``inputs.source`` or ``eval.source``)."""

@@ -164,6 +164,30 @@ def test_gold_value_outside_the_label_set_names_the_row_and_gold_map(tmp_path, d
         run_evaluate(load_task(folder), quiet=True)
 
 
+def test_class_label_ids_of_a_saved_hf_dataset_are_read_as_their_names(tmp_path, data_root):
+    """A labelled set from ``datasets`` stores its gold column as a ClassLabel (ids 0, 1, ...); saved
+    with save_to_disk and used as eval.source, the ids are read as the class names, a gold_map entry
+    still wins, and a name outside output.labels is an error that shows the id and the name."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from pipeline.evaluation.eval_inputs import read_eval_source
+    from pipeline.stages.validate import validate_task
+
+    feats = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive", "neutral"])})
+    DatasetDict({"test": Dataset.from_dict({"sentence": ["Great fun.", "Dull.", "Fine."], "label": [1, 0, 2]},
+                                           features=feats)}).save_to_disk(str(tmp_path / "sst"))
+    source = {"path": str(tmp_path / "sst"), "split": "test", "fields": {"text": "sentence", "gold": "label"}}
+    folder = make_task(tmp_path, eval_section={"source": source, "gold_field": "gold", "gold_map": {2: "positive"}})
+    rows, golds, _ = read_eval_source(load_task(folder), None)
+    assert golds == ["positive", "negative", "positive"] and rows[0] == {"text": "Great fun."}
+    shutil.rmtree(folder.parent)
+    folder = make_task(tmp_path, eval_section={"source": source, "gold_field": "gold"})
+    with pytest.raises(InputDataError, match=r"sst: input 3: gold value 2 \('neutral'\) is none of the labels"):
+        read_eval_source(load_task(folder), None)
+    report = validate_task(folder)
+    assert any("1 of 3 gold values" in p and "'2'" in p for p in report.problems)
+
+
 def test_cli_writes_the_report_and_prints_a_summary(tmp_path, data_root, tiny_model_dir, capsys):
     folder = make_task(tmp_path)
     write_held_out(data_root, folder)

@@ -64,3 +64,21 @@ def test_text_where_sftconfig_wants_a_number_is_one_line_naming_the_field(tmp_pa
     cfg = build_sft_config(tmp_path, {"run_name": "1e", "lr_scheduler_type": "cosine"}, {}, task_file="task.yaml",
                            quiet=True)  # text fields keep text
     assert cfg.run_name == "1e"
+
+
+def test_yes_and_no_in_a_boolean_field_are_booleans_and_other_text_is_refused(tmp_path):
+    """YAML 1.2 leaves ``no`` text, and SFTConfig would take the string "no" (which is true) for
+    ``bf16: no``; in SFTConfig's boolean fields yes/no/on/off are read as booleans, anything else is
+    one line naming the field."""
+    import pytest
+
+    from pipeline.errors import ConfigError
+    from pipeline.training.arguments import parse_set_overrides
+
+    cfg = build_sft_config(tmp_path, {"logging_first_step": "yes", "save_only_model": "on"},
+                           parse_set_overrides(["remove_unused_columns=no", "disable_tqdm=Off"]),
+                           task_file="task.yaml", quiet=True)
+    assert cfg.logging_first_step is True and cfg.save_only_model is True
+    assert cfg.remove_unused_columns is False and cfg.disable_tqdm is False
+    with pytest.raises(ConfigError, match=r"task.yaml: train.sft: packing: 'maybe' is not a boolean; write true or false"):
+        build_sft_config(tmp_path, {"packing": "maybe"}, {}, task_file="task.yaml", quiet=True)

@@ -55,18 +55,31 @@ def load_json_schema(task: TaskFolder) -> dict | None:
         raise ConfigError(f"{path}:{exc.lineno}: malformed JSON Schema ({exc.msg})") from None
 
 
-def parse_gold(value: Any, task: TaskFolder, where: str) -> Any:
-    """A gold value as its output kind's value, after eval.gold_map."""
+def gold_class_names(task: TaskFolder) -> list[str] | None:
+    """The names of eval.gold_field's classes when eval.source is a saved Hugging Face dataset that
+    stores it as a ``ClassLabel`` (ids), as ``datasets.load_dataset`` gives most labelled sets."""
+    from pipeline.inputs import class_label_names
+
+    ev = task.config.eval
+    return class_label_names(ev.source, task.path, ev.gold_field) if ev.source and ev.gold_field else None
+
+
+def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] | None = None) -> Any:
+    """A gold value as its output kind's value, after eval.gold_map; a ``ClassLabel`` id without a
+    gold_map entry is its class name (``class_names``, from ``gold_class_names``)."""
     cfg = task.config
     raw = value
-    if cfg.eval.gold_map:
-        value = cfg.eval.gold_map.get(str(value), value)
+    if cfg.eval.gold_map and str(value) in cfg.eval.gold_map:
+        value = cfg.eval.gold_map[str(value)]
+    elif class_names and isinstance(value, int) and 0 <= value < len(class_names):
+        value = class_names[value]
     kind = cfg.output.kind
     if kind == "label":
         label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)
         if label is None:
             raise InputDataError(
-                f"{where}: gold value {raw!r} is none of the labels {cfg.output.labels}; map it with eval.gold_map "
+                f"{where}: gold value {raw!r}{f' ({value!r})' if value != raw else ''} is none of the labels "
+                f"{cfg.output.labels}; map it with eval.gold_map "
                 "or drop such rows with eval.source.where"
             )
         return label
@@ -92,14 +105,14 @@ def read_eval_source(task: TaskFolder, limit: int | None) -> tuple[list[dict], l
         raise InputDataError(f"{path}: no eval inputs (check eval.source.where and the file)")
     if cfg.gold_field is None:
         return rows, None, path
-    golds = []
+    golds, names = [], gold_class_names(task)
     for i, row in enumerate(rows, start=1):
         if cfg.gold_field not in row:
             raise InputDataError(
                 f"{path}: input {i} has no field '{cfg.gold_field}' (eval.gold_field); "
                 "map it in eval.source.fields or unset eval.gold_field"
             )
-        golds.append(parse_gold(row.pop(cfg.gold_field), task, f"{path}: input {i}"))
+        golds.append(parse_gold(row.pop(cfg.gold_field), task, f"{path}: input {i}", names))
     return rows, golds, path
 
 

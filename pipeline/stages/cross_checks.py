@@ -153,7 +153,7 @@ def check_train_settings(task: TaskFolder, report) -> None:
         fields = sft_fields()
         try:
             check_sft_keys(sft, f"{where}: train.sft", set(fields["names"]))
-            check_sft_numbers(sft, f"{where}: train.sft", fields["numbers"])
+            sft = check_sft_numbers(sft, f"{where}: train.sft", fields["numbers"])
         except DistillError as err:
             report.problems.append(str(err))
     if task.config.train.method == "kd" and (sft.get("packing") or sft.get("padding_free")):
@@ -162,7 +162,7 @@ def check_train_settings(task: TaskFolder, report) -> None:
 
 
 def sft_fields() -> dict[str, Any]:
-    """SFTConfig's field names and its number-only fields (``arguments.sft_number_fields``), kept per
+    """SFTConfig's field names and its number and boolean fields (``arguments.sft_number_fields``), kept per
     TRL + transformers version in the model cache: importing TRL takes 5-25 s on a small machine, more
     than all of validate's other checks together."""
     import json
@@ -171,7 +171,7 @@ def sft_fields() -> dict[str, Any]:
     from pipeline.local_models import cache_root
     from pipeline.training import arguments
 
-    path = cache_root() / f"sft_fields2-trl{version('trl')}-transformers{version('transformers')}.json"
+    path = cache_root() / f"sft_fields3-trl{version('trl')}-transformers{version('transformers')}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -332,14 +332,15 @@ def check_rows_per_label(task: TaskFolder, report, n_inputs: int | None) -> None
 
 def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], renderer) -> None:
     """Eval inputs carry what evaluate reads: the template's variables and gold answers it can parse."""
-    from pipeline.evaluation.eval_inputs import parse_gold
+    from pipeline.evaluation.eval_inputs import gold_class_names, parse_gold
 
     ev, where = task.config.eval, task.path / "task.yaml"
     bad: list[tuple[int, Any]] = []
+    names = gold_class_names(task) if ev.gold_field else None
     for i, row in enumerate(rows, start=1):
         if ev.gold_field and ev.gold_field in row:
             try:
-                parse_gold(row[ev.gold_field], task, "")
+                parse_gold(row[ev.gold_field], task, "", names)
             except DistillError:
                 bad.append((i, row[ev.gold_field]))
     if bad:

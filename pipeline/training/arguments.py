@@ -29,8 +29,6 @@ def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
             out[key] = yaml_io.load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
-        if isinstance(out[key], bool) and raw.strip().lower() not in ("true", "false"):
-            out[key] = raw.strip()  # YAML 1.1 reads "no" as False: --set save_strategy=no means the string
     return out
 
 
@@ -52,7 +50,7 @@ def check_sft_keys(values: dict[str, Any], source: str, known: set[str] | None =
 
 
 def sft_number_fields() -> dict[str, str]:
-    """SFTConfig's fields that take a number and nothing else (no text): name -> "int" or "float"."""
+    """SFTConfig's fields that take a number or a boolean and no text: name -> "int", "float" or "bool"."""
     import types
 
     from trl import SFTConfig
@@ -62,17 +60,32 @@ def sft_number_fields() -> dict[str, str]:
         allowed = set(f.type.__args__) if isinstance(f.type, types.UnionType) else {f.type}
         if allowed & {int, float} and str not in allowed:
             out[f.name] = "float" if float in allowed else "int"
+        elif bool in allowed and allowed <= {bool, type(None)}:
+            out[f.name] = "bool"
     return out
 
 
-def check_sft_numbers(values: dict[str, Any], source: str, numbers: dict[str, str] | None = None) -> None:
-    """A number field given text (``learning_rate: 1e-4x``): SFTConfig takes it as it is and training
-    fails with a traceback once the model has loaded, so it is refused here in one line."""
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def check_sft_numbers(values: dict[str, Any], source: str, numbers: dict[str, str] | None = None) -> dict[str, Any]:
+    """``values`` with ``yes``/``no``/``on``/``off`` read as booleans in SFTConfig's boolean fields, where
+    YAML 1.2 leaves them text (``bf16: no`` would be the string "no", which is true). Text in a number
+    or boolean field (``learning_rate: 1e-4x``) is refused in one line: SFTConfig takes it as it is and
+    training fails with a traceback once the model has loaded."""
     numbers = sft_number_fields() if numbers is None else numbers
+    out = dict(values)
     for key, value in values.items():
-        if key in numbers and isinstance(value, str):
+        if key not in numbers or not isinstance(value, str):
+            continue
+        if numbers[key] == "bool":
+            if value.strip().lower() not in _BOOL_WORDS:
+                raise ConfigError(f"{source}: {key}: {value!r} is not a boolean; write true or false")
+            out[key] = _BOOL_WORDS[value.strip().lower()]
+        else:
             example = "1e-4" if numbers[key] == "float" else "20"
             raise ConfigError(f"{source}: {key}: {value!r} is not a number; write it as one, e.g. {key}: {example}")
+    return out
 
 
 def cpu_safe_defaults(output_dir: Path, *, quiet: bool) -> dict[str, Any]:
@@ -117,8 +130,8 @@ def build_sft_config(
     check_sft_keys(task_sft, f"{task_file}: train.sft")
     check_sft_keys(overrides, "--set")
     numbers = sft_number_fields()
-    check_sft_numbers(task_sft, f"{task_file}: train.sft", numbers)
-    check_sft_numbers(overrides, "--set", numbers)
+    task_sft = check_sft_numbers(task_sft, f"{task_file}: train.sft", numbers)
+    overrides = check_sft_numbers(overrides, "--set", numbers)
     defaults = _current_names(cpu_safe_defaults(output_dir, quiet=quiet))
     merged = {**defaults, **_current_names(task_sft), **_current_names(overrides)}
     try:
