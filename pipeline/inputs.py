@@ -41,6 +41,11 @@ def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict
     out = {}
     for var, column in fields.items():
         if column not in row or row[column] is None:
+            if var.startswith("__where_"):
+                raise InputDataError(
+                    f"{where}: no column '{column}' (named by where / group_split.field); name a column of the "
+                    f"file ({', '.join(map(str, row))}) or a variable of fields ({', '.join(k for k in fields if not k.startswith('__'))})"
+                )
             raise InputDataError(
                 f"{where}: column '{column}' (mapped to '{var}') is missing; fix inputs.source.fields or the row"
             )
@@ -159,9 +164,12 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
     fmt = infer_format(path, source.format)
     fields = dict(source.fields)
     filter_columns = list(source.where) + ([source.group_split.field] if source.group_split else [])
+    # `where` and `group_split.field` name a column of the file, or a variable of `fields` (the README's
+    # "split by row with field: text" where `text` is read from a column called `sentence`)
+    column_of = {name: source.fields.get(name, name) for name in filter_columns}
     if fields:  # carry the `where` / group columns through the mapping until the rows are filtered
-        for column in filter_columns:
-            fields.setdefault(f"__where_{column}", column)
+        for name in filter_columns:
+            fields.setdefault(f"__where_{name}", column_of[name])
     limit = None if (filter_columns or source.sample) else source.limit
     try:
         if fmt == "jsonl":
@@ -182,7 +190,7 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         if rows and key(split.field) not in rows[0]:
             raise InputDataError(f"{path}: no column '{split.field}'; fix {section}.group_split.field")
         held = split.keep == "holdout"
-        group = group_key(split.field, source.fields)
+        group = group_key(column_of[split.field], source.fields)
         rows = [r for r in rows if (group_fraction(group(r.get(key(split.field)))) < split.holdout_fraction) == held]
     if filter_columns and source.fields:
         rows = [{k: v for k, v in r.items() if not k.startswith("__where_")} for r in rows]

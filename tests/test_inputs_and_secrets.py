@@ -98,3 +98,25 @@ def test_a_split_by_row_keeps_variants_of_one_text_on_one_side(tmp_path):
                                        group_split={"field": "user", "holdout_fraction": 0.25, "keep": "holdout"}),
                           tmp_path)
     assert {r["text"] for r in by_user} == {f"post {i}" for i in range(40) if group_fraction(f"U{i}") < 0.25}
+
+
+def test_where_and_group_split_may_name_a_variable_of_fields(tmp_path):
+    """The README's "split by row with `field: text`" for a file whose text column is `sentence`,
+    read as `text`: the variable names its column, and gives the same split as the column's name."""
+    from pipeline.config.inputs import GroupSplitConfig
+
+    (tmp_path / "r.csv").write_text("sentence,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(40)))
+
+    def read(field: str, keep: str = "rest", **extra):
+        split = GroupSplitConfig(field=field, holdout_fraction=0.3, keep=keep)
+        return read_source(SourceConfig(path="r.csv", fields={"text": "sentence", "gold": "label"}, group_split=split,
+                                        **extra), tmp_path)
+
+    rest, held = read("text"), read("text", "holdout")
+    assert rest == read("sentence") and held == read("sentence", "holdout")
+    assert len(rest) + len(held) == 40 and not {r["text"] for r in rest} & {r["text"] for r in held}
+    assert all(r["gold"] == "1" for r in read("text", where={"gold": ["1"]}))
+    with pytest.raises(InputDataError) as err:
+        read("movie")
+    assert "r.csv:2: no column 'movie'" in str(err.value) and "sentence, label" in str(err.value)
+    assert "variable of fields (text, gold)" in str(err.value) and "__where" not in str(err.value)

@@ -13,7 +13,8 @@ class GroupSplitConfig(Section):
     movie, the posts of one user) never sit on both sides: the transfer set takes one side, the
     evaluation the other. A group's side is a hash of its value, so it never changes between runs."""
 
-    field: str = Field(description="Column holding the group (read from the file, before source.fields).")
+    field: str = Field(description="Column holding the group (a column of the file, or a variable of source.fields); "
+                       "a column the template reads splits by row, its words case-folded.")
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of groups held out.")
     keep: Literal["rest", "holdout"] = Field(
         description="'rest' (the transfer set: inputs.source) or 'holdout' (the evaluation: eval.source).")
@@ -31,7 +32,8 @@ class SourceConfig(Section):
     split: str | None = Field(None, description="hf only: the split of a saved DatasetDict.")
     limit: int | None = Field(None, ge=1, description="Use only the first N inputs.")
     where: dict[str, list[str]] = Field(
-        default_factory=dict, description="Keep only rows whose column value is one of these (column -> values)."
+        default_factory=dict,
+        description="Keep only rows whose column value is one of these (column or variable of fields -> values)."
     )
     group_split: GroupSplitConfig | None = Field(
         None, description="Keep one side of a split by group (e.g. movie), applied after `where`.")
