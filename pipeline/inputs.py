@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.base import as_text
 from pipeline.config.inputs import SourceConfig
 from pipeline.curation.decontam import words
 from pipeline.errors import InputDataError
@@ -184,7 +185,7 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         raise InputDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
     if source.where:
-        rows = [r for r in rows if all(str(r.get(key(c))) in vals for c, vals in source.where.items())]
+        rows = [r for r in rows if all(as_text(r.get(key(c))) in vals for c, vals in source.where.items())]
     if source.group_split:
         split = source.group_split
         if rows and key(split.field) not in rows[0]:

@@ -38,3 +38,24 @@ def test_a_yes_no_task_and_numeric_labels_load_as_the_text_the_data_holds(tmp_pa
     cfg = _task(tmp_path, "{kind: label, labels: [1, 2, 3, 4, 5]}",
                 "eval: {source: {path: inputs.jsonl}, gold_field: stars, gold_map: {0: 1, 1.5: 2}}\n")
     assert cfg.output.labels == ["1", "2", "3", "4", "5"] and cfg.eval.gold_map == {"0": "1", "1.5": "2"}
+
+
+def test_boolean_gold_values_map_whatever_the_file_spells_them(tmp_path):
+    """A binary set often stores its label as a boolean (JSONL ``true``, a pandas CSV ``True``):
+    ``gold_map: {true: spam, false: ham}`` and ``where: {is_spam: [true]}`` match every spelling."""
+    from pipeline.config.inputs import SourceConfig
+    from pipeline.config.task import load_task
+    from pipeline.evaluation.eval_inputs import parse_gold
+    from pipeline.inputs import read_source
+
+    (tmp_path / "e.jsonl").write_text('{"text": "win $$$", "is_spam": true}\n{"text": "hi mum", "is_spam": false}\n')
+    (tmp_path / "e.csv").write_text("text,is_spam\nwin $$$,True\nhi mum,False\nlunch?,FALSE\n")
+    for name in ("e.jsonl", "e.csv"):
+        kept = read_source(SourceConfig.model_validate(yaml_io.load(f"{{path: {name}, where: {{is_spam: [true]}}}}")),
+                           tmp_path)
+        assert [r["text"] for r in kept] == ["win $$$"], name
+    _task(tmp_path, "{kind: label, labels: [spam, ham]}",
+          "eval: {source: {path: e.jsonl}, gold_field: is_spam, gold_map: {true: spam, False: ham}}\n")
+    task = load_task(tmp_path / "t")
+    assert task.config.eval.gold_map == {"true": "spam", "false": "ham"}
+    assert [parse_gold(v, task, "") for v in (True, "True", "false", "FALSE")] == ["spam", "spam", "ham", "ham"]

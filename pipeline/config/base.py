@@ -10,3 +10,19 @@ class Section(BaseModel):
     negative}`` (a Hugging Face dataset's class ids) mean the strings, as the data files hold them."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, coerce_numbers_to_str=True)
+
+
+def as_text(value: object) -> str:
+    """A data value as config text: ``true`` / ``false`` for booleans and for their "True" / "FALSE"
+    spellings (JSON's and YAML's spelling; Python's str() and pandas' CSVs give "True"), ``str(value)``
+    for everything else."""
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return text.lower() if text.lower() in ("true", "false") else text
+
+
+def bool_keys_as_text(mapping: object) -> object:
+    """A mapping's boolean keys as ``as_text`` spells them (``gold_map: {true: spam}``, or ``True:``)."""
+    if isinstance(mapping, dict):
+        return {as_text(k) if isinstance(k, (bool, str)) else k: v for k, v in mapping.items()}
+    return mapping
+

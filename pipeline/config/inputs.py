@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.config.base import Section
+from pipeline.config.base import Section, as_text
 
 
 class GroupSplitConfig(Section):
@@ -35,6 +35,16 @@ class SourceConfig(Section):
         default_factory=dict,
         description="Keep only rows whose column value is one of these (column or variable of fields -> values)."
     )
+
+    @field_validator("where", mode="before")
+    @classmethod
+    def _where_bools(cls, where: object) -> object:
+        """``where: {is_spam: [true]}`` keeps the rows whose value is a boolean true (``as_text``)."""
+        if isinstance(where, dict):
+            return {k: [as_text(v) if isinstance(v, (bool, str)) else v for v in vals] if isinstance(vals, list) else vals
+                    for k, vals in where.items()}
+        return where
+
     group_split: GroupSplitConfig | None = Field(
         None, description="Keep one side of a split by group (e.g. movie), applied after `where`.")
     sample: int | None = Field(

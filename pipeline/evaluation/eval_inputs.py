@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.base import as_text
 from pipeline.config.task import TaskFolder
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
@@ -69,8 +70,8 @@ def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] 
     gold_map entry is its class name (``class_names``, from ``gold_class_names``)."""
     cfg = task.config
     raw = value
-    if cfg.eval.gold_map and str(value) in cfg.eval.gold_map:
-        value = cfg.eval.gold_map[str(value)]
+    if cfg.eval.gold_map and as_text(value) in cfg.eval.gold_map:
+        value = cfg.eval.gold_map[as_text(value)]
     elif class_names and isinstance(value, int) and 0 <= value < len(class_names):
         value = class_names[value]
     kind = cfg.output.kind
