@@ -55,14 +55,16 @@ def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict
 
 
 def _open_text(path: Path):
+    """A text file as UTF-8, a leading byte-order mark dropped: Excel's "CSV UTF-8" starts with one, and
+    read as plain UTF-8 the first column's name became "\ufefftext" (then "column 'text' is missing")."""
     import bz2
     import gzip
 
     if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8", newline="")
+        return bz2.open(path, "rt", encoding="utf-8-sig", newline="")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
 
 
 def _read_jsonl(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ class PromptRenderer:
         # Task-level variables every template sees (e.g. ``labels``); an input field of the same name wins.
         self.context = dict(context or {})
         self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(self.folder)),
+            loader=FileSystemLoader(str(self.folder), encoding="utf-8-sig"),  # a BOM (Notepad) is not prompt text
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,

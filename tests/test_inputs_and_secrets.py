@@ -120,3 +120,11 @@ def test_where_and_group_split_may_name_a_variable_of_fields(tmp_path):
         read("movie")
     assert "r.csv:2: no column 'movie'" in str(err.value) and "sentence, label" in str(err.value)
     assert "variable of fields (text, gold)" in str(err.value) and "__where" not in str(err.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    """Excel saves "CSV UTF-8" with a byte-order mark; it was read into the first column's name."""
+    (tmp_path / "x.csv").write_bytes("\ufefftext,label\nhello,1\n".encode("utf-8"))
+    (tmp_path / "x.jsonl").write_bytes('\ufeff{"text": "hello"}\n'.encode("utf-8"))
+    assert read_source(SourceConfig(path="x.csv", fields={"text": "text"}), tmp_path) == [{"text": "hello"}]
+    assert read_source(SourceConfig(path="x.jsonl"), tmp_path) == [{"text": "hello"}]

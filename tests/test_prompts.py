@@ -52,3 +52,11 @@ def test_undefined_variable_is_an_error_with_line(tmp_path):
 def test_bad_examples_file(tmp_path):
     with pytest.raises(TemplateError, match="examples.yaml: example 1"):
         make(tmp_path, {"user.j2": "{{ text }}", "examples.yaml": "- {text: a}\n"})
+
+
+def test_a_byte_order_mark_is_not_prompt_text(tmp_path):
+    """Notepad saves UTF-8 with a byte-order mark; it reached the teacher as an invisible first character."""
+    r = make(tmp_path, {"system.j2": "\ufeffAnswer {{ labels | join(' or ') }}.", "user.j2": "\ufeffText: {{ text }}",
+                        "examples.yaml": "\ufeff- inputs: {text: good}\n  output: pos\n"})
+    msgs = r.render({"text": "fine"})
+    assert [m.content for m in msgs] == ["Answer pos or neg.", "Text: good", "pos", "Text: fine"]

@@ -47,7 +47,7 @@ def load_json_validator(task: TaskFolder):
         path = task.file(out.json_schema_file)
         where = str(path)
         try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
+            schema = json.loads(path.read_text(encoding="utf-8-sig"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the JSON Schema ({exc.strerror or exc}); fix output.json_schema_file") from None
         except json.JSONDecodeError as exc:

@@ -49,7 +49,7 @@ def load_json_schema(task: TaskFolder) -> dict | None:
         return out.json_schema
     path = task.file(out.json_schema_file)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the JSON Schema ({exc.strerror}); fix output.json_schema_file") from None
     except json.JSONDecodeError as exc:

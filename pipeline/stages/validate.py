@@ -58,7 +58,7 @@ def _check_json_schema(task: TaskFolder) -> None:
         path = task.file(out.json_schema_file)
         where = str(path)
         try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
+            schema = json.loads(path.read_text(encoding="utf-8-sig"))
         except OSError:
             raise DistillError(f"{path}: JSON Schema file not found; fix output.json_schema_file") from None
         except json.JSONDecodeError as exc:
