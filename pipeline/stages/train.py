@@ -223,13 +223,26 @@ def run_train(
         metrics["heldout_agreement"] = learning["best_agreement"]
     trainer.accelerator.wait_for_everyone()
     if not state.is_main_process:
+        _end_process_group()
         return {}
-    return _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args,
-                          overrides, student_info, train_enc, eval_enc, metrics,
-                          {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
-                          {"objective": objective,  # what the loss really was (kd, sft, or cross-entropy)
-                           "soft_labels": dict(Counter(r.soft_label_kind or "none" for _, r in train_rows))
-                           if level == "label" else None, "label_head": head_init}, learning)
+    manifest = _write_outputs(trainer, tokenizer, task, out_dir, paths, vdir, cfg, level, token_problem, sft_args,
+                              overrides, student_info, train_enc, eval_enc, metrics,
+                              {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
+                              {"objective": objective,  # what the loss really was (kd, sft, or cross-entropy)
+                               "soft_labels": dict(Counter(r.soft_label_kind or "none" for _, r in train_rows))
+                               if level == "label" else None, "label_head": head_init}, learning)
+    _end_process_group()
+    return manifest
+
+
+def _end_process_group() -> None:
+    """Under ``accelerate launch``, close the process group once every rank is done with it: left to
+    the interpreter's exit, gloo's threads can still be running and a rank aborts ("terminate called
+    without an active exception"), which fails the launch after the model was trained."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def training_objective(method: str, level: str, rows) -> str:
