@@ -1,4 +1,5 @@
-"""Read a task's inputs from a JSONL, CSV or on-disk HF dataset, applying the field mapping.
+"""Read a task's inputs from a JSONL, JSON, CSV or Parquet file or an on-disk HF dataset, applying the
+field mapping.
 
 Every bad row is an InputDataError naming the file and the line. Each input is a plain dict of
 template variables; its identity is the hash of that dict (``input_id``), so a growing source
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,14 @@ def infer_format(path: Path, declared: str | None) -> str:
     suffix = "".join(path.suffixes[-2:]) if path.suffix in (".bz2", ".gz") else path.suffix
     if suffix in (".jsonl", ".ndjson", ".jsonl.gz"):
         return "jsonl"
+    if suffix in (".json", ".json.gz", ".json.bz2"):
+        return "json"
     if suffix in (".csv", ".csv.bz2", ".csv.gz", ".tsv"):
         return "csv"
-    raise InputDataError(f"{path}: cannot tell the format from the extension; set inputs.source.format (jsonl, csv, hf)")
+    if suffix == ".parquet":
+        return "parquet"
+    raise InputDataError(
+        f"{path}: cannot tell the format from the extension; set inputs.source.format (jsonl, json, csv, parquet, hf)")
 
 
 def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
@@ -67,8 +74,17 @@ def _open_text(path: Path):
     return path.open("r", encoding="utf-8-sig", newline="")
 
 
-def _read_jsonl(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
-    rows = []
+def _mapped(rows: Iterable[tuple[str, dict[str, Any]]], fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
+    """``(where it was read, row)`` pairs through the field mapping, the first ``limit`` of them."""
+    out = []
+    for where, row in rows:
+        out.append(_map_fields(row, fields, where))
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -79,10 +95,40 @@ def _read_jsonl(path: Path, fields: dict[str, str], limit: int | None) -> list[d
                 raise InputDataError(f"{path}:{lineno}: malformed JSON ({exc.msg}); fix or delete the line") from None
             if not isinstance(row, dict):
                 raise InputDataError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(_map_fields(row, fields, f"{path}:{lineno}"))
-            if limit and len(rows) >= limit:
-                break
-    return rows
+            yield f"{path}:{lineno}", row
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A .json file: one array of objects (``json.dump(rows)``, pandas' ``orient="records"``), or JSON
+    lines under a .json name (pandas' ``lines=True``, what ``Dataset.to_json`` writes)."""
+    with _open_text(path) as fh:
+        text = fh.read()
+    if not text.lstrip().startswith("["):
+        yield from _jsonl_rows(path)
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputDataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}); fix the file") from None
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise InputDataError(f"{path}: item {i} of the array is not an object; the file should be a list of rows")
+        yield f"{path} item {i}", row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A Parquet file, as the Hub serves datasets (``data/train-00000-of-00001.parquet``), read with
+    pyarrow (a dependency of ``datasets``) batch by batch."""
+    import pyarrow.parquet as pq
+
+    try:
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                yield f"{path} row {n}", row
+                n += 1
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputDataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:160]})") from None
 
 
 def _read_csv(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
@@ -127,20 +173,20 @@ def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int |
         if split not in ds:
             raise InputDataError(f"{path}: no split '{split}' (has {list(ds)}); fix inputs.source.split")
         ds = ds[split]
-    rows = []
-    for i, row in enumerate(ds):
-        rows.append(_map_fields(row, fields, f"{path} row {i}"))
-        if limit and len(rows) >= limit:
-            break
-    return rows
+    return _mapped(((f"{path} row {i}", row) for i, row in enumerate(ds)), fields, limit)
 
 
 def class_label_names(source: SourceConfig, base: Path, field: str) -> list[str] | None:
     """The class names of ``field`` (a variable after ``source.fields``) when the source is a saved
-    Hugging Face dataset whose column is a ``datasets.ClassLabel`` (stored as ids 0, 1, ...), else None."""
+    Hugging Face dataset or a Parquet file from ``datasets`` whose column is a ``datasets.ClassLabel``
+    (stored as ids 0, 1, ...), else None."""
     path = Path(source.path).expanduser()
     path = path if path.is_absolute() else base / path
-    if not path.exists() or infer_format(path, source.format) != "hf":
+    column = dict(source.fields).get(field, field)
+    fmt = infer_format(path, source.format) if path.exists() else None
+    if fmt == "parquet":
+        return _parquet_class_names(path, column)
+    if fmt != "hf":
         return None
     from datasets import ClassLabel, DatasetDict, load_from_disk
 
@@ -152,8 +198,22 @@ def class_label_names(source: SourceConfig, base: Path, field: str) -> list[str]
         if source.split not in ds:
             return None
         ds = ds[source.split]
-    feature = ds.features.get(dict(source.fields).get(field, field))
+    feature = ds.features.get(column)
     return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def _parquet_class_names(path: Path, column: str) -> list[str] | None:
+    """A ClassLabel's names from the ``huggingface`` schema metadata that ``datasets`` writes into
+    the Parquet files it (and the Hub) produce."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = (pq.read_schema(path).metadata or {}).get(b"huggingface")
+        feature = json.loads(meta)["info"]["features"].get(column, {}) if meta else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None
+    return [str(n) for n in names] if names else None
 
 
 def read_source(source: SourceConfig, base: Path, section: str = "inputs.source") -> list[dict[str, Any]]:
@@ -175,8 +235,8 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
             fields.setdefault(f"__where_{name}", column_of[name])
     limit = None if (filter_columns or source.sample) else source.limit
     try:
-        if fmt == "jsonl":
-            rows = _read_jsonl(path, fields, limit)
+        if fmt in ("jsonl", "json", "parquet"):
+            rows = _mapped({"jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows}[fmt](path), fields, limit)
         elif fmt == "csv":
             rows = _read_csv(path, fields, limit)
         else:

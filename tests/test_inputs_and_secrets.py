@@ -128,3 +128,32 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
     (tmp_path / "x.jsonl").write_bytes('\ufeff{"text": "hello"}\n'.encode("utf-8"))
     assert read_source(SourceConfig(path="x.csv", fields={"text": "text"}), tmp_path) == [{"text": "hello"}]
     assert read_source(SourceConfig(path="x.jsonl"), tmp_path) == [{"text": "hello"}]
+
+
+def test_json_arrays_and_parquet_files_as_the_hub_serves_them(tmp_path):
+    """A labelled set is often a .json array (pandas' orient="records") or JSON lines under a .json
+    name (Dataset.to_json), or a Parquet file from the Hub; a Parquet file written by ``datasets``
+    keeps its ClassLabel names in the schema metadata, which gold ids are read as."""
+    import json
+
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from pipeline.inputs import class_label_names
+
+    rows = [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}]
+    (tmp_path / "a.json").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "l.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    feats = Features({"sentence": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    Dataset.from_list(rows, features=feats).to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
+    for name in ("a.json", "l.json", "train-00000-of-00001.parquet"):
+        source = SourceConfig(path=name, fields={"text": "sentence", "gold": "label"})
+        assert read_source(source, tmp_path) == [{"text": "good", "gold": 1}, {"text": "bad", "gold": 0}], name
+    assert class_label_names(SourceConfig(path="train-00000-of-00001.parquet", fields={"gold": "label"}),
+                             tmp_path, "gold") == ["neg", "pos"]
+    assert class_label_names(SourceConfig(path="a.json"), tmp_path, "label") is None
+    (tmp_path / "bad.json").write_text('[{"text": "a"},\n {"text": }]')
+    with pytest.raises(InputDataError, match=r"bad.json:2: malformed JSON"):
+        read_source(SourceConfig(path="bad.json"), tmp_path)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(InputDataError, match=r"bad.parquet: not a readable Parquet file"):
+        read_source(SourceConfig(path="bad.parquet"), tmp_path)

@@ -19,7 +19,7 @@ class EvalConfig(Section):
     """
 
     source: SourceConfig | None = Field(
-        None, description="Real inputs (JSONL/CSV/HF); default: the held-out split of the student's dataset version."
+        None, description="Real inputs (JSONL/JSON/CSV/Parquet/HF); default: the held-out split of the student's dataset version."
     )
     gold_field: str | None = Field(
         None, description="Input field (after source.fields) holding the gold answer; removed before prompting."

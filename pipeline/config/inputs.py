@@ -21,10 +21,12 @@ class GroupSplitConfig(Section):
 
 
 class SourceConfig(Section):
-    """Parameters that control reading inputs from a JSONL, CSV or on-disk HF dataset."""
+    """Parameters that control reading inputs from a JSONL, JSON, CSV or Parquet file or an on-disk HF dataset."""
 
     path: str = Field(description="File or folder, relative to the task folder (or absolute).")
-    format: Literal["jsonl", "csv", "hf"] | None = Field(None, description="Inferred from the extension when unset.")
+    format: Literal["jsonl", "json", "csv", "parquet", "hf"] | None = Field(
+        None, description="Inferred from the extension when unset (.jsonl, .json: an array of objects or JSON "
+        "lines, .csv / .tsv, .parquet as the Hub serves datasets, a folder saved with save_to_disk: hf).")
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="Template variable -> column name. Columns not named here are dropped.",
