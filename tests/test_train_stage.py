@@ -310,3 +310,19 @@ def test_probe_label_head_is_fitted_before_training_and_saved_untied(data_root, 
     emb = "model.embed_tokens.weight"
     assert saved[emb].shape == original[emb].shape
     assert not torch.equal(saved["lm_head.weight"], saved[emb])  # untied: the label rows were refitted
+
+
+def test_quiet_training_prints_nothing_but_its_warnings(data_root, tiny_model_dir, version, capfd):
+    """`-q` is "no progress bars": the datasets' map bars ("Truncating train dataset") and the
+    Trainer's log dicts (printed instead of a progress bar when it is off) went to the console too."""
+    import datasets
+
+    task = _task(data_root, tiny_model_dir, method="sft", sft={"max_steps": 2, "logging_steps": 1})
+    datasets.enable_progress_bars()  # (curate turns them off for good in this process)
+    run_train(task, quiet=True)
+    out, err = capfd.readouterr()
+    assert "'loss'" not in out + err and "Truncating" not in out + err and "examples/s" not in out + err
+    assert datasets.is_progress_bar_enabled()  # as it was: the bars are off for the run only
+    run_train(task, quiet=False)
+    out, err = capfd.readouterr()
+    assert "'loss'" in out + err  # without -q the Trainer still reports

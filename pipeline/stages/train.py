@@ -13,6 +13,7 @@ main process writes the outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -195,8 +196,13 @@ def run_train(
         from pipeline.training.label_head import init_label_head
 
         head_init = init_label_head(model, train_enc.rows, label_ids, tokenizer.pad_token_id, hard=cfg.method == "sft")
-    trainer = _make_trainer(cfg, level, model, tokenizer, sft_args, train_enc.rows,
-                            eval_enc.rows if eval_enc else None, lora_config(cfg.lora, task_file), label_ids)
+    with _datasets_bars(enabled=not quiet):  # SFTTrainer maps the datasets ("Truncating train dataset")
+        trainer = _make_trainer(cfg, level, model, tokenizer, sft_args, train_enc.rows,
+                                eval_enc.rows if eval_enc else None, lora_config(cfg.lora, task_file), label_ids)
+    if quiet:  # with its progress bar off, Trainer prints every log dict instead (PrinterCallback)
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     stopper = None
     if level == "label" and cfg.early_stopping and eval_enc and eval_enc.rows:
         from pipeline.training.early_stop import AgreementEarlyStopping
@@ -233,6 +239,21 @@ def run_train(
                                if level == "label" else None, "label_head": head_init}, learning)
     _end_process_group()
     return manifest
+
+
+@contextlib.contextmanager
+def _datasets_bars(enabled: bool):
+    """``datasets``' progress bars off inside the block when not ``enabled``, as they were after it."""
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    if not enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            datasets.enable_progress_bars()
 
 
 def _end_process_group() -> None:
