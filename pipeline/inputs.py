@@ -247,7 +247,12 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         raise InputDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
     if source.where:
-        rows = [r for r in rows if all(as_text(r.get(key(c))) in vals for c, vals in source.where.items())]
+        where = {c: set(vals) for c, vals in source.where.items()}
+        if fmt in ("hf", "parquet"):  # a ClassLabel column stores ids: `where: {label: [negative]}` means its id
+            for c, vals in where.items():
+                names = class_label_names(source, base, c) or []
+                vals.update(str(i) for i, name in enumerate(names) if name in vals)
+        rows = [r for r in rows if all(as_text(r.get(key(c))) in vals for c, vals in where.items())]
     if source.group_split:
         split = source.group_split
         if rows and key(split.field) not in rows[0]:

@@ -181,6 +181,10 @@ def test_class_label_ids_of_a_saved_hf_dataset_are_read_as_their_names(tmp_path,
     rows, golds, _ = read_eval_source(load_task(folder), None)
     assert golds == ["positive", "negative", "positive"] and rows[0] == {"text": "Great fun."}
     shutil.rmtree(folder.parent)
+    folder = make_task(tmp_path, eval_section={"source": {**source, "where": {"label": ["negative", "positive"]}},
+                                               "gold_field": "gold"})
+    assert read_eval_source(load_task(folder), None)[1] == ["positive", "negative"]  # `where` by class name
+    shutil.rmtree(folder.parent)
     folder = make_task(tmp_path, eval_section={"source": source, "gold_field": "gold"})
     with pytest.raises(InputDataError, match=r"sst: input 3: gold value 2 \('neutral'\) is none of the labels"):
         read_eval_source(load_task(folder), None)

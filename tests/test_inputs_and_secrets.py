@@ -151,6 +151,10 @@ def test_json_arrays_and_parquet_files_as_the_hub_serves_them(tmp_path):
     assert class_label_names(SourceConfig(path="train-00000-of-00001.parquet", fields={"gold": "label"}),
                              tmp_path, "gold") == ["neg", "pos"]
     assert class_label_names(SourceConfig(path="a.json"), tmp_path, "label") is None
+    for name in ("train-00000-of-00001.parquet",):  # `where` takes a ClassLabel's names as well as its ids
+        for where in ({"label": ["pos"]}, {"gold": ["pos"]}, {"label": ["1"]}):
+            source = SourceConfig(path=name, fields={"text": "sentence", "gold": "label"}, where=where)
+            assert read_source(source, tmp_path) == [{"text": "good", "gold": 1}], where
     (tmp_path / "bad.json").write_text('[{"text": "a"},\n {"text": }]')
     with pytest.raises(InputDataError, match=r"bad.json:2: malformed JSON"):
         read_source(SourceConfig(path="bad.json"), tmp_path)
