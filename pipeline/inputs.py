@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -131,11 +132,23 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise InputDataError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:160]})") from None
 
 
+def _delimiter(path: Path, header: str) -> str:
+    """Tab for .tsv; else a comma, unless the header has none and one of ``;``, tab or ``|`` instead
+    (Excel in locales whose decimal mark is a comma saves "CSV" with semicolons)."""
+    if ".tsv" in path.suffixes:
+        return "\t"
+    if "," not in header:
+        for candidate in (";", "\t", "|"):
+            if candidate in header:
+                return candidate
+    return ","
+
+
 def _read_csv(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
     rows = []
-    delimiter = "\t" if ".tsv" in path.suffixes else ","
     with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        first = fh.readline()
+        reader = csv.reader(itertools.chain([first], fh), delimiter=_delimiter(path, first), strict=True)
         try:
             header = next(reader)
         except StopIteration:
@@ -292,8 +305,6 @@ def input_writing_variables(gen) -> list[dict[str, Any]]:
     (``inputs.generate``): every seed combination crossed with the attribute grid, cycled until
     ``count`` requests, each with a ``variant`` index so repeats of one combination differ.
     Deterministic, so a re-run asks the same requests (and hits the cache)."""
-    import itertools
-
     axes = {**gen.seeds, **gen.grid}
     names = list(axes)
     combos = [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))] or [{}]

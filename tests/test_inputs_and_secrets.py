@@ -161,3 +161,15 @@ def test_json_arrays_and_parquet_files_as_the_hub_serves_them(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InputDataError, match=r"bad.parquet: not a readable Parquet file"):
         read_source(SourceConfig(path="bad.parquet"), tmp_path)
+
+
+def test_a_semicolon_or_tab_separated_csv_is_read_by_its_header(tmp_path):
+    """Excel in comma-decimal locales saves "CSV" with semicolons; the header (no comma, a ';') says so.
+    A comma in the header keeps the comma, so a comma-separated file with ';' in its text is unchanged."""
+    (tmp_path / "eu.csv").write_text('text;label\n"great; really";1\nbad, very;0\n')
+    (tmp_path / "t.csv").write_text("text\tlabel\ngreat\t1\n")
+    (tmp_path / "c.csv").write_text("text,label\ngreat; really,1\n")
+    assert read_source(SourceConfig(path="eu.csv"), tmp_path) == [{"text": "great; really", "label": "1"},
+                                                                   {"text": "bad, very", "label": "0"}]
+    assert read_source(SourceConfig(path="t.csv"), tmp_path) == [{"text": "great", "label": "1"}]
+    assert read_source(SourceConfig(path="c.csv"), tmp_path) == [{"text": "great; really", "label": "1"}]
