@@ -7,6 +7,7 @@ only adds new ids.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -85,8 +86,9 @@ def _mapped(rows: Iterable[tuple[str, dict[str, Any]]], fields: dict[str, str], 
     return out
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with _open_text(path) as fh:
+def _jsonl_rows(path: Path, lines: Iterable[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A JSON-lines file's objects; ``lines``: its lines when they are read already."""
+    with contextlib.nullcontext(lines) if lines is not None else _open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -105,7 +107,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path) as fh:
         text = fh.read()
     if not text.lstrip().startswith("["):
-        yield from _jsonl_rows(path)
+        yield from _jsonl_rows(path, text.splitlines())
         return
     try:
         data = json.loads(text)
@@ -144,8 +146,7 @@ def _delimiter(path: Path, header: str) -> str:
     return ","
 
 
-def _read_csv(path: Path, fields: dict[str, str], limit: int | None) -> list[dict[str, Any]]:
-    rows = []
+def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path) as fh:
         first = fh.readline()
         reader = csv.reader(itertools.chain([first], fh), delimiter=_delimiter(path, first), strict=True)
@@ -165,15 +166,13 @@ def _read_csv(path: Path, fields: dict[str, str], limit: int | None) -> list[dic
                         f"{path}:{lineno}: row has {len(cells)} columns, the header has {len(header)}; "
                         "quote fields that contain the delimiter"
                     )
-                rows.append(_map_fields(dict(zip(header, cells)), fields, f"{path}:{lineno}"))
-                if limit and len(rows) >= limit:
-                    break
+                yield f"{path}:{lineno}", dict(zip(header, cells))
         except csv.Error as exc:
             raise InputDataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
-    return rows
 
 
-def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int | None) -> list[dict[str, Any]]:
+def _hf_dataset(path: Path, split: str | None):
+    """The ``datasets.Dataset`` saved at ``path`` (its ``split`` of a DatasetDict)."""
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -186,54 +185,55 @@ def _read_hf(path: Path, fields: dict[str, str], split: str | None, limit: int |
         if split not in ds:
             raise InputDataError(f"{path}: no split '{split}' (has {list(ds)}); fix inputs.source.split")
         ds = ds[split]
-    return _mapped(((f"{path} row {i}", row) for i, row in enumerate(ds)), fields, limit)
+    return ds
+
+
+def class_labels(source: SourceConfig, base: Path) -> dict[str, list[str]]:
+    """Column -> class names, for the columns a saved Hugging Face dataset, or a Parquet file written
+    by ``datasets``, stores as a ``datasets.ClassLabel`` (ids 0, 1, ...); empty for other sources, and
+    for one that cannot be read (read_source says why)."""
+    path = _source_path(source, base)
+    fmt = infer_format(path, source.format) if path.exists() else None
+    if fmt == "parquet":
+        return _parquet_class_labels(path)
+    if fmt != "hf":
+        return {}
+    from datasets import ClassLabel
+
+    try:
+        features = _hf_dataset(path, source.split).features
+    except InputDataError:
+        return {}
+    return {column: list(f.names) for column, f in features.items() if isinstance(f, ClassLabel)}
 
 
 def class_label_names(source: SourceConfig, base: Path, field: str) -> list[str] | None:
-    """The class names of ``field`` (a variable after ``source.fields``) when the source is a saved
-    Hugging Face dataset or a Parquet file from ``datasets`` whose column is a ``datasets.ClassLabel``
-    (stored as ids 0, 1, ...), else None."""
-    path = Path(source.path).expanduser()
-    path = path if path.is_absolute() else base / path
-    column = dict(source.fields).get(field, field)
-    fmt = infer_format(path, source.format) if path.exists() else None
-    if fmt == "parquet":
-        return _parquet_class_names(path, column)
-    if fmt != "hf":
-        return None
-    from datasets import ClassLabel, DatasetDict, load_from_disk
-
-    try:
-        ds = load_from_disk(str(path))
-    except Exception:  # noqa: BLE001 — read_source reports a folder that is not a dataset
-        return None
-    if isinstance(ds, DatasetDict):
-        if source.split not in ds:
-            return None
-        ds = ds[source.split]
-    feature = ds.features.get(column)
-    return list(feature.names) if isinstance(feature, ClassLabel) else None
+    """The class names of ``field`` (a variable of ``source.fields``, or a column), else None."""
+    return class_labels(source, base).get(dict(source.fields).get(field, field))
 
 
-def _parquet_class_names(path: Path, column: str) -> list[str] | None:
-    """A ClassLabel's names from the ``huggingface`` schema metadata that ``datasets`` writes into
-    the Parquet files it (and the Hub) produce."""
+def _parquet_class_labels(path: Path) -> dict[str, list[str]]:
+    """The ClassLabels of the ``huggingface`` schema metadata that ``datasets`` writes into its Parquet files."""
     import pyarrow.parquet as pq
 
     try:
         meta = (pq.read_schema(path).metadata or {}).get(b"huggingface")
-        feature = json.loads(meta)["info"]["features"].get(column, {}) if meta else {}
+        features = json.loads(meta)["info"]["features"] if meta else {}
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None
-    return [str(n) for n in names] if names else None
+        return {}
+    return {column: [str(n) for n in f["names"]] for column, f in features.items()
+            if isinstance(f, dict) and f.get("_type") == "ClassLabel" and f.get("names")}
+
+
+def _source_path(source: SourceConfig, base: Path) -> Path:
+    path = Path(source.path).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def read_source(source: SourceConfig, base: Path, section: str = "inputs.source") -> list[dict[str, Any]]:
     """All inputs of a source (after the field mapping), in file order. ``section`` names the
     task.yaml section in messages (``inputs.source`` or ``eval.source``)."""
-    path = Path(source.path).expanduser()
-    path = path if path.is_absolute() else base / path
+    path = _source_path(source, base)
     if not path.exists():
         hint = " (a fetched corpus: run `make setup`)" if "external" in path.parts else ""
         raise InputDataError(f"{path}: input file not found{hint}; fix {section}.path (relative to the task folder)")
@@ -248,12 +248,9 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
             fields.setdefault(f"__where_{name}", column_of[name])
     limit = None if (filter_columns or source.sample) else source.limit
     try:
-        if fmt in ("jsonl", "json", "parquet"):
-            rows = _mapped({"jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows}[fmt](path), fields, limit)
-        elif fmt == "csv":
-            rows = _read_csv(path, fields, limit)
-        else:
-            rows = _read_hf(path, fields, source.split, limit)
+        readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows, "parquet": _parquet_rows,
+                   "hf": lambda p: ((f"{p} row {i}", row) for i, row in enumerate(_hf_dataset(p, source.split)))}
+        rows = _mapped(readers[fmt](path), fields, limit)
     except UnicodeDecodeError:
         raise InputDataError(f"{path}: not UTF-8 text; re-encode the file as UTF-8") from None
     except OSError as exc:
@@ -261,10 +258,9 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
     key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
     if source.where:
         where = {c: set(vals) for c, vals in source.where.items()}
-        if fmt in ("hf", "parquet"):  # a ClassLabel column stores ids: `where: {label: [negative]}` means its id
-            for c, vals in where.items():
-                names = class_label_names(source, base, c) or []
-                vals.update(str(i) for i, name in enumerate(names) if name in vals)
+        classes = class_labels(source, base) if fmt in ("hf", "parquet") else {}
+        for c, vals in where.items():  # a ClassLabel column stores ids: `where: {label: [negative]}` means its id
+            vals.update(str(i) for i, name in enumerate(classes.get(column_of[c], [])) if name in vals)
         rows = [r for r in rows if all(as_text(r.get(key(c))) in vals for c, vals in where.items())]
     if source.group_split:
         split = source.group_split

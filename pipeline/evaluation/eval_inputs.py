@@ -57,8 +57,8 @@ def load_json_schema(task: TaskFolder) -> dict | None:
 
 
 def gold_class_names(task: TaskFolder) -> list[str] | None:
-    """The names of eval.gold_field's classes when eval.source is a saved Hugging Face dataset that
-    stores it as a ``ClassLabel`` (ids), as ``datasets.load_dataset`` gives most labelled sets."""
+    """The names of eval.gold_field's classes when eval.source (a saved Hugging Face dataset, or a
+    Parquet file written by ``datasets``) stores it as a ``ClassLabel`` (ids), as most labelled sets are."""
     from pipeline.inputs import class_label_names
 
     ev = task.config.eval
