@@ -145,7 +145,7 @@ def check_student(task: TaskFolder, report) -> None:
 
 def check_train_settings(task: TaskFolder, report) -> None:
     """train.sft keys (TRL's SFTConfig fields) and the settings KD cannot use."""
-    from pipeline.training.arguments import check_sft_keys, check_sft_numbers
+    from pipeline.training.arguments import check_sft_keys, check_sft_scalars
 
     where = task.path / "task.yaml"
     sft = task.config.train.sft
@@ -153,7 +153,7 @@ def check_train_settings(task: TaskFolder, report) -> None:
         fields = sft_fields()
         try:
             check_sft_keys(sft, f"{where}: train.sft", set(fields["names"]))
-            sft = check_sft_numbers(sft, f"{where}: train.sft", fields["numbers"])
+            sft = check_sft_scalars(sft, f"{where}: train.sft", fields["scalars"])
         except DistillError as err:
             report.problems.append(str(err))
     if task.config.train.method == "kd" and (sft.get("packing") or sft.get("padding_free")):
@@ -162,7 +162,7 @@ def check_train_settings(task: TaskFolder, report) -> None:
 
 
 def sft_fields() -> dict[str, Any]:
-    """SFTConfig's field names and its number and boolean fields (``arguments.sft_number_fields``), kept per
+    """SFTConfig's field names and its number and boolean fields (``arguments.sft_scalar_fields``), kept per
     TRL + transformers version in the model cache: importing TRL takes 5-25 s on a small machine, more
     than all of validate's other checks together."""
     import json
@@ -171,11 +171,11 @@ def sft_fields() -> dict[str, Any]:
     from pipeline.local_models import cache_root
     from pipeline.training import arguments
 
-    path = cache_root() / f"sft_fields3-trl{version('trl')}-transformers{version('transformers')}.json"
+    path = cache_root() / f"sft_fields4-trl{version('trl')}-transformers{version('transformers')}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        fields = {"names": sorted(arguments.sft_field_names()), "numbers": arguments.sft_number_fields()}
+        fields = {"names": sorted(arguments.sft_field_names()), "scalars": arguments.sft_scalar_fields()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

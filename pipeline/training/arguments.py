@@ -49,7 +49,7 @@ def check_sft_keys(values: dict[str, Any], source: str, known: set[str] | None =
             raise ConfigError(f"{source}: '{key}' is not an SFTConfig field{hint}; see TRL's SFTConfig docs")
 
 
-def sft_number_fields() -> dict[str, str]:
+def sft_scalar_fields() -> dict[str, str]:
     """SFTConfig's fields that take a number or a boolean and no text: name -> "int", "float" or "bool"."""
     import types
 
@@ -68,22 +68,22 @@ def sft_number_fields() -> dict[str, str]:
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
-def check_sft_numbers(values: dict[str, Any], source: str, numbers: dict[str, str] | None = None) -> dict[str, Any]:
+def check_sft_scalars(values: dict[str, Any], source: str, scalars: dict[str, str] | None = None) -> dict[str, Any]:
     """``values`` with ``yes``/``no``/``on``/``off`` read as booleans in SFTConfig's boolean fields, where
     YAML 1.2 leaves them text (``bf16: no`` would be the string "no", which is true). Text in a number
     or boolean field (``learning_rate: 1e-4x``) is refused in one line: SFTConfig takes it as it is and
     training fails with a traceback once the model has loaded."""
-    numbers = sft_number_fields() if numbers is None else numbers
+    scalars = sft_scalar_fields() if scalars is None else scalars
     out = dict(values)
     for key, value in values.items():
-        if key not in numbers or not isinstance(value, str):
+        if key not in scalars or not isinstance(value, str):
             continue
-        if numbers[key] == "bool":
+        if scalars[key] == "bool":
             if value.strip().lower() not in _BOOL_WORDS:
                 raise ConfigError(f"{source}: {key}: {value!r} is not a boolean; write true or false")
             out[key] = _BOOL_WORDS[value.strip().lower()]
         else:
-            example = "1e-4" if numbers[key] == "float" else "20"
+            example = "1e-4" if scalars[key] == "float" else "20"
             raise ConfigError(f"{source}: {key}: {value!r} is not a number; write it as one, e.g. {key}: {example}")
     return out
 
@@ -129,9 +129,9 @@ def build_sft_config(
 
     check_sft_keys(task_sft, f"{task_file}: train.sft")
     check_sft_keys(overrides, "--set")
-    numbers = sft_number_fields()
-    task_sft = check_sft_numbers(task_sft, f"{task_file}: train.sft", numbers)
-    overrides = check_sft_numbers(overrides, "--set", numbers)
+    scalars = sft_scalar_fields()
+    task_sft = check_sft_scalars(task_sft, f"{task_file}: train.sft", scalars)
+    overrides = check_sft_scalars(overrides, "--set", scalars)
     defaults = _current_names(cpu_safe_defaults(output_dir, quiet=quiet))
     merged = {**defaults, **_current_names(task_sft), **_current_names(overrides)}
     try:
