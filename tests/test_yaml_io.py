@@ -59,3 +59,26 @@ def test_boolean_gold_values_map_whatever_the_file_spells_them(tmp_path):
     task = load_task(tmp_path / "t")
     assert task.config.eval.gold_map == {"true": "spam", "false": "ham"}
     assert [parse_gold(v, task, "") for v in (True, "True", "false", "FALSE")] == ["spam", "spam", "ham", "ham"]
+
+
+def test_class_ids_written_as_floats_meet_an_integer_gold_map(tmp_path):
+    """pandas writes an integer column that holds one missing value as floats (``"label": 1.0`` in
+    ``to_json``, ``1.0`` in a CSV, a float Parquet column): ``gold_map: {1: positive}`` and
+    ``where: {label: [0, 1]}`` still meet those ids, and a ``1.0:`` key in task.yaml is the id 1."""
+    from pipeline.config.inputs import SourceConfig
+    from pipeline.config.task import load_task
+    from pipeline.evaluation.eval_inputs import parse_gold
+    from pipeline.inputs import read_source
+
+    (tmp_path / "e.jsonl").write_text('{"text": "great", "label": 1.0}\n{"text": "dull", "label": 0.0}\n'
+                                      '{"text": "meh", "label": null}\n{"text": "odd", "label": 0.5}\n')
+    kept = read_source(SourceConfig.model_validate(yaml_io.load("{path: e.jsonl, where: {label: [0, 1]}}")), tmp_path)
+    assert [r["text"] for r in kept] == ["great", "dull"]
+    _task(tmp_path, "{kind: label, labels: [negative, positive]}",
+          "eval: {source: {path: e.jsonl}, gold_field: label, gold_map: {0: negative, 1.0: positive}}\n")
+    task = load_task(tmp_path / "t")
+    assert task.config.eval.gold_map == {"0": "negative", "1": "positive"}
+    assert [parse_gold(v, task, "") for v in (1.0, 0.0, 1, "0")] == ["positive", "negative", "positive", "negative"]
+    # a ClassLabel's ids read as floats are still its names
+    _task(tmp_path, "{kind: label, labels: [negative, positive]}", "eval: {source: {path: e.jsonl}, gold_field: label}\n")
+    assert parse_gold(1.0, load_task(tmp_path / "t"), "", class_names=["negative", "positive"]) == "positive"

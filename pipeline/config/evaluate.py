@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.config.base import Section, bool_keys_as_text
+from pipeline.config.base import Section, keys_as_text
 from pipeline.config.inputs import SourceConfig
 
 
@@ -27,7 +27,7 @@ class EvalConfig(Section):
     gold_map: dict[str, str] = Field(
         default_factory=dict, description="Map raw gold values to labels (e.g. fresh -> positive)."
     )
-    _gold_map_bools = field_validator("gold_map", mode="before")(bool_keys_as_text)
+    _gold_map_keys = field_validator("gold_map", mode="before")(keys_as_text)
     limit: int | None = Field(
         None, ge=1, description="Evaluate on N inputs: a deterministic sample spread over the source (--limit overrides)."
     )

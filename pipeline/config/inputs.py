@@ -41,9 +41,10 @@ class SourceConfig(Section):
     @field_validator("where", mode="before")
     @classmethod
     def _where_bools(cls, where: object) -> object:
-        """``where: {is_spam: [true]}`` keeps the rows whose value is a boolean true (``as_text``)."""
+        """``where: {is_spam: [true]}`` keeps the rows whose value is a boolean true, ``[1]`` those whose
+        value is 1 or 1.0 (``as_text``)."""
         if isinstance(where, dict):
-            return {k: [as_text(v) if isinstance(v, (bool, str)) else v for v in vals] if isinstance(vals, list) else vals
+            return {k: [as_text(v) if isinstance(v, (bool, str, int, float)) else v for v in vals] if isinstance(vals, list) else vals
                     for k, vals in where.items()}
         return where
 

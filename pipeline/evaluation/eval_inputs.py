@@ -72,8 +72,8 @@ def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] 
     raw = value
     if cfg.eval.gold_map and as_text(value) in cfg.eval.gold_map:
         value = cfg.eval.gold_map[as_text(value)]
-    elif class_names and isinstance(value, int) and 0 <= value < len(class_names):
-        value = class_names[value]
+    elif class_names and as_text(value).isdigit() and int(as_text(value)) < len(class_names):
+        value = class_names[int(as_text(value))]
     kind = cfg.output.kind
     if kind == "label":
         label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)
