@@ -1,5 +1,5 @@
-"""Read a task's inputs from a JSONL, JSON, CSV or Parquet file or an on-disk HF dataset, applying the
-field mapping.
+"""Read a task's inputs from JSONL, JSON, CSV, plain text (a line each) or Parquet files (one, or all a
+glob pattern matches) or an on-disk HF dataset, applying the field mapping.
 
 Every bad row is an InputDataError naming the file and the line. Each input is a plain dict of
 template variables; its identity is the hash of that dict (``input_id``), so a growing source
@@ -12,6 +12,7 @@ import csv
 import hashlib
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pipeline.config.base import as_text
 from pipeline.config.inputs import SourceConfig
 from pipeline.curation.decontam import words
 from pipeline.errors import InputDataError
+from pipeline.hashing import file_sha256
 
 
 def input_id(inputs: dict[str, Any]) -> str:
@@ -27,22 +29,23 @@ def input_id(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+# file extension -> format; a .gz or .bz2 after it is read through that decompressor
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv", ".txt": "txt",
+           ".parquet": "parquet"}
+GLOB_CHARS = "*?["
+
+
 def infer_format(path: Path, declared: str | None) -> str:
     if declared:
         return declared
     if path.is_dir():
         return "hf"
-    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".bz2", ".gz") else path.suffix
-    if suffix in (".jsonl", ".ndjson", ".jsonl.gz"):
-        return "jsonl"
-    if suffix in (".json", ".json.gz", ".json.bz2"):
-        return "json"
-    if suffix in (".csv", ".csv.bz2", ".csv.gz", ".tsv"):
-        return "csv"
-    if suffix == ".parquet":
-        return "parquet"
+    suffixes = path.suffixes
+    suffix = suffixes[-2] if path.suffix in (".bz2", ".gz") and len(suffixes) > 1 else path.suffix
+    if suffix in FORMATS:
+        return FORMATS[suffix]
     raise InputDataError(
-        f"{path}: cannot tell the format from the extension; set inputs.source.format (jsonl, json, csv, parquet, hf)")
+        f"{path}: cannot tell the format from the extension; set inputs.source.format (jsonl, json, csv, txt, parquet, hf)")
 
 
 def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
@@ -119,6 +122,17 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path} item {i}", row
 
 
+def _txt_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A plain text file: one input per line, in the column ``text`` (a dump of real queries or posts);
+    blank lines are skipped. A line's own line breaks cannot be told from the next input's: use JSONL
+    for multi-line inputs."""
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            text = line.rstrip("\r\n")
+            if text.strip():
+                yield f"{path}:{lineno}", {"text": text}
+
+
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """A Parquet file, as the Hub serves datasets (``data/train-00000-of-00001.parquet``), read with
     pyarrow (a dependency of ``datasets``) batch by batch."""
@@ -178,7 +192,10 @@ def _hf_dataset(path: Path, split: str | None):
     try:
         ds = load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001 — datasets raises several types for a folder that is not a dataset
-        raise InputDataError(f"{path}: not a dataset saved with save_to_disk ({type(exc).__name__})") from None
+        kinds = Counter(p.suffix for p in path.rglob("*") if p.is_file() and p.suffix in FORMATS)
+        hint = (f"; to read its {kinds.most_common(1)[0][0]} files, set the path to a pattern such as "
+                f"'{path.name}/**/*{kinds.most_common(1)[0][0]}'") if kinds else ""
+        raise InputDataError(f"{path}: not a dataset saved with save_to_disk ({type(exc).__name__}){hint}") from None
     if isinstance(ds, DatasetDict):
         if split is None:
             raise InputDataError(f"{path}: a DatasetDict with splits {list(ds)}; set inputs.source.split")
@@ -192,10 +209,11 @@ def class_labels(source: SourceConfig, base: Path) -> dict[str, list[str]]:
     """Column -> class names, for the columns a saved Hugging Face dataset, or a Parquet file written
     by ``datasets``, stores as a ``datasets.ClassLabel`` (ids 0, 1, ...); empty for other sources, and
     for one that cannot be read (read_source says why)."""
-    path = _source_path(source, base)
+    files = source_files(source, base)
+    path = files[0] if files else _source_path(source, base)
     fmt = infer_format(path, source.format) if path.exists() else None
     if fmt == "parquet":
-        return _parquet_class_labels(path)
+        return _parquet_class_labels(path)  # a sharded set's files share one schema
     if fmt != "hf":
         return {}
     from datasets import ClassLabel
@@ -230,14 +248,40 @@ def _source_path(source: SourceConfig, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def is_pattern(source: SourceConfig) -> bool:
+    return any(c in source.path for c in GLOB_CHARS)
+
+
+def source_files(source: SourceConfig, base: Path) -> list[Path]:
+    """The files a source reads: its path, or, when the path is a glob pattern (``logs/*.jsonl``,
+    ``data/train-*.parquet``, ``posts/**/*.csv``), the files it matches in name order, so a folder of
+    daily files reads oldest first and a new day's file only adds inputs."""
+    path = _source_path(source, base)
+    if not is_pattern(source):
+        return [path]
+    anchor = Path(path.anchor)
+    return sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file())
+
+
+def source_hashes(source: SourceConfig | None, base: Path) -> dict[str, str]:
+    """``{path: sha256}`` of every file a source reads (a saved dataset's folder hashes as a whole)."""
+    if source is None:
+        return {}
+    return {str(p): h for p in source_files(source, base) if (h := file_sha256(p)) is not None}
+
+
 def read_source(source: SourceConfig, base: Path, section: str = "inputs.source") -> list[dict[str, Any]]:
     """All inputs of a source (after the field mapping), in file order. ``section`` names the
     task.yaml section in messages (``inputs.source`` or ``eval.source``)."""
     path = _source_path(source, base)
-    if not path.exists():
+    files = source_files(source, base)
+    if not files:
+        raise InputDataError(f"{path}: no file matches the pattern; fix {section}.path (relative to the task folder)")
+    if not files[0].exists():
         hint = " (a fetched corpus: run `make setup`)" if "external" in path.parts else ""
         raise InputDataError(f"{path}: input file not found{hint}; fix {section}.path (relative to the task folder)")
-    fmt = infer_format(path, source.format)
+    formats = {f: infer_format(f, source.format) for f in files}
+    fmt = formats[files[0]]
     fields = dict(source.fields)
     filter_columns = list(source.where) + ([source.group_split.field] if source.group_split else [])
     # `where` and `group_split.field` name a column of the file, or a variable of `fields` (the README's
@@ -247,14 +291,21 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         for name in filter_columns:
             fields.setdefault(f"__where_{name}", column_of[name])
     limit = None if (filter_columns or source.sample) else source.limit
+    readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows, "txt": _txt_rows, "parquet": _parquet_rows,
+               "hf": lambda p: ((f"{p} row {i}", row) for i, row in enumerate(_hf_dataset(p, source.split)))}
+    reading = [path]  # the file being read, for the two errors below
     try:
-        readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows, "parquet": _parquet_rows,
-                   "hf": lambda p: ((f"{p} row {i}", row) for i, row in enumerate(_hf_dataset(p, source.split)))}
-        rows = _mapped(readers[fmt](path), fields, limit)
+
+        def every_file() -> Iterator[tuple[str, dict[str, Any]]]:
+            for f in files:
+                reading[0] = f
+                yield from readers[formats[f]](f)
+
+        rows = _mapped(every_file(), fields, limit)
     except UnicodeDecodeError:
-        raise InputDataError(f"{path}: not UTF-8 text; re-encode the file as UTF-8") from None
+        raise InputDataError(f"{reading[0]}: not UTF-8 text; re-encode the file as UTF-8") from None
     except OSError as exc:
-        raise InputDataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputDataError(f"{reading[0]}: cannot read ({exc.strerror or exc})") from None
     key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
     if source.where:
         where = {c: set(vals) for c, vals in source.where.items()}

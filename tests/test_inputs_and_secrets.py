@@ -173,3 +173,80 @@ def test_a_semicolon_or_tab_separated_csv_is_read_by_its_header(tmp_path):
                                                                    {"text": "bad, very", "label": "0"}]
     assert read_source(SourceConfig(path="t.csv"), tmp_path) == [{"text": "great", "label": "1"}]
     assert read_source(SourceConfig(path="c.csv"), tmp_path) == [{"text": "great; really", "label": "1"}]
+
+
+def test_a_glob_pattern_reads_every_file_it_matches_in_name_order(tmp_path):
+    """Real inputs often come as many files: a day of logs each, or a Hub dataset's Parquet shards.
+    ``path: logs/*.jsonl`` reads them in name order (each by its own extension); a bad line names its own
+    file; a pattern that matches nothing says so."""
+    import bz2
+    import gzip
+    import json
+
+    from datasets import Dataset
+
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    (logs / "2026-12-02.jsonl").write_text('{"q": "two"}\n')
+    with gzip.open(logs / "2026-12-03.jsonl.gz", "wt") as fh:
+        fh.write('{"q": "three"}\n')
+    (logs / "2026-12-01.jsonl").write_text('{"q": "one"}\n')
+    (logs / "old" / "2026-11-30.jsonl").write_text('{"q": "zero"}\n')
+    (logs / "notes.md").write_text("not an input")
+    read = lambda path, **kw: [r["text"] for r in read_source(SourceConfig(path=path, fields={"text": "q"}, **kw), tmp_path)]
+    assert read("logs/*.jsonl*") == ["one", "two", "three"]
+    assert read("logs/**/*.jsonl") == ["one", "two", "zero"]  # ** descends: logs/2026-..., then logs/old/...
+    assert read(str(logs / "2026-12-0[12].jsonl")) == ["one", "two"]  # an absolute pattern
+    assert read("logs/*.jsonl*", limit=2) == ["one", "two"]
+    (logs / "2026-12-04.jsonl").write_text('{"q": "four"}\n{"q": \n')
+    with pytest.raises(InputDataError, match=r"2026-12-04.jsonl:2: malformed JSON"):
+        read("logs/*.jsonl")
+    with pytest.raises(InputDataError, match=r"\*\.csv: no file matches the pattern; fix inputs.source.path"):
+        read("logs/*.csv")
+    for i, shard in enumerate((["a", "b"], ["c"])):
+        Dataset.from_dict({"q": shard}).to_parquet(str(tmp_path / "hub" / "data" / f"train-0000{i}-of-00002.parquet"))
+    assert read("hub/data/train-*.parquet") == ["a", "b", "c"]
+    with pytest.raises(InputDataError, match=r"not a dataset saved with save_to_disk .*'hub/\*\*/\*.parquet'"):
+        read("hub")
+    (tmp_path / "t.jsonl.bz2").write_bytes(bz2.compress(json.dumps({"q": "bz"}).encode() + b"\n"))
+    assert read("t.jsonl.bz2") == ["bz"]
+    with gzip.open(tmp_path / "t.tsv.gz", "wt") as fh:
+        fh.write("q\tlabel\ntab, text\t1\n")
+    assert read("t.tsv.gz") == ["tab, text"]
+
+
+def test_a_text_file_is_one_input_a_line(tmp_path):
+    """A dump of real queries or posts, one a line, with no header: each non-blank line is the column
+    ``text``, kept as written (inner spaces, a trailing space, commas and quotes)."""
+    (tmp_path / "posts.txt").write_text('loved it, "really"\r\n\n  lol   same \nbad\n')
+    assert read_source(SourceConfig(path="posts.txt"), tmp_path) == [
+        {"text": 'loved it, "really"'}, {"text": "  lol   same "}, {"text": "bad"}]
+    rows = read_source(SourceConfig(path="posts.txt", fields={"post": "text"}, where={"text": ["bad"]}), tmp_path)
+    assert rows == [{"post": "bad"}]
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputDataError, match=r"latin1.txt: not UTF-8 text"):
+        read_source(SourceConfig(path="latin1.txt"), tmp_path)
+
+
+def test_a_pattern_source_is_fingerprinted_by_the_files_it_matches(tmp_path):
+    """A single file keeps its plain hash (an upgrade re-runs no stage); a pattern's fingerprint changes
+    when a file it matches is added or edited, and not otherwise."""
+    from types import SimpleNamespace
+
+    from pipeline.hashing import file_sha256
+    from pipeline.orchestration.fingerprint import _source_hash
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "1.jsonl").write_text('{"text": "a"}\n')
+    task = SimpleNamespace(path=tmp_path, file=lambda rel: tmp_path / rel)
+    assert _source_hash(task, SourceConfig(path="d/1.jsonl")) == file_sha256(tmp_path / "d" / "1.jsonl")
+    pattern = SourceConfig(path="d/*.jsonl")
+    first = _source_hash(task, pattern)
+    assert first and _source_hash(task, pattern) == first
+    (tmp_path / "d" / "2.jsonl").write_text('{"text": "b"}\n')
+    second = _source_hash(task, pattern)
+    assert second != first
+    (tmp_path / "d" / "2.jsonl").write_text('{"text": "c"}\n')
+    assert _source_hash(task, pattern) not in (first, second)
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    assert _source_hash(task, pattern) == _source_hash(task, pattern)

@@ -85,6 +85,50 @@ def test_new_inputs_only_are_requested_and_drift_is_reported(tmp_path, server, t
     assert drift["previous"] == first["version"] and drift["examples"]["current"] == 16
 
 
+def test_a_folder_of_daily_files_asks_only_a_new_days_inputs(tmp_path, server, tiny_model_dir):
+    """``inputs.source.path: logs/*.jsonl``: the scheduled run reads every day's file; a new day's file
+    changes the fingerprint and only its inputs reach the teacher, and a re-run with no new file does nothing."""
+    folder = label_task(tmp_path, server, tiny_model_dir)
+    (folder / "logs").mkdir()
+    (folder / "inputs.jsonl").rename(folder / "logs" / "2026-12-01.jsonl")
+    task_yaml = folder / "task.yaml"
+    task_yaml.write_text(task_yaml.read_text().replace("path: inputs.jsonl", "path: logs/*.jsonl"))
+    first = run_pipeline(load_task(folder), quiet=True)
+    assert first["changed"]
+    (folder / "logs" / "2026-12-02.jsonl").write_text("".join(json.dumps(r) + "\n" for r in texts(4, prefix="day two")))
+    before = sent(server)
+    second = run_pipeline(load_task(folder), quiet=True)
+    assert sent(server) - before == 4
+    assert second["changed"] and second["drift"]["new_examples"] == 4
+    manifest = json.loads((TaskPaths("runtask").generated_dir / "manifest.json").read_text())
+    assert {Path(p).name for p in manifest["inputs"]} >= {"2026-12-01.jsonl", "2026-12-02.jsonl"}
+    before = sent(server)
+    third = run_pipeline(load_task(folder), quiet=True)
+    assert not third["changed"] and sent(server) == before
+
+
+def test_a_quiet_run_carries_its_warnings_in_the_summary_line(tmp_path, server, tiny_model_dir, capsys):
+    """cron sees nothing on success, so a warning printed only to the terminal reached nobody: a quiet
+    run prints none, and its summary line and the stage's manifest keep them."""
+    folder = label_task(tmp_path, server, tiny_model_dir)
+    task_yaml = folder / "task.yaml"  # a third label the prompt never offers
+    task_yaml.write_text(task_yaml.read_text().replace("  - negative\n", "  - negative\n  - neutral\n", 1))
+    assert main(["run", str(folder), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert err == "" and list(summary["warnings"]) == ["generate", "curate"]
+    (line,) = summary["warnings"]["generate"]
+    assert "never names label(s) 'neutral'" in line and not line.startswith("warning:")
+    (curated,) = summary["warnings"]["curate"]  # and so the teacher never gave it any probability
+    assert "12 of 12 soft labels are incomplete" in curated
+    paths = TaskPaths("runtask")
+    assert json.loads((paths.generated_dir / "manifest.json").read_text())["warnings"] == [line]
+    assert json.loads((paths.versions_dir / summary["version"] / "manifest.json").read_text())["warnings"] == [curated]
+    assert json.loads((paths.models_dir / summary["model"] / "train_manifest.json").read_text())["warnings"] == []
+    run_pipeline(load_task(folder), stages=("generate",), force=True)  # not quiet: said as it happens
+    assert "warning: " in capsys.readouterr().err
+
+
 def test_template_change_requests_only_the_prompts_it_affects(tmp_path, server, tiny_model_dir):
     folder = label_task(tmp_path, server, tiny_model_dir)
     (folder / "user.j2").write_text(

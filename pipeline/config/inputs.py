@@ -21,12 +21,14 @@ class GroupSplitConfig(Section):
 
 
 class SourceConfig(Section):
-    """Parameters that control reading inputs from a JSONL, JSON, CSV or Parquet file or an on-disk HF dataset."""
+    """Parameters that control reading inputs from JSONL, JSON, CSV, text or Parquet files or an on-disk HF dataset."""
 
-    path: str = Field(description="File or folder, relative to the task folder (or absolute).")
-    format: Literal["jsonl", "json", "csv", "parquet", "hf"] | None = Field(
+    path: str = Field(description="File or folder, relative to the task folder (or absolute), or a glob pattern "
+                      "(logs/*.jsonl, data/train-*.parquet, posts/**/*.csv): every file it matches, in name order.")
+    format: Literal["jsonl", "json", "csv", "txt", "parquet", "hf"] | None = Field(
         None, description="Inferred from the extension when unset (.jsonl, .json: an array of objects or JSON "
-        "lines, .csv / .tsv, .parquet as the Hub serves datasets, a folder saved with save_to_disk: hf).")
+        "lines, .csv / .tsv, .txt: one input a line in the column text, .parquet as the Hub serves datasets, "
+        "a folder saved with save_to_disk: hf; .gz or .bz2 after any but .parquet is decompressed).")
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="Template variable -> column name. Columns not named here are dropped.",

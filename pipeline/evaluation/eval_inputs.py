@@ -21,7 +21,7 @@ from pipeline.config.task import TaskFolder
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
 from pipeline.hashing import file_sha256
-from pipeline.inputs import input_id, read_source
+from pipeline.inputs import input_id, read_source, source_hashes
 from pipeline.paths import TaskPaths
 from pipeline.records import Message, Record, TrainRow, iter_jsonl_with_errors, read_jsonl
 
@@ -173,5 +173,5 @@ def source_set(task: TaskFolder, inputs: list[dict], golds: list[Any] | None, re
         schema=load_json_schema(task),
         teacher_cached=sum(r.cached for r in records),
         teacher_new=sum(not r.cached for r in records),
-        input_hashes={str(path): file_sha256(path)},
+        input_hashes=source_hashes(task.config.eval.source, task.path) or {str(path): file_sha256(path)},
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.config.task import TaskFolder
 from pipeline.hashing import file_sha256
+from pipeline.inputs import is_pattern, source_hashes
 from pipeline.paths import TaskPaths
 
 
@@ -17,7 +18,13 @@ def digest(obj: Any) -> str:
 
 
 def _source_hash(task: TaskFolder, source) -> str | None:
-    return file_sha256(task.file(source.path)) if source is not None else None
+    """The source's content: one file's hash (as before patterns, so an upgrade re-runs nothing), or,
+    for a glob pattern, the names and hashes of the files it matches (a new day's file changes it)."""
+    if source is None:
+        return None
+    if not is_pattern(source):
+        return file_sha256(task.file(source.path))
+    return digest(sorted(source_hashes(source, task.path).items()))
 
 
 def generate_fingerprint(task: TaskFolder) -> str:

@@ -33,10 +33,11 @@ from pipeline.curation.dedupe import dedupe, lsh_bands
 from pipeline.curation.screen import Screener, soft_label_gaps, soft_label_warning
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.hashing import file_sha256
-from pipeline.inputs import read_source
+from pipeline.inputs import read_source, source_hashes
 from pipeline.orchestration.lock import TaskLock
 from pipeline.paths import TaskPaths
 from pipeline.records import Record, iter_jsonl_with_errors, write_jsonl
+from pipeline.stages.notices import warn
 
 HELP = "Parse, filter, dedupe and decontaminate generated answers into a versioned dataset."
 MAX_REPORTED = 10  # corrupt lines printed one by one before summarising
@@ -67,9 +68,6 @@ def read_generated(path: Path, *, strict: bool, quiet: bool) -> tuple[list[Recor
             raw = {n: line.rstrip("\n") for n, line in enumerate(fh, start=1) if n in lines}
         for c in corrupt:
             c["raw"] = raw.get(c["line"], "")[:2000]
-        if not quiet:
-            print(f"warning: {len(corrupt)} corrupt line(s) in {path} skipped; --strict stops on the first",
-                  file=sys.stderr)
     return records, corrupt
 
 
@@ -258,10 +256,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
 
     inputs = {str(paths.generated_jsonl): file_sha256(paths.generated_jsonl)}
     if cfg.decontam.enabled:
-        if cfg.eval.source is not None:
-            src = task.file(cfg.eval.source.path)
-            if src.is_file():
-                inputs[str(src)] = file_sha256(src)
+        inputs |= {f: h for f, h in source_hashes(cfg.eval.source, task.path).items() if Path(f).is_file()}
         for extra in cfg.decontam.extra_files:
             inputs[str(task.file(extra))] = file_sha256(task.file(extra))
     reasons = Counter(r["reason"] for r in rejected)
@@ -296,7 +291,14 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         "teacher_spend": build.teacher_spend(records),
         "template_hashes": task.template_hashes(),
         "timings": timings,
+        "warnings": [],
     }
+    if rejected_corrupt := reasons.get("corrupt_line", 0):
+        warn(f"{rejected_corrupt} corrupt line(s) in {paths.generated_jsonl} skipped (see rejected.jsonl); "
+             "--strict stops on the first", manifest["warnings"], quiet)
+    warn((calibration or {}).get("fallback"), manifest["warnings"], quiet)
+    warn(soft_label_warning(manifest["soft_label_gaps"]) if manifest["soft_label_gaps"] else None,
+         manifest["warnings"], quiet)
     (tmp / "README.md").write_text(build.dataset_card(manifest), encoding="utf-8")
     timings["build"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
@@ -310,10 +312,6 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     pointer_tmp = paths.latest_pointer.with_suffix(".tmp")
     pointer_tmp.write_text(version + "\n", encoding="utf-8")
     pointer_tmp.replace(paths.latest_pointer)
-    warning = soft_label_warning(manifest["soft_label_gaps"]) if manifest["soft_label_gaps"] else None
-    for line in (calibration or {}).get("fallback"), warning:
-        if line and not quiet:
-            print(line, file=sys.stderr)
     if not quiet:
         c = manifest["counts"]
         print(f"curate: {c['read']} read, {c['rejected_total']} rejected {dict(reasons)}, "

@@ -31,6 +31,7 @@ from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
 from pipeline.stages.cross_checks import eval_overlap_line, overlap_matters, unnamed_labels_warning
 from pipeline.stages.generate_report import cut_answers_warning, generate_manifest, summary_line
+from pipeline.stages.notices import warn
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
 from pipeline.teachers.cache import AnswerCache
@@ -290,10 +291,11 @@ def _incomplete(session: _Session, answered: int, total: int) -> DistillError | 
     return None
 
 
-def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: bool, trial: bool) -> None:
+def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: bool, trial: bool) -> list[str]:
     """What would make the run's answers useless, said before the first request: inputs that are eval
     inputs (a warning; an error when all of them are, except in a --limit trial: curate's
     decontamination would drop every answer), a label the prompt never offers (a warning)."""
+    warnings: list[str] = []
     if overlap_matters(task) and inputs:
         try:
             eval_rows = read_source(task.config.eval.source, task.path, "eval.source")
@@ -302,11 +304,9 @@ def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: b
         found = eval_overlap_line(task, inputs, eval_rows)
         if found and found[1] and not trial:
             raise ConfigError(found[0])
-        if found and not quiet:
-            print(f"warning: {found[0]}", file=sys.stderr)
-    warning = None if quiet else unnamed_labels_warning(task, PromptRenderer.for_task(task))
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(found and found[0], warnings, quiet)
+    warn(unnamed_labels_warning(task, PromptRenderer.for_task(task)), warnings, quiet)
+    return warnings
 
 
 def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, limit: int | None = None) -> dict:
@@ -324,7 +324,7 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         else:
             inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
-        _warn_before_asking(task, inputs, quiet, trial=limit is not None)
+        warnings = _warn_before_asking(task, inputs, quiet, trial=limit is not None)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
         records = _answer_records(session, inputs)
         if cfg.output.kind == "label" and cfg.output.calibrate in ("content_free", "em") and inputs:
@@ -334,12 +334,11 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         write_jsonl(paths.generated_jsonl, records)
         manifest = generate_manifest(task, session, records, started, time.perf_counter() - t0, batch, limit, error)
         manifest["counts"]["inputs"] = len(inputs)
+        if not quiet:
+            print(summary_line(task, manifest), file=sys.stderr)
+        warn(cut_answers_warning(task, manifest), warnings, quiet)
+        manifest["warnings"] = warnings
         (paths.generated_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    if not quiet:
-        print(summary_line(task, manifest), file=sys.stderr)
-        warning = cut_answers_warning(task, manifest)
-        if warning:
-            print(warning, file=sys.stderr)
     if error is not None:
         raise error
     return manifest

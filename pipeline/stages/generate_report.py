@@ -6,16 +6,15 @@ from __future__ import annotations
 from pipeline.config import TaskFolder
 from pipeline.errors import DistillError
 from pipeline.hashing import file_sha256
+from pipeline.inputs import source_hashes
 from pipeline.records import Record
 from pipeline.teachers.progress import format_cost
 
 
 def _files_read(task: TaskFolder) -> dict[str, str]:
     files = sorted(task.path.glob("*.j2")) + sorted(task.path.glob("*.yaml")) + sorted(task.path.glob("*.json"))
-    src = task.config.inputs.source
-    if src is not None:
-        files.append(task.file(src.path))  # a folder (an HF dataset) hashes as a whole
-    return {str(p): file_sha256(p) for p in files if p.exists()}
+    read = {str(p): file_sha256(p) for p in files if p.exists()}
+    return read | source_hashes(task.config.inputs.source, task.path)  # a folder (an HF dataset) hashes as a whole
 
 
 def generate_manifest(task: TaskFolder, session, records: list[Record], started, wall_s: float, batch: bool,

@@ -66,7 +66,11 @@ def run_pipeline(
 
     paths = TaskPaths(task.name)
     started = time.monotonic()
-    summary: dict[str, Any] = {"task": task.name, "stages": {}, "changed": False}
+    summary: dict[str, Any] = {"task": task.name, "stages": {}, "changed": False, "warnings": {}}
+
+    def keep_warnings(stage: str, manifest: dict) -> None:  # a quiet run's warnings reach its summary line
+        if manifest.get("warnings"):
+            summary["warnings"][stage] = manifest["warnings"]
     with TaskLock(paths.lock_file) as lock:
         if lock.stale_holder and not quiet:
             log(f"note: took over a stale lock left by pid {lock.stale_holder.get('pid')} (that run had died)")
@@ -88,13 +92,14 @@ def run_pipeline(
         gen_fp = fp.generate_fingerprint(task)
         if due("generate", gen_fp):
             manifest = run_generate(task, quiet=quiet)
+            keep_warnings("generate", manifest)
             summary["generate"] = {k: manifest.get(k) for k in ("counts", "cost_usd", "tokens") if k in manifest}
             done("generate", gen_fp)
 
         previous_version = _pointer(paths.latest_pointer)
         cur_fp = fp.curate_fingerprint(task)
         if due("curate", cur_fp):
-            run_curate(task, quiet=quiet)
+            keep_warnings("curate", run_curate(task, quiet=quiet))
             version = _pointer(paths.latest_pointer)
             prev_dir = paths.versions_dir / previous_version if previous_version else None
             drift = compare_versions(prev_dir if prev_dir and prev_dir.exists() else None, paths.versions_dir / version)
@@ -113,7 +118,7 @@ def run_pipeline(
         if version:
             train_fp = fp.train_fingerprint(task, version)
             if due("train", train_fp):
-                run_train(task, quiet=quiet, version=version)
+                keep_warnings("train", run_train(task, quiet=quiet, version=version))
                 summary["changed"] = True
                 done("train", train_fp, model=_pointer(paths.models_dir / "latest"))
 

@@ -29,6 +29,7 @@ from pipeline.config.train import TrainConfig
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.hashing import file_sha256
 from pipeline.paths import TaskPaths
+from pipeline.stages.notices import warn
 
 HELP = "Train the student on a built dataset version: SFT or knowledge distillation (TRL)."
 RUN_FILE = "run.json"  # written before training starts, so --resume knows what was running
@@ -178,10 +179,11 @@ def run_train(
     train_enc = encode_rows(train_rows, tokenizer, **enc)
     eval_enc = encode_rows(eval_rows, tokenizer, **enc) if eval_rows else None
     objective = training_objective(cfg.method, level, train_rows)
-    if state.is_main_process and not quiet:
-        for line in filter(None, [dropped_rows_warning(train_enc, eval_enc, sft_args.max_length, task_file),
-                                  f"train: {objective}" if objective.startswith("cross-entropy") else None]):
-            print(line, file=sys.stderr, flush=True)
+    stage_warnings: list[str] = []
+    if state.is_main_process:
+        warn(dropped_rows_warning(train_enc, eval_enc, sft_args.max_length, task_file), stage_warnings, quiet)
+        if objective.startswith("cross-entropy") and not quiet:
+            print(f"train: {objective}", file=sys.stderr, flush=True)
     if level != "none" and (sft_args.packing or sft_args.padding_free):
         raise ConfigError(f"{task_file}: train.sft: packing / padding_free mix rows, so the teacher's "
                           "per-row logprobs cannot follow them; turn them off for method kd")
@@ -236,7 +238,7 @@ def run_train(
                               {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}, resume_ckpt,
                               {"objective": objective,  # what the loss really was (kd, sft, or cross-entropy)
                                "soft_labels": dict(Counter(r.soft_label_kind or "none" for _, r in train_rows))
-                               if level == "label" else None, "label_head": head_init}, learning)
+                               if level == "label" else None, "label_head": head_init, "warnings": stage_warnings}, learning)
     _end_process_group()
     return manifest
 
