@@ -12,6 +12,7 @@ import csv
 import hashlib
 import itertools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,12 +49,31 @@ def infer_format(path: Path, declared: str | None) -> str:
         f"{path}: cannot tell the format from the extension; set inputs.source.format (jsonl, json, csv, txt, parquet, hf)")
 
 
+# one step of a path into a nested row: a key (`request`, `content`) or a list index (`[0]`, `[-1]`)
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
+
+
+def lookup(row: dict[str, Any], column: str) -> Any:
+    """``row[column]``; when there is no such column, a path into nested JSON (``meta.user_id``,
+    ``request.messages[-1].content``: production logs of an OpenAI-style app keep the user's words
+    there). None when the path leads nowhere."""
+    if column in row or ("." not in column and "[" not in column):
+        return row.get(column)
+    value: Any = row
+    for key, index in _PATH_STEP.findall(column):
+        try:
+            value = value[int(index)] if index else value[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
 def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
     if not fields:
         return dict(row)
     out = {}
     for var, column in fields.items():
-        if column not in row or row[column] is None:
+        if lookup(row, column) is None:
             if var.startswith("__where_"):
                 raise InputDataError(
                     f"{where}: no column '{column}' (named by where / group_split.field); name a column of the "
@@ -62,7 +82,7 @@ def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict
             raise InputDataError(
                 f"{where}: column '{column}' (mapped to '{var}') is missing; fix inputs.source.fields or the row"
             )
-        out[var] = row[column]
+        out[var] = lookup(row, column)
     return out
 
 
@@ -312,14 +332,14 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
         classes = class_labels(source, base) if fmt in ("hf", "parquet") else {}
         for c, vals in where.items():  # a ClassLabel column stores ids: `where: {label: [negative]}` means its id
             vals.update(str(i) for i, name in enumerate(classes.get(column_of[c], [])) if name in vals)
-        rows = [r for r in rows if all(as_text(r.get(key(c))) in vals for c, vals in where.items())]
+        rows = [r for r in rows if all(as_text(lookup(r, key(c))) in vals for c, vals in where.items())]
     if source.group_split:
         split = source.group_split
-        if rows and key(split.field) not in rows[0]:
+        if rows and key(split.field) not in rows[0] and lookup(rows[0], key(split.field)) is None:
             raise InputDataError(f"{path}: no column '{split.field}'; fix {section}.group_split.field")
         held = split.keep == "holdout"
         group = group_key(column_of[split.field], source.fields)
-        rows = [r for r in rows if (group_fraction(group(r.get(key(split.field)))) < split.holdout_fraction) == held]
+        rows = [r for r in rows if (group_fraction(group(lookup(r, key(split.field)))) < split.holdout_fraction) == held]
     if filter_columns and source.fields:
         rows = [{k: v for k, v in r.items() if not k.startswith("__where_")} for r in rows]
     if source.sample and source.sample < len(rows):

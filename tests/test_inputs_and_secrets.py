@@ -250,3 +250,31 @@ def test_a_pattern_source_is_fingerprinted_by_the_files_it_matches(tmp_path):
     assert _source_hash(task, pattern) not in (first, second)
     (tmp_path / "d" / "notes.txt").write_text("x")
     assert _source_hash(task, pattern) == _source_hash(task, pattern)
+
+
+def test_fields_may_name_a_path_into_nested_json(tmp_path):
+    """Production logs of an OpenAI-style app hold the user's words at request.messages[-1].content and
+    the user under meta: ``fields``, ``where`` and ``group_split.field`` take such paths. A column
+    whose name has a dot is still that column; a path that leads nowhere is the missing-column error."""
+    import json
+
+    from pipeline.inputs import group_fraction
+
+    def log(i, user, role="user"):
+        return {"request": {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."},
+                                                            {"role": role, "content": f"question {i}"}]},
+                "meta": {"user_id": user, "lang": "en"}, "a.b": f"dotted {i}"}
+
+    rows = [log(i, f"u{i % 7}") for i in range(40)] + [log(99, "u1", role="assistant")]
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = lambda **kw: SourceConfig(path="logs.jsonl", fields={"text": "request.messages[-1].content"}, **kw)
+    got = read_source(source(where={"request.messages[1].role": ["user"]}), tmp_path)
+    assert got[:2] == [{"text": "question 0"}, {"text": "question 1"}] and len(got) == 40
+    held = read_source(source(group_split={"field": "meta.user_id", "holdout_fraction": 0.5, "keep": "holdout"}),
+                       tmp_path)
+    users = {f"u{int(r['text'].split()[1]) % 7}" for r in held if r["text"] != "question 99"}
+    assert users == {f"u{k}" for k in range(7) if group_fraction(f"u{k}") < 0.5} != set()  # whole users, one side
+    assert read_source(SourceConfig(path="logs.jsonl", fields={"text": "a.b"}, limit=1), tmp_path) == [{"text": "dotted 0"}]
+    assert len(read_source(SourceConfig(path="logs.jsonl", where={"meta.lang": ["en"]}), tmp_path)) == 41
+    with pytest.raises(InputDataError, match=r"logs.jsonl:1: column 'request.messages\[5\].content' \(mapped to 'text'\) is missing"):
+        read_source(SourceConfig(path="logs.jsonl", fields={"text": "request.messages[5].content"}), tmp_path)

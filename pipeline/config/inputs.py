@@ -31,7 +31,8 @@ class SourceConfig(Section):
         "a folder saved with save_to_disk: hf; .gz or .bz2 after any but .parquet is decompressed).")
     fields: dict[str, str] = Field(
         default_factory=dict,
-        description="Template variable -> column name. Columns not named here are dropped.",
+        description="Template variable -> column name, or a path into nested JSON (request.messages[-1].content). "
+        "Columns not named here are dropped.",
     )
     split: str | None = Field(None, description="hf only: the split of a saved DatasetDict.")
     limit: int | None = Field(None, ge=1, description="Use only the first N inputs.")
