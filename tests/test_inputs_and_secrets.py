@@ -278,3 +278,21 @@ def test_fields_may_name_a_path_into_nested_json(tmp_path):
     assert len(read_source(SourceConfig(path="logs.jsonl", where={"meta.lang": ["en"]}), tmp_path)) == 41
     with pytest.raises(InputDataError, match=r"logs.jsonl:1: column 'request.messages\[5\].content' \(mapped to 'text'\) is missing"):
         read_source(SourceConfig(path="logs.jsonl", fields={"text": "request.messages[5].content"}), tmp_path)
+
+
+def test_the_report_names_a_pattern_eval_source_with_its_file_count(tmp_path):
+    from pipeline.config.task import load_task
+    from pipeline.evaluation.eval_inputs import _described
+
+    (tmp_path / "logs").mkdir()
+    for day in ("01", "02"):
+        (tmp_path / "logs" / f"{day}.jsonl").write_text('{"text": "a"}\n')
+    (tmp_path / "user.j2").write_text("{{ text }}")
+    (tmp_path / "task.yaml").write_text("name: t\nteacher: {backend: openai, model: gpt-4o-mini}\n"
+                                        "inputs: {source: {path: logs/01.jsonl}}\noutput: {kind: text}\n"
+                                        "eval: {source: {path: logs/*.jsonl}}\n")
+    task = load_task(tmp_path)
+    assert _described(task, task.file("logs/*.jsonl")) == "logs/*.jsonl (eval.source, 2 files)"
+    (tmp_path / "task.yaml").write_text((tmp_path / "task.yaml").read_text().replace("logs/*.jsonl", "logs/02.jsonl"))
+    task = load_task(tmp_path)
+    assert _described(task, task.file("logs/02.jsonl")) == "02.jsonl (eval.source)"

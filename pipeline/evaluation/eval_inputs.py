@@ -21,7 +21,7 @@ from pipeline.config.task import TaskFolder
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
 from pipeline.hashing import file_sha256
-from pipeline.inputs import input_id, read_source, source_hashes
+from pipeline.inputs import input_id, is_pattern, read_source, source_files, source_hashes
 from pipeline.paths import TaskPaths
 from pipeline.records import Message, Record, TrainRow, iter_jsonl_with_errors, read_jsonl
 
@@ -157,13 +157,21 @@ def held_out_set(task: TaskFolder, dataset_version: str | None, limit: int | Non
     )
 
 
+def _described(task: TaskFolder, path: Path) -> str:
+    """The eval source in the report: its file's name, or a pattern with how many files it matched."""
+    source = task.config.eval.source
+    if source is None or not is_pattern(source):
+        return f"{path.name} (eval.source)"
+    return f"{source.path} (eval.source, {len(source_files(source, task.path))} files)"
+
+
 def source_set(task: TaskFolder, inputs: list[dict], golds: list[Any] | None, records: list[Record],
                path: Path) -> EvalSet:
     """Real inputs with the teacher's answers (``records``, one per input, in order)."""
     if len(records) != len(inputs):
         raise RuntimeError(f"the generate stage answered {len(records)} of {len(inputs)} inputs")
     return EvalSet(
-        description=f"{path.name} (eval.source)",
+        description=_described(task, path),
         ids=[r.id for r in records],
         inputs=inputs,
         prompts=[list(r.messages) for r in records],
