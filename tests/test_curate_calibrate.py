@@ -11,7 +11,7 @@ import random
 import pytest
 
 from pipeline.config.task import load_task
-from pipeline.curation.soft_labels import calibration_weights, em_prior, reweight
+from pipeline.curation.soft_labels import argmax_shares, calibration_weights, em_prior, renormalised, reweight
 from pipeline.records import TrainRow, read_jsonl, write_jsonl
 from pipeline.stages.curate import run_curate
 from tests.curate_fixtures import edit_task_yaml, make_record, position, write_generated
@@ -163,7 +163,8 @@ def test_content_free_weights_that_overshoot_fall_back_to_the_runs_mean(task_cop
     manifest = run_curate(load_task(folder))
     cal = manifest["calibration"]
     assert cal["method"] == "prior" and cal["configured"] == mode
-    assert cal["overshoot"] == {"label": "play_music", "share": 1.0, "prior_share": pytest.approx(1 / 3, abs=0.01)}
+    assert cal["overshoot"] == {"label": "play_music", "labels": ["play_music"], "share": 1.0,
+                                "prior_share": pytest.approx(1 / 3, abs=0.01)}
     err = capsys.readouterr().err
     assert "output.calibrate '" + mode + "' makes 'play_music' the answer for 100% of the transfer set" in err
     assert "output.calibrate_fallback: false" in err
@@ -173,6 +174,42 @@ def test_content_free_weights_that_overshoot_fall_back_to_the_runs_mean(task_cop
     edit_task_yaml(folder, output={"kind": "label", "labels": INTENTS, "calibrate": mode, "calibrate_fallback": False})
     kept = run_curate(load_task(folder), quiet=True)["calibration"]
     assert kept["method"] == mode and "fallback" not in kept
+
+
+def test_labels_that_content_free_over_corrects_together_are_one_overshoot(task_copy, data_root, capsys):
+    """With more labels the over-corrected ones share the run: the last three of seven listed intents
+    get 0.2% each from the content-free answers, and each becomes the answer for under half of the run
+    (the one-label threshold), but together for most of it: the guard sees the three."""
+    labels = ["book_flight", "book_hotel", "cancel_booking", "check_balance", "play_music", "set_alarm", "get_weather"]
+    base = [0.3, 0.25, 0.2, 0.1, 0.05, 0.05, 0.05]
+    rng = random.Random(0)
+    records = []
+    for i in range(120):  # each answer's probabilities vary by up to 20%, as real inputs' do
+        p = [b * (3.0 if j == i % 7 else 1.0) * rng.uniform(0.8, 1.2) for j, b in enumerate(base)]
+        record = make_record(f"request {i}", labels[i % 7], salt=str(i))
+        record.label_logprobs = {lab: math.log(v / sum(p)) for lab, v in zip(labels, p)}
+        records.append(record)
+    write_generated(data_root / "data", "sentiment", records)
+    free = []
+    for text in ("N/A", "", "[MASK]"):
+        record = make_record(text, "book_flight", salt=f"cf{text}")
+        record.label_logprobs = {lab: math.log(v) for lab, v in zip(labels, (0.4, 0.3, 0.15, 0.144, 0.002, 0.002, 0.002))}
+        free.append(record)
+    write_jsonl(data_root / "data" / "sentiment" / "generated" / "content_free.jsonl", free)
+    folder = task_copy("sentiment")
+    edit_task_yaml(folder, output={"kind": "label", "labels": labels, "calibrate": "content_free"},
+                   decontam={"enabled": False}, dedupe={"enabled": False}, split={"eval_fraction": 0.0})
+    manifest = run_curate(load_task(folder))
+    over = manifest["calibration"]["overshoot"]
+    assert manifest["calibration"]["method"] == "prior"
+    assert set(over["labels"]) == {"play_music", "set_alarm", "get_weather"} and over["share"] > 0.8
+    each = argmax_shares([renormalised(r.label_logprobs, labels) for r in records], labels,
+                         manifest["calibration"]["configured_weights"])
+    assert max(each.values()) < 0.5  # the one-label guard stayed quiet here
+    err = capsys.readouterr().err
+    assert "the content-free answers gave them 0.2%, 0.2%, 0.2%, too little to estimate their bias from" in err
+    rows = list(read_jsonl(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "train.jsonl", TrainRow))
+    assert sum(r.label == labels[i % 7] for i, r in enumerate(rows)) >= 110  # prior recovers the intents
 
 
 def test_the_guard_leaves_a_95_5_input_set_to_content_free(task_copy, data_root):

@@ -107,7 +107,8 @@ def fallback_sentence(calibration: dict[str, Any] | None) -> str | None:
     if not calibration or not calibration.get("configured"):
         return None
     over = calibration["overshoot"]
-    return (f"Calibration: output.calibrate '{calibration['configured']}' made '{over['label']}' the teacher's answer "
+    named = ", ".join(f"'{lab}'" for lab in over.get("labels", [over["label"]]))
+    return (f"Calibration: output.calibrate '{calibration['configured']}' made {named} the teacher's answer "
             f"for {over['share']:.0%} of the transfer set ({over['prior_share']:.0%} with 'prior'), so curate built the "
             f"dataset with '{calibration['method']}', and the teacher is judged with it here "
             "(output.calibrate_fallback).")

@@ -146,12 +146,13 @@ def teacher_calibration(task: TaskFolder, records: list[Record], content_free: l
     over = calibration_overshoot(train, out.labels, calibration["weights"], fallback["weights"])
     if over is None:
         return calibration
-    cf = calibration["content_free"][over["label"]]
-    warning = (f"warning: {task.path / 'task.yaml'}: output.calibrate '{out.calibrate}' makes '{over['label']}' the "
-               f"answer for {over['share']:.0%} of the transfer set, where dividing by the run's mean makes it the "
-               f"answer for {over['prior_share']:.0%}: the content-free answers gave it "
-               f"{cf:.1%}, too little to estimate its bias from; this version is calibrated with 'prior' (set "
-               f"output.calibrate: prior, or output.calibrate_fallback: false to keep '{out.calibrate}')")
+    named, them = ", ".join(f"'{lab}'" for lab in over["labels"]), ("it" if len(over["labels"]) == 1 else "them")
+    cf = ", ".join(f"{calibration['content_free'][lab]:.1%}" for lab in over["labels"])
+    warning = (f"warning: {task.path / 'task.yaml'}: output.calibrate '{out.calibrate}' makes {named} the "
+               f"answer for {over['share']:.0%} of the transfer set, where dividing by the run's mean makes {them} the "
+               f"answer for {over['prior_share']:.0%}: the content-free answers gave {them} "
+               f"{cf}, too little to estimate {'its' if them == 'it' else 'their'} bias from; this version is calibrated "
+               f"with 'prior' (set output.calibrate: prior, or output.calibrate_fallback: false to keep '{out.calibrate}')")
     return {**fallback, "configured": out.calibrate, "overshoot": over, "fallback": warning,
             "configured_weights": calibration["weights"]}
 
