@@ -99,3 +99,4 @@ bench: setup
 	test -f data/sentiment/latest || $(BIN)/python scripts/demo.py
 	$(BIN)/python bench/layer_readout.py
 	$(BIN)/python bench/unseen_data.py
+	$(BIN)/python bench/intents.py

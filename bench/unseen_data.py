@@ -116,7 +116,12 @@ def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) 
 
 def run_set(name: str, out: Path) -> dict:
     rows = gold_rows(name)
-    folder = build_task(name, out, rows)
+    return run_task(build_task(name, out, rows), name, out, len(rows))
+
+
+def run_task(folder: Path, name: str, out: Path, rows: int) -> dict:
+    """``distill run <folder> --quiet`` as a user types it (data and models under ``out``), and the
+    figures of its report.json; ``rows``: the set's size, for the table."""
     env = {**os.environ, "DISTILL_DATA_DIR": str(out / "data"), "DISTILL_MODELS_DIR": str(out / "models")}
     distill = Path(sys.executable).parent / "distill"
     t = time.perf_counter()
@@ -128,13 +133,15 @@ def run_set(name: str, out: Path) -> dict:
     model = json.loads(proc.stdout.strip().splitlines()[-1])["model"]  # --quiet's summary line
     report = json.loads((out / "models" / name / model / "report.json").read_text())
     head, summary = report["headline"], report["summary"]
-    return {"rows": len(rows), "run_s": wall, "exit": proc.returncode,
+    used = report.get("calibration_fallback") or {}
+    return {"rows": rows, "run_s": wall, "exit": proc.returncode,
             "evaluated": report["counts"]["with_gold"], "majority_baseline": head["majority_baseline"],
             "teacher_accuracy": head["teacher"], "student_accuracy": head["student"],
             "agreement": head["agreement"], "kappa": round(head["kappa"], 3),
             "gap_closed": None if head.get("gap_closed") is None else round(head["gap_closed"], 3),
             "verdict": head["verdict"], "cost_ratio": round(summary["cost_ratio"], 2),
-            "teacher_calibration": report.get("teacher_calibration", {}).get("accuracy")}
+            "teacher_calibration": report.get("teacher_calibration", {}).get("accuracy"),
+            "calibration_used": used.get("method") or report.get("teacher_calibration", {}).get("configured")}
 
 
 def main(argv: list[str] | None = None) -> int:
