@@ -205,16 +205,18 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise InputDataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
 
 
-def _hf_dataset(path: Path, split: str | None):
-    """The ``datasets.Dataset`` saved at ``path`` (its ``split`` of a DatasetDict)."""
+def _hf_dataset(path: Path, split: str | None, written: str | None = None):
+    """The ``datasets.Dataset`` saved at ``path`` (its ``split`` of a DatasetDict); ``written``: the
+    path as task.yaml gives it, for the hint when the folder holds data files instead."""
     from datasets import DatasetDict, load_from_disk
 
     try:
         ds = load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001 — datasets raises several types for a folder that is not a dataset
         kinds = Counter(p.suffix for p in path.rglob("*") if p.is_file() and p.suffix in FORMATS)
-        hint = (f"; to read its {kinds.most_common(1)[0][0]} files, set the path to a pattern such as "
-                f"'{path.name}/**/*{kinds.most_common(1)[0][0]}'") if kinds else ""
+        ext = kinds.most_common(1)[0][0] if kinds else ""
+        hint = (f"; to read its {ext} files, set the path to a pattern such as "
+                f"'{(written or str(path)).rstrip('/')}/**/*{ext}'") if kinds else ""
         raise InputDataError(f"{path}: not a dataset saved with save_to_disk ({type(exc).__name__}){hint}") from None
     if isinstance(ds, DatasetDict):
         if split is None:
@@ -312,20 +314,18 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
             fields.setdefault(f"__where_{name}", column_of[name])
     limit = None if (filter_columns or source.sample) else source.limit
     readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows, "txt": _txt_rows, "parquet": _parquet_rows,
-               "hf": lambda p: ((f"{p} row {i}", row) for i, row in enumerate(_hf_dataset(p, source.split)))}
-    reading = [path]  # the file being read, for the two errors below
-    try:
+               "hf": lambda p: ((f"{p} row {i}", row) for i, row in enumerate(_hf_dataset(p, source.split, source.path)))}
 
-        def every_file() -> Iterator[tuple[str, dict[str, Any]]]:
-            for f in files:
-                reading[0] = f
+    def every_file() -> Iterator[tuple[str, dict[str, Any]]]:
+        for f in files:
+            try:
                 yield from readers[formats[f]](f)
+            except UnicodeDecodeError:
+                raise InputDataError(f"{f}: not UTF-8 text; re-encode the file as UTF-8") from None
+            except OSError as exc:
+                raise InputDataError(f"{f}: cannot read ({exc.strerror or exc})") from None
 
-        rows = _mapped(every_file(), fields, limit)
-    except UnicodeDecodeError:
-        raise InputDataError(f"{reading[0]}: not UTF-8 text; re-encode the file as UTF-8") from None
-    except OSError as exc:
-        raise InputDataError(f"{reading[0]}: cannot read ({exc.strerror or exc})") from None
+    rows = _mapped(every_file(), fields, limit)
     key = (lambda c: f"__where_{c}") if source.fields else (lambda c: c)
     if source.where:
         where = {c: set(vals) for c, vals in source.where.items()}
