@@ -35,3 +35,38 @@ def test_asking_for_more_messages_than_the_templates_write_is_an_error_not_a_han
 
     with pytest.raises(SystemExit, match="the templates write only"):
         messages(10_000)
+
+
+def test_the_readmes_own_labels_example_is_a_valid_task(tmp_path):
+    """The YAML and template under README's "Your own labels", applied to a copy of prompts/sentiment
+    as the text says (the two sources replaced whole, gold_map dropped), read real shards."""
+    import re
+    import shutil
+
+    import yaml
+
+    from pipeline import yaml_io
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Your own labels"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    template = re.search(r"```jinja\n(.*?)```", section, re.DOTALL).group(1)
+    example = yaml_io.load(block.replace("my_intents/", str(tmp_path / "hub") + "/"))
+    write_hub_files(tmp_path / "hub", 10)
+    folder = tmp_path / "task"
+    shutil.copytree(REPO / "prompts" / "sentiment", folder)
+    cfg = yaml_io.load((folder / "task.yaml").read_text())
+    cfg["inputs"] = example["inputs"]
+    cfg["output"]["labels"] = example["output"]["labels"]
+    cfg["eval"]["source"] = example["eval"]["source"]
+    cfg["eval"]["gold_field"] = example["eval"]["gold_field"]
+    cfg["eval"].pop("gold_map")
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (folder / "user.j2").write_text(template)
+    task = load_task(folder)
+    eval_rows, golds, _ = read_eval_source(task, None)
+    report = validate_task(str(folder))
+    assert not report.problems, report.problems
+    assert example["output"]["labels"] == INTENTS and set(golds) <= set(INTENTS)
+    assert len(read_source(task.config.inputs.source, task.path)) == 56 and len(eval_rows) == 14
