@@ -252,3 +252,17 @@ def test_no_eval_fraction_gives_an_empty_eval_split_with_the_same_columns(sentim
 
     dd = load_from_disk(str(data_root / "data" / "sentiment" / "versions" / manifest["version"] / "dataset"))
     assert dd["eval"].num_rows == 0 and dd["eval"].column_names == dd["train"].column_names
+
+
+def test_dedupe_compares_a_mixed_in_real_input_by_its_own_fields():
+    """With inputs.generate, dedupe compares only the written field (seed attributes repeat by design);
+    a real input mixed in without that field is compared by its own fields, not as an empty text that
+    every other such input would duplicate."""
+    from pipeline.stages.curate import compare_text
+
+    written = make_record("a written review", "positive")
+    written.inputs = {"text": "a written review", "genre": "comedy"}
+    real = make_record("a real review", "negative", salt="r")
+    real.inputs = {"review": "a real review", "source": "app"}
+    assert compare_text(written, "input", ["text"]) == "a written review"
+    assert compare_text(real, "input", ["text"]) == "a real review\napp"

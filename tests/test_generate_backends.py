@@ -115,6 +115,42 @@ def test_teacher_written_inputs_then_answers_both_through_the_same_layer(tmp_pat
     assert again["counts"]["requests_sent"] == 0
 
 
+def test_real_inputs_with_teacher_written_ones_mixed_in(tmp_path, capsys):
+    """``inputs`` with both ``source`` and ``generate``: the real inputs first, then the written ones,
+    answered and estimated together; a --limit trial takes the real ones first."""
+    from pipeline.config.inputs import InputsConfig
+    from pipeline.prompts import PromptRenderer
+    from pipeline.stages.preview import estimate_run
+    from pipeline.stages.preview import main as preview_main
+    from pipeline.stages.validate import validate_task
+
+    generate = {"template": "generate_input.j2", "field": "text", "count": 3, "seeds": {"genre": ["comedy", "drama", "horror"]},
+                "params": {"temperature": 1.0, "max_tokens": 20}}
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(4),
+                           extra={"inputs": {"source": {"path": "inputs.jsonl"}, "generate": generate}},
+                           files={"generate_input.j2": "Write a review of a {{ genre }}."})
+        task = load_task(folder)
+        est, _ = estimate_run(task, PromptRenderer.for_task(task))
+        assert est.requests == 3 + 4 + 3  # three writing requests, then every answer
+        report = validate_task(str(folder))
+        assert not report.problems and {"inputs: 4", "teacher-written inputs: 3"} <= set(report.notes)
+        preview_main(type("A", (), {"task": str(folder), "n": 2})())
+        shown = capsys.readouterr().out
+        assert "writes input 1" in shown and "input 2" in shown and "review number 1" in shown
+        trial = run_generate(task, quiet=True, limit=5)
+        assert trial["passes"]["writing inputs"]["requests"] == 1 and trial["counts"]["records"] == 5
+        run_generate(task, quiet=True, limit=3)
+        assert srv.stats()["n_served"] == 1 + 5  # nothing new: the 3 are the first real ones, answered before
+        manifest = run_generate(task, quiet=True)
+    answered = [json.loads(line) for line in (TaskPaths("faketask").generated_dir / "inputs.jsonl").read_text().splitlines()]
+    assert [a["text"] for a in answered[:4]] == [t["text"] for t in texts(4)]
+    assert [a.get("genre") for a in answered[4:]] == ["comedy", "drama", "horror"]
+    assert manifest["counts"]["records"] == 7 and manifest["passes"]["writing inputs"]["requests"] == 3
+    with pytest.raises(ValueError, match="set 'source' .*, 'generate' .*, or both"):
+        InputsConfig.model_validate({})
+
+
 def test_the_summary_line_reports_counts_tokens_cost_and_429s(tmp_path, capsys):
     with FakeServer() as srv:
         folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(3))

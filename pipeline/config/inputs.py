@@ -71,13 +71,14 @@ class GenerateInputsConfig(Section):
 
 
 class InputsConfig(Section):
-    """Exactly one of ``source`` or ``generate``."""
+    """``source`` (real inputs), ``generate`` (teacher-written ones), or both: the real inputs, then
+    ``generate.count`` written ones mixed in, answered and curated together."""
 
     source: SourceConfig | None = None
     generate: GenerateInputsConfig | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> InputsConfig:
-        if (self.source is None) == (self.generate is None):
-            raise ValueError("set exactly one of 'source' (a file) or 'generate' (teacher-written inputs)")
+    def _at_least_one(self) -> InputsConfig:
+        if self.source is None and self.generate is None:
+            raise ValueError("set 'source' (a file), 'generate' (teacher-written inputs), or both")
         return self

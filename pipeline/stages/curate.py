@@ -82,7 +82,9 @@ def dedupe_fields(task: TaskFolder) -> list[str] | None:
 
 
 def compare_text(record: Record, compare: str, fields: list[str] | None = None) -> str:
-    keys = sorted(record.inputs) if fields is None else fields
+    # a real input mixed with teacher-written ones may lack the written field: compare all of its own
+    keys = [k for k in fields if k in record.inputs] if fields is not None else []
+    keys = keys or sorted(record.inputs)
     inputs = "\n".join(record.inputs[k] for k in keys if isinstance(record.inputs.get(k), str))
     if compare == "input":
         return inputs

@@ -7,8 +7,9 @@ Writes  data/<task>/cache.sqlite            every answer, committed as it arrive
         data/<task>/generated/manifest.json teacher, params, template hashes, counts, tokens, cost,
                                             wall time, retries, 429s
 
-With ``inputs.generate`` the teacher first writes the inputs (seeds x grid, one request per
-combination and variant), then answers them; both passes go through the same execution layer
+With ``inputs.generate`` the teacher first writes inputs (seeds x grid, one request per
+combination and variant), then answers them, after the real inputs of ``inputs.source`` when both
+are set; both passes go through the same execution layer
 (pipeline/teachers/executor.py), cache and budget. A budget stop or a failure still writes
 everything answered so far, then exits non-zero.
 """
@@ -319,10 +320,9 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
     # the previous generated.jsonl stays, and every answer received is in the cache for the re-run.
     with generate_lock(paths), AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=batch)
-        if cfg.inputs.generate is not None:
-            inputs = _teacher_written_inputs(session, limit)
-        else:
-            inputs = read_source(cfg.inputs.source, task.path)[: limit or None]
+        inputs = read_source(cfg.inputs.source, task.path)[: limit or None] if cfg.inputs.source is not None else []
+        if cfg.inputs.generate is not None and not (limit and len(inputs) >= limit):  # the real ones first
+            inputs += _teacher_written_inputs(session, limit - len(inputs) if limit else None)
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
         warnings = _warn_before_asking(task, inputs, quiet, trial=limit is not None)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.

@@ -78,9 +78,9 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
     prompt_tokens = completion_tokens = requests = 0
     rendered: list[list[Message]] = []
     extra_per_input = 0
-    if cfg.inputs.source is not None:
-        inputs = read_source(cfg.inputs.source, task.path)
-    else:
+    inputs = read_source(cfg.inputs.source, task.path) if cfg.inputs.source is not None else []
+    written: list[dict] = []
+    if cfg.inputs.generate is not None:
         gen = cfg.inputs.generate
         gen_params = gen.params or {**cfg.teacher.params, "temperature": 1.0}
         input_tokens, _ = max_completion_tokens(gen_params)
@@ -93,12 +93,12 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
             completion_tokens += input_tokens
             requests += 1
         # The inputs do not exist yet: count each as the longest text the teacher may write.
-        inputs = [{gen.field: PLACEHOLDER}] * gen.count
+        written = [{**(inputs[0] if inputs else {}), gen.field: PLACEHOLDER}] * gen.count
         extra_per_input = input_tokens - estimate_text_tokens(PLACEHOLDER)
-    for inp in inputs:
+    for inp, extra in [(x, 0) for x in inputs] + [(x, extra_per_input) for x in written]:
         msgs = renderer.render(inp)
         rendered.append(msgs)
-        prompt_tokens += estimate_prompt_tokens(msgs) + extra_per_input
+        prompt_tokens += estimate_prompt_tokens(msgs) + extra
         completion_tokens += answer_tokens
         requests += 1
     return _priced(task, requests, prompt_tokens, completion_tokens, not from_params), rendered
@@ -157,10 +157,14 @@ def main(args) -> int:
     cfg = task.config
     shown = rendered[: args.n]
     titles = [f"input {i}" for i in range(1, len(shown) + 1)]
-    if cfg.inputs.source is None:  # first the requests that write inputs, then one answer prompt
-        writing = rendered[: min(args.n, len(rendered) - cfg.inputs.generate.count)]
-        shown = writing + rendered[-cfg.inputs.generate.count :][: min(1, args.n)]
-        titles = [f"writes input {i}" for i in range(1, len(writing) + 1)] + ["answers an input"]
+    gen = cfg.inputs.generate
+    if gen is not None:  # the requests that write inputs, then the real inputs' prompts, or one written input's
+        n_writing = min(3, gen.count)  # estimate_run renders the first three writing requests
+        writing, answers = rendered[:n_writing][: args.n], rendered[n_writing:]
+        real = answers[: len(answers) - gen.count][: args.n]
+        shown = writing + (real or answers[-gen.count:][: min(1, args.n)])
+        titles = [f"writes input {i}" for i in range(1, len(writing) + 1)] + (
+            [f"input {i}" for i in range(1, len(real) + 1)] if real else ["answers an input"])
     for title, msgs in zip(titles, shown):
         body = "\n".join(f"[bold]{m.role}[/bold]: {escape(m.content)}" for m in msgs)
         console.print(Panel(body, title=title, expand=False))

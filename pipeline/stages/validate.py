@@ -119,7 +119,7 @@ def validate_task(task_arg) -> ValidationReport:
             else:
                 inputs = rows
                 report.notes.append(f"inputs: {len(rows)}")
-    else:
+    if cfg.inputs.generate is not None:
         gen = cfg.inputs.generate
         variables = input_writing_variables(gen)
         report.notes.append(f"teacher-written inputs: {len(variables)}")
@@ -129,7 +129,7 @@ def validate_task(task_arg) -> ValidationReport:
                 _check(report, renderer.render_template, tpl, variables[0])
         # as long as the teacher may write it, in words of about one token each
         written, _ = max_completion_tokens(gen.params or cfg.teacher.params)
-        inputs = [{gen.field: " ".join(["word"] * written)}]
+        inputs = inputs + [{**(inputs[0] if inputs else {}), gen.field: " ".join(["word"] * written)}]
     rendered = _check(report, _render_all, renderer, inputs) if renderer is not None else None
 
     eval_rows = _check_eval_source(task, report, renderer)
@@ -138,7 +138,7 @@ def validate_task(task_arg) -> ValidationReport:
     warning = cross_checks.unnamed_labels_warning(task, renderer) if rendered else None
     if warning:
         report.warnings.append(warning)
-    n_inputs = len(inputs) if cfg.inputs.source is not None else cfg.inputs.generate.count
+    n_inputs = len(inputs) + (cfg.inputs.generate.count - 1 if cfg.inputs.generate is not None else 0)
     for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
                         (cross_checks.check_curate_settings, (inputs,)), (cross_checks.check_eval_pricing, ()),
