@@ -125,7 +125,7 @@ def test_real_inputs_with_teacher_written_ones_mixed_in(tmp_path, capsys):
     from pipeline.stages.validate import validate_task
 
     generate = {"template": "generate_input.j2", "field": "text", "count": 3, "seeds": {"genre": ["comedy", "drama", "horror"]},
-                "params": {"temperature": 1.0, "max_tokens": 20}}
+                "params": {"temperature": 1.0, "max_tokens": 3}}  # every written input is cut: said, and kept
     with FakeServer() as srv:
         folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=texts(4),
                            extra={"inputs": {"source": {"path": "inputs.jsonl"}, "generate": generate}},
@@ -147,6 +147,7 @@ def test_real_inputs_with_teacher_written_ones_mixed_in(tmp_path, capsys):
     assert [a["text"] for a in answered[:4]] == [t["text"] for t in texts(4)]
     assert [a.get("genre") for a in answered[4:]] == ["comedy", "drama", "horror"]
     assert manifest["counts"]["records"] == 7 and manifest["passes"]["writing inputs"]["requests"] == 3
+    assert any("3 of 3 teacher-written inputs stopped at max_tokens=3" in w for w in manifest["warnings"])
     with pytest.raises(ValueError, match="set 'source' .*, 'generate' .*, or both"):
         InputsConfig.model_validate({})
 

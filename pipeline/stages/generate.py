@@ -224,8 +224,9 @@ def _record(session: _Session, job: RequestToAnswer, inputs: dict, resp: Teacher
     )
 
 
-def _teacher_written_inputs(session: _Session, limit: int | None) -> list[dict[str, Any]]:
-    """Pass 1: the teacher writes one input per (seed x grid combination, variant)."""
+def _teacher_written_inputs(session: _Session, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Pass 1: the teacher writes one input per (seed x grid combination, variant). Returns the inputs
+    and a warning when some stopped at max_tokens (cut mid-sentence, yet paid for: kept, and said)."""
     gen = session.task.config.inputs.generate
     renderer = PromptRenderer.for_task(session.task)
     template = renderer.template(gen.template)
@@ -234,13 +235,18 @@ def _teacher_written_inputs(session: _Session, limit: int | None) -> list[dict[s
     params = gen.params if gen.params is not None else {**session.cfg.params, "temperature": 1.0}
     jobs = session.jobs(messages, params, None, [v["variant"] for v in variables])
     answers = session.answer("writing inputs", jobs)
-    inputs = []
+    inputs, cut = [], 0
     for v, job in zip(variables, jobs):
         resp = answers.get(job.req.request_hash)
         if resp is not None and resp.text.strip():
             attrs = {k: val for k, val in v.items() if k != "variant"}
             inputs.append({gen.field: resp.text.strip(), **attrs})
-    return inputs
+            cut += resp.finish_reason == "length"
+    limit_tokens = next((params[k] for k in ("max_tokens", "max_completion_tokens", "max_new_tokens") if k in params),
+                        "the provider's default")
+    warning = (f"{session.task.path / 'task.yaml'}: {cut} of {len(inputs)} teacher-written inputs stopped at "
+               f"max_tokens={limit_tokens} and are cut mid-text; raise inputs.generate.params.max_tokens") if cut else None
+    return inputs, warning
 
 
 def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str = "answering") -> list[Record]:
@@ -321,10 +327,13 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
     with generate_lock(paths), AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=batch)
         inputs = read_source(cfg.inputs.source, task.path)[: limit or None] if cfg.inputs.source is not None else []
+        written_cut = None
         if cfg.inputs.generate is not None and not (limit and len(inputs) >= limit):  # the real ones first
-            inputs += _teacher_written_inputs(session, limit - len(inputs) if limit else None)
+            written, written_cut = _teacher_written_inputs(session, limit - len(inputs) if limit else None)
+            inputs += written
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
         warnings = _warn_before_asking(task, inputs, quiet, trial=limit is not None)
+        warn(written_cut, warnings, quiet)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
         records = _answer_records(session, inputs)
         if cfg.output.kind == "label" and cfg.output.calibrate in ("content_free", "em") and inputs:
