@@ -318,7 +318,7 @@ def test_quiet_training_prints_nothing_but_its_warnings(data_root, tiny_model_di
     import datasets
 
     task = _task(data_root, tiny_model_dir, method="sft", sft={"max_steps": 2, "logging_steps": 1})
-    datasets.enable_progress_bars()  # (curate turns them off for good in this process)
+    datasets.enable_progress_bars()  # as a terminal run has them, whatever an earlier test left
     run_train(task, quiet=True)
     out, err = capfd.readouterr()
     assert "'loss'" not in out + err and "Truncating" not in out + err and "examples/s" not in out + err
