@@ -297,7 +297,11 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         "learning_curve": (manifest.get("learning_curve") or {}).get("curve"),
         "summary": {"gap_closed": headline.get("gap_closed"), "agreement_with_teacher": headline.get("agreement"),
                     "cohen_kappa": headline.get("kappa"), "verdict": headline.get("verdict"),
-                    "quality_pct_of_teacher": pct, "student_usd_per_1000": student_usd,
+                    # the student's quality as a share of the teacher's only where the teacher has a real
+                    # margin that the student keeps part of: "93% of the teacher" for a teacher within
+                    # chance of the majority answer was the misreading the headline exists to prevent
+                    "quality_pct_of_teacher": pct if headline.get("verdict") in (None, "above_baseline") else None,
+                    "student_usd_per_1000": student_usd,
                     "teacher_usd_per_1000": teacher_usd,
                     "cost_ratio": (teacher_usd / student_usd) if teacher_usd and student_usd else None,
                     "routing_coverage": routing["coverage"]},
