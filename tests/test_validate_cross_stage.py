@@ -192,3 +192,18 @@ def test_too_few_inputs_a_label_is_a_warning_naming_how_many_to_give(tmp_path, c
     if warned:
         need = -(-MIN_ROWS_PER_LABEL * labels * 10 // 9)
         assert f"({rows} inputs, {labels} labels" in found[0] and f"at least {need} inputs" in found[0]
+
+
+@pytest.mark.parametrize(("rows", "limit", "margin"), [(48, None, 14), (500, 100, 10), (200, None, None), (500, None, None)])
+def test_too_few_eval_inputs_is_a_warning_with_the_margin_they_give(tmp_path, capsys, rows, limit, margin):
+    """48 real eval inputs (a split by user of a week of logs) made the report's agreement a +-14-point
+    figure and the teacher's margin "within chance"; validate says so, and how many to give."""
+    ev = {"source": {"path": "eval.jsonl"}, **({"limit": limit} if limit else {})}
+    cfg = base_config(eval=ev, train={"method": "sft"})
+    folder = write_task(tmp_path / "t", cfg, {"eval.jsonl": "".join(f'{{"text": "r {i}"}}\n' for i in range(rows))})
+    rc, lines = run_validate(folder, capsys)
+    found = [w for w in warnings(lines) if "inputs to evaluate on" in w]
+    assert rc == 0 and bool(found) == (margin is not None)
+    if margin:
+        assert f"{min(rows, limit or rows)} inputs to evaluate on" in found[0] and f"+-{margin} points" in found[0]
+        assert "at least 200 inputs" in found[0]

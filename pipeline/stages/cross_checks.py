@@ -330,6 +330,21 @@ def check_rows_per_label(task: TaskFolder, report, n_inputs: int | None) -> None
         )
 
 
+MIN_EVAL_INPUTS = 200  # below this an agreement or accuracy is known to worse than about +-7 points
+
+
+def check_eval_size(task: TaskFolder, report, n_rows: int) -> None:
+    """A warning when the real eval inputs (after eval.limit) are too few for the report's figures to
+    mean much: the 95% margin of a share near one half is 1.96 * sqrt(0.25 / n)."""
+    n = min(n_rows, task.config.eval.limit or n_rows)
+    if 0 < n < MIN_EVAL_INPUTS:
+        margin = 100 * 1.96 * math.sqrt(0.25 / n)
+        report.warnings.append(
+            f"{task.path / 'task.yaml'}: eval.source: {n} inputs to evaluate on; an agreement or accuracy from "
+            f"them is known to about +-{margin:.0f} points (95%), and a teacher's margin over the majority answer "
+            f"smaller than that reads as chance: give eval.source at least {MIN_EVAL_INPUTS} inputs (500: +-4 points)")
+
+
 def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], renderer) -> None:
     """Eval inputs carry what evaluate reads: the template's variables and gold answers it can parse."""
     from pipeline.evaluation.eval_inputs import gold_class_names, parse_gold

@@ -86,6 +86,7 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> 
             f"(fields: {', '.join(rows[0])}); map it in eval.source.fields"
         )
     cross_checks.check_eval_rows(task, report, rows, renderer)
+    cross_checks.check_eval_size(task, report, len(rows))
     report.notes.append(f"eval inputs: {len(rows)}")
     return rows
 
