@@ -132,24 +132,27 @@ def test_evaluate_judges_the_teacher_with_the_weights_its_student_learnt(task_co
 INTENTS = ["book_flight", "book_hotel", "play_music"]
 
 
-def intent_run(data_root, n: int = 90):
-    """A 3-intent scoring teacher, as SmolLM2 behaves on a listed-label prompt: it favours the labels
-    listed first (base 0.5 / 0.45 / 0.05) and triples the right one; its content-free answers give the
-    last label 0.2%, less than it gives that label on any real input."""
-    base = [0.5, 0.45, 0.05]
+def intent_run(data_root, n: int = 90, labels: list[str] = INTENTS, base: tuple[float, ...] = (0.5, 0.45, 0.05),
+               content_free: tuple[float, ...] = (0.55, 0.448, 0.002), jitter: float = 0.0):
+    """A scoring teacher over intents, as SmolLM2 behaves on a listed-label prompt: it favours the labels
+    listed first (``base``) and triples the right one, each probability varied by up to ``jitter`` as
+    real inputs vary; its content-free answers (``content_free``) give the last labels 0.2%, less than
+    it gives them on any real input."""
+    rng = random.Random(0)
     records = []
     for i in range(n):
-        p = [b * (3.0 if j == i % 3 else 1.0) for j, b in enumerate(base)]
-        record = make_record(f"request {i}", INTENTS[i % 3], salt=str(i))
-        record.label_logprobs = {lab: math.log(v / sum(p)) for lab, v in zip(INTENTS, p)}
+        p = [b * (3.0 if j == i % len(labels) else 1.0) * rng.uniform(1 - jitter, 1 + jitter) for j, b in enumerate(base)]
+        record = make_record(f"request {i}", labels[i % len(labels)], salt=str(i))
+        record.label_logprobs = {lab: math.log(v / sum(p)) for lab, v in zip(labels, p)}
         records.append(record)
     write_generated(data_root / "data", "sentiment", records)
     free = []
     for text in ("N/A", "", "[MASK]"):
-        record = make_record(text, "book_flight", salt=f"cf{text}")
-        record.label_logprobs = {lab: math.log(v) for lab, v in zip(INTENTS, (0.55, 0.448, 0.002))}
+        record = make_record(text, labels[0], salt=f"cf{text}")
+        record.label_logprobs = {lab: math.log(v) for lab, v in zip(labels, content_free)}
         free.append(record)
     write_jsonl(data_root / "data" / "sentiment" / "generated" / "content_free.jsonl", free)
+    return records
 
 
 @pytest.mark.parametrize("mode", ["content_free", "em"])
@@ -181,21 +184,8 @@ def test_labels_that_content_free_over_corrects_together_are_one_overshoot(task_
     get 0.2% each from the content-free answers, and each becomes the answer for under half of the run
     (the one-label threshold), but together for most of it: the guard sees the three."""
     labels = ["book_flight", "book_hotel", "cancel_booking", "check_balance", "play_music", "set_alarm", "get_weather"]
-    base = [0.3, 0.25, 0.2, 0.1, 0.05, 0.05, 0.05]
-    rng = random.Random(0)
-    records = []
-    for i in range(120):  # each answer's probabilities vary by up to 20%, as real inputs' do
-        p = [b * (3.0 if j == i % 7 else 1.0) * rng.uniform(0.8, 1.2) for j, b in enumerate(base)]
-        record = make_record(f"request {i}", labels[i % 7], salt=str(i))
-        record.label_logprobs = {lab: math.log(v / sum(p)) for lab, v in zip(labels, p)}
-        records.append(record)
-    write_generated(data_root / "data", "sentiment", records)
-    free = []
-    for text in ("N/A", "", "[MASK]"):
-        record = make_record(text, "book_flight", salt=f"cf{text}")
-        record.label_logprobs = {lab: math.log(v) for lab, v in zip(labels, (0.4, 0.3, 0.15, 0.144, 0.002, 0.002, 0.002))}
-        free.append(record)
-    write_jsonl(data_root / "data" / "sentiment" / "generated" / "content_free.jsonl", free)
+    records = intent_run(data_root, 120, labels, base=(0.3, 0.25, 0.2, 0.1, 0.05, 0.05, 0.05),
+                         content_free=(0.4, 0.3, 0.15, 0.144, 0.002, 0.002, 0.002), jitter=0.2)
     folder = task_copy("sentiment")
     edit_task_yaml(folder, output={"kind": "label", "labels": labels, "calibrate": "content_free"},
                    decontam={"enabled": False}, dedupe={"enabled": False}, split={"eval_fraction": 0.0})
