@@ -367,6 +367,13 @@ def group_fraction(value: Any) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def written_stand_in(gen, real: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """What validate and preview render for a teacher-written input before it exists: ``text`` in
+    ``gen.field``, and, with real inputs mixed in, the first real input's other fields (the same
+    template renders both)."""
+    return {**(real[0] if real else {}), gen.field: text}
+
+
 def input_writing_variables(gen) -> list[dict[str, Any]]:
     """The template variables of each request that asks the teacher to write one input
     (``inputs.generate``): every seed combination crossed with the attribute grid, cycled until

@@ -43,7 +43,7 @@ class SourceConfig(Section):
 
     @field_validator("where", mode="before")
     @classmethod
-    def _where_bools(cls, where: object) -> object:
+    def _where_values_as_text(cls, where: object) -> object:
         """``where: {is_spam: [true]}`` keeps the rows whose value is a boolean true, ``[1]`` those whose
         value is 1 or 1.0 (``as_text``)."""
         if isinstance(where, dict):

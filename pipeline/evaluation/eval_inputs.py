@@ -69,11 +69,11 @@ def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] 
     """A gold value as its output kind's value, after eval.gold_map; a ``ClassLabel`` id without a
     gold_map entry is its class name (``class_names``, from ``gold_class_names``)."""
     cfg = task.config
-    raw = value
-    if cfg.eval.gold_map and as_text(value) in cfg.eval.gold_map:
-        value = cfg.eval.gold_map[as_text(value)]
-    elif class_names and as_text(value).isdigit() and int(as_text(value)) < len(class_names):
-        value = class_names[int(as_text(value))]
+    raw, key = value, as_text(value)
+    if key in cfg.eval.gold_map:
+        value = cfg.eval.gold_map[key]
+    elif class_names and key.isdigit() and int(key) < len(class_names):
+        value = class_names[int(key)]
     kind = cfg.output.kind
     if kind == "label":
         label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)

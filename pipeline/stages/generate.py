@@ -31,7 +31,12 @@ from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
 from pipeline.stages.cross_checks import eval_overlap_line, overlap_matters, unnamed_labels_warning
-from pipeline.stages.generate_report import cut_answers_warning, generate_manifest, summary_line
+from pipeline.stages.generate_report import (
+    cut_answers_warning,
+    cut_written_inputs_warning,
+    generate_manifest,
+    summary_line,
+)
 from pipeline.stages.notices import warn
 from pipeline.teachers.base import TeacherResponse, make_request
 from pipeline.teachers.budget import Budget, price_or_refuse
@@ -242,11 +247,7 @@ def _teacher_written_inputs(session: _Session, limit: int | None) -> tuple[list[
             attrs = {k: val for k, val in v.items() if k != "variant"}
             inputs.append({gen.field: resp.text.strip(), **attrs})
             cut += resp.finish_reason == "length"
-    limit_tokens = next((params[k] for k in ("max_tokens", "max_completion_tokens", "max_new_tokens") if k in params),
-                        "the provider's default")
-    warning = (f"{session.task.path / 'task.yaml'}: {cut} of {len(inputs)} teacher-written inputs stopped at "
-               f"max_tokens={limit_tokens} and are cut mid-text; raise inputs.generate.params.max_tokens") if cut else None
-    return inputs, warning
+    return inputs, cut_written_inputs_warning(session.task, params, cut, len(inputs))
 
 
 def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str = "answering") -> list[Record]:

@@ -52,14 +52,28 @@ def generate_manifest(task: TaskFolder, session, records: list[Record], started,
     }
 
 
+def _max_tokens_named(params: dict) -> object:
+    """The answer-length limit in ``params`` as the provider names it, for a warning."""
+    return next((params[k] for k in ("max_tokens", "max_completion_tokens", "max_new_tokens") if k in params),
+                "the provider's default")
+
+
+def cut_written_inputs_warning(task: TaskFolder, params: dict, cut: int, written: int) -> str | None:
+    """Teacher-written inputs that stopped at max_tokens are cut mid-text; they were paid for, so they
+    are kept, and the run says how many."""
+    if not cut:
+        return None
+    return (f"{task.path / 'task.yaml'}: {cut} of {written} teacher-written inputs stopped at "
+            f"max_tokens={_max_tokens_named(params)} and are cut mid-text; raise inputs.generate.params.max_tokens")
+
+
 def cut_answers_warning(task: TaskFolder, m: dict) -> str | None:
     """Answers that stopped at max_tokens are cut short. A label task cuts on purpose (a few tokens
     are enough), unless the limit is the silent default."""
     cut, teacher = m["counts"]["stopped_at_max_tokens"], task.config.teacher
     if not cut or (task.config.output.kind == "label" and not teacher.params_defaulted):
         return None
-    limit = next((teacher.params[k] for k in ("max_tokens", "max_completion_tokens", "max_new_tokens")
-                  if k in teacher.params), "the provider's default")
+    limit = _max_tokens_named(teacher.params)
     default = " (the default: teacher.params is not set)" if teacher.params_defaulted else ""
     return (f"warning: {cut} of {m['counts']['records']} answers stopped at max_tokens={limit}{default} and are cut "
             "short; raise teacher.params.max_tokens (curate's filters.drop_truncated drops them)")

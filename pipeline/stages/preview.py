@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.config.task import TaskFolder, load_task
-from pipeline.inputs import input_writing_variables, read_source
+from pipeline.inputs import input_writing_variables, read_source, written_stand_in
 from pipeline.pricing import price_for
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message
@@ -30,6 +30,7 @@ TOKENS_REPLY_PRIMING = 3
 DEFAULT_MAX_TOKENS = 256  # assumed when params set no max_tokens; the preview says so
 LOCAL_BACKENDS = ("hf", "vllm")  # priced by machine time, not per token
 PLACEHOLDER = "<an input the teacher writes>"
+SHOWN_WRITING = 3  # requests that write inputs kept for display (the estimate counts them all)
 
 
 def estimate_text_tokens(text: str) -> int:
@@ -87,13 +88,13 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
         tpl = renderer.template(gen.template)
         for variables in input_writing_variables(gen):
             msgs = [Message(role="user", content=renderer.render_template(tpl, variables))]
-            if len(rendered) < 3:
+            if len(rendered) < SHOWN_WRITING:
                 rendered.append(msgs)
             prompt_tokens += estimate_prompt_tokens(msgs)
             completion_tokens += input_tokens
             requests += 1
         # The inputs do not exist yet: count each as the longest text the teacher may write.
-        written = [{**(inputs[0] if inputs else {}), gen.field: PLACEHOLDER}] * gen.count
+        written = [written_stand_in(gen, inputs, PLACEHOLDER)] * gen.count
         extra_per_input = input_tokens - estimate_text_tokens(PLACEHOLDER)
     for inp, extra in [(x, 0) for x in inputs] + [(x, extra_per_input) for x in written]:
         msgs = renderer.render(inp)
@@ -159,7 +160,7 @@ def main(args) -> int:
     titles = [f"input {i}" for i in range(1, len(shown) + 1)]
     gen = cfg.inputs.generate
     if gen is not None:  # the requests that write inputs, then the real inputs' prompts, or one written input's
-        n_writing = min(3, gen.count)  # estimate_run renders the first three writing requests
+        n_writing = min(SHOWN_WRITING, gen.count)
         writing, answers = rendered[:n_writing][: args.n], rendered[n_writing:]
         real = answers[: len(answers) - gen.count][: args.n]
         shown = writing + (real or answers[-gen.count:][: min(1, args.n)])

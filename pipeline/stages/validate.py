@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config.task import TaskConfigError, TaskFolder, load_task
 from pipeline.errors import DistillError
-from pipeline.inputs import input_writing_variables, read_source
+from pipeline.inputs import input_writing_variables, read_source, written_stand_in
 from pipeline.prompts import PromptRenderer
 from pipeline.stages import cross_checks
 from pipeline.stages.preview import max_completion_tokens
@@ -111,14 +111,15 @@ def validate_task(task_arg) -> ValidationReport:
     renderer = _check(report, PromptRenderer.for_task, task)
     _check(report, _check_json_schema, task)
 
-    inputs: list[dict] = []
+    inputs: list[dict] = []  # the real inputs, then one stand-in for the teacher-written ones
+    n_inputs = 0  # how many the run answers
     if cfg.inputs.source is not None:
         rows = _check(report, read_source, cfg.inputs.source, task.path)
         if rows is not None:
             if not rows:
                 report.problems.append(f"{task.path / 'task.yaml'}: inputs.source: the source has no rows")
             else:
-                inputs = rows
+                inputs, n_inputs = rows, len(rows)
                 report.notes.append(f"inputs: {len(rows)}")
     if cfg.inputs.generate is not None:
         gen = cfg.inputs.generate
@@ -130,7 +131,8 @@ def validate_task(task_arg) -> ValidationReport:
                 _check(report, renderer.render_template, tpl, variables[0])
         # as long as the teacher may write it, in words of about one token each
         written, _ = max_completion_tokens(gen.params or cfg.teacher.params)
-        inputs = inputs + [{**(inputs[0] if inputs else {}), gen.field: " ".join(["word"] * written)}]
+        inputs = inputs + [written_stand_in(gen, inputs, " ".join(["word"] * written))]
+        n_inputs += gen.count
     rendered = _check(report, _render_all, renderer, inputs) if renderer is not None else None
 
     eval_rows = _check_eval_source(task, report, renderer)
@@ -139,7 +141,6 @@ def validate_task(task_arg) -> ValidationReport:
     warning = cross_checks.unnamed_labels_warning(task, renderer) if rendered else None
     if warning:
         report.warnings.append(warning)
-    n_inputs = len(inputs) + (cfg.inputs.generate.count - 1 if cfg.inputs.generate is not None else 0)
     for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
                         (cross_checks.check_curate_settings, (inputs,)), (cross_checks.check_eval_pricing, ()),
