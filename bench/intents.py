@@ -19,7 +19,8 @@ Then `distill run <folder> --quiet` as a subprocess, into bench/results/intents/
 teacher's answers from that cache), and the figures of its report.json.
 
 Targets (issue 10's done-when, "intents with shared prefixes"): agreement with the teacher >= 85%,
-gap closed >= 90%, student >= 4x cheaper. Prints a table, then ONE JSON line with every figure and a
+gap closed >= 90%, student >= 4x cheaper, each on at least 500 evaluated inputs (`evaluated_at_least_500`:
+false here, so a quality target it meets is within noise). Prints a table, then ONE JSON line with every figure and a
 `targets_met` map.
 """
 from __future__ import annotations
@@ -144,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['teacher_accuracy']:.1%}, student {r['student_accuracy']:.1%}; agreement {r['agreement']:.1%}, kappa "
           f"{r['kappa']:.2f}, gap closed {gap}, {r['cost_ratio']:.1f}x cheaper, {r['run_s']:.0f} s ({r['verdict']}); "
           f"calibration used: {r['calibration_used']}")
+    # the done-when's figures are on at least 500 real inputs; the templates give at most 140 test
+    # messages here (a share known to about +-8 points), so a met quality target is noise unless this is too
     targets = {"agreement_85pct": r["agreement"] >= 0.85,
                "gap_closed_90pct": r["gap_closed"] is not None and r["gap_closed"] >= 0.9,
-               "4x_cheaper": r["cost_ratio"] >= 4}
+               "4x_cheaper": r["cost_ratio"] >= 4, "evaluated_at_least_500": r["evaluated"] >= 500}
     print(json.dumps({"bench": "intents", "per_intent": args.per_intent, **r, "targets_met": targets}))
     return 0
 
