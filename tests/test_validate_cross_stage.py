@@ -207,3 +207,33 @@ def test_too_few_eval_inputs_is_a_warning_with_the_margin_they_give(tmp_path, ca
     if margin:
         assert f"{min(rows, limit or rows)} inputs to evaluate on" in found[0] and f"+-{margin} points" in found[0]
         assert "at least 200 inputs" in found[0]
+
+
+def test_the_demo_copied_onto_whole_reviews_trains_on_every_row(tmp_path, capsys):
+    """README's recipe on a polarity set of whole reviews (IMDb-length: some pass 1,024 tokens): the
+    copied demo must not carry a max_length that drops them (it had 256: an error, as had TRL's 1,024
+    for a tenth of the rows), so no setting has to be touched."""
+    import json
+    import shutil
+
+    import yaml
+
+    from pipeline import yaml_io
+    from tests.conftest import REPO
+
+    folder = tmp_path / "reviews"
+    shutil.copytree(REPO / "prompts" / "sentiment", folder)
+    reviews = [" ".join(["word"] * (1500 if i % 10 == 0 else 300)) + f" {i}" for i in range(100)]
+    (folder / "reviews.jsonl").write_text("".join(json.dumps({"review": r, "stars": i % 2}) + "\n"
+                                                  for i, r in enumerate(reviews)))
+    cfg = yaml_io.load((folder / "task.yaml").read_text())
+    split = {"field": "review", "holdout_fraction": 0.3}
+    cfg["inputs"] = {"source": {"path": "reviews.jsonl", "fields": {"text": "review"},
+                                "group_split": {**split, "keep": "rest"}}}
+    cfg["eval"]["source"] = {"path": "reviews.jsonl", "fields": {"text": "review", "gold": "stars"},
+                             "group_split": {**split, "keep": "holdout"}}
+    cfg["eval"]["gold_map"] = {1: "positive", 0: "negative"}
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rc, lines = run_validate(folder, capsys)
+    assert rc == 0 and not errors(lines), lines
+    assert not [ln for ln in lines if "max_length" in ln], lines

@@ -16,13 +16,13 @@ from typing import Any
 
 from pipeline.config.task import TaskFolder
 from pipeline.errors import DistillError
+from pipeline.training.arguments import DEFAULT_MAX_LENGTH
 
 # Backends whose logprobs carry token ids of the teacher's own vocabulary.
 TOKEN_ID_BACKENDS = ("hf", "vllm")
 # More than this share of rows longer than train.sft.max_length is an error, not a warning: the
 # new user's few-shot task lost 188 of 403 rows to a max_length copied from the demo (issue 12).
 MAX_LENGTH_DROP_SHARE = 0.02
-DEFAULT_MAX_LENGTH = 1024  # pipeline/training/arguments.py's cpu_safe_defaults
 CHARS_PER_TOKEN = 4  # the estimate when the student's tokenizer is not on disk yet (as preview's)
 CHAT_TOKENS_PER_MESSAGE = 5  # "<|im_start|>role\n ... <|im_end|>\n" in ChatML-style templates
 
