@@ -74,6 +74,21 @@ def test_group_split_keeps_every_group_on_one_side_and_sample_spreads_over_the_f
     assert len({movie(r) for r in side("rest", limit=20)}) <= 5
 
 
+def test_a_sample_of_a_growing_file_keeps_the_inputs_it_had(tmp_path):
+    """README: `sample: N` takes N inputs in a fixed hash order, so when the file grows, an input it
+    took before stays unless a new one outranks it, and the answers already paid for are reused; a
+    sample by position would swap most of them."""
+    def sample(n_rows):
+        (tmp_path / "posts.jsonl").write_text("".join(f'{{"text": "post {i}"}}\n' for i in range(n_rows)))
+        return [r["text"] for r in read_source(SourceConfig(path="posts.jsonl", sample=50), tmp_path)]
+
+    before, after = sample(200), sample(250)
+    assert len(before) == len(after) == 50 and sample(250) == after
+    old = {f"post {i}" for i in range(200)}
+    assert {t for t in after if t in old} <= set(before)  # no input it had left out comes in
+    assert len(set(before) & set(after)) >= 30  # most stay (40 expected of 50)
+
+
 def test_a_split_by_row_keeps_variants_of_one_text_on_one_side(tmp_path):
     """Split by the text column itself (a file without a group column), the variants of one post that
     differ in case and punctuation ("I LOVE this!!" / "I love this.") fall on one side, as
