@@ -237,3 +237,31 @@ def test_the_demo_copied_onto_whole_reviews_trains_on_every_row(tmp_path, capsys
     rc, lines = run_validate(folder, capsys)
     assert rc == 0 and not errors(lines), lines
     assert not [ln for ln in lines if "max_length" in ln], lines
+
+
+def test_class_names_that_begin_the_labels_get_the_gold_map_that_fixes_them(tmp_path, capsys):
+    """IMDb's Parquet stores its gold as a ClassLabel named `neg`/`pos`; asked for [positive, negative],
+    validate names the class of the id it shows and the exact gold_map, and that gold_map (by class
+    name, as the error writes it) is what read_eval_source then applies; before, a gold_map by class
+    name was never consulted for a ClassLabel id."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from pipeline.config.task import load_task
+    from pipeline.evaluation.eval_inputs import read_eval_source
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    feats = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    rows = [{"text": f"review {i}", "label": i % 2} for i in range(6)]
+    Dataset.from_list(rows, features=feats).to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    ev = {"source": {"path": "test-*.parquet"}, "gold_field": "label"}
+    cfg = base_config(output={"kind": "label", "labels": ["positive", "negative"]}, eval=ev, train={"method": "sft"})
+    rc, lines = run_validate(write_task(folder, cfg), capsys)
+    (err,) = errors(lines)
+    assert rc != 0 and "6 of 6 gold values" in err and "(e.g. 0, the class 'neg', in row 1)" in err
+    assert "map them with eval.gold_map: {neg: negative, pos: positive}," in err
+    cfg["eval"]["gold_map"] = {"neg": "negative", "pos": "positive"}
+    rc, lines = run_validate(write_task(folder, cfg), capsys)
+    assert rc == 0 and not errors(lines), lines
+    _, golds, _ = read_eval_source(load_task(folder), None)
+    assert golds == ["negative", "positive"] * 3

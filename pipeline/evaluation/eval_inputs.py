@@ -65,6 +65,24 @@ def gold_class_names(task: TaskFolder) -> list[str] | None:
     return class_label_names(ev.source, task.path, ev.gold_field) if ev.source and ev.gold_field else None
 
 
+def gold_name(value: Any, class_names: list[str] | None) -> str:
+    """A gold value as the user knows it: a ``ClassLabel`` id's class name, else the value."""
+    key = as_text(value)
+    return class_names[int(key)] if class_names and key.isdigit() and int(key) < len(class_names) else key
+
+
+def suggested_gold_map(values: list[str], labels: list[str]) -> dict[str, str] | None:
+    """{value: label} when each gold value begins exactly one label, and no two the same one (``neg`` ->
+    ``negative``, ``pos`` -> ``positive``), for an error to offer as its fix; else None."""
+    found = {}
+    for v in values:
+        hits = [lab for lab in labels if v and lab.lower().startswith(v.lower())]
+        if len(hits) != 1:
+            return None
+        found[v] = hits[0]
+    return found if len(set(found.values())) == len(found) else None
+
+
 def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] | None = None) -> Any:
     """A gold value as its output kind's value, after eval.gold_map; a ``ClassLabel`` id without a
     gold_map entry is its class name (``class_names``, from ``gold_class_names``)."""
@@ -73,7 +91,8 @@ def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] 
     if key in cfg.eval.gold_map:
         value = cfg.eval.gold_map[key]
     elif class_names and key.isdigit() and int(key) < len(class_names):
-        value = class_names[int(key)]
+        # the id's class name, which gold_map may map in turn (IMDb's `neg` -> `negative`)
+        value = cfg.eval.gold_map.get(class_names[int(key)], class_names[int(key)])
     kind = cfg.output.kind
     if kind == "label":
         label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.base import as_text
 from pipeline.config.task import TaskFolder
 from pipeline.errors import DistillError
 from pipeline.training.arguments import DEFAULT_MAX_LENGTH
@@ -347,7 +348,7 @@ def check_eval_size(task: TaskFolder, report, n_rows: int) -> None:
 
 def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], renderer) -> None:
     """Eval inputs carry what evaluate reads: the template's variables and gold answers it can parse."""
-    from pipeline.evaluation.eval_inputs import gold_class_names, parse_gold
+    from pipeline.evaluation.eval_inputs import gold_class_names, gold_name, parse_gold, suggested_gold_map
 
     ev, where = task.config.eval, task.path / "task.yaml"
     bad: list[tuple[int, Any]] = []
@@ -359,11 +360,16 @@ def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], render
             except DistillError:
                 bad.append((i, row[ev.gold_field]))
     if bad:
-        values = sorted({str(v) for _, v in bad})
-        labels = task.config.output.labels
+        labels = task.config.output.labels or []
+        first, name = bad[0][1], gold_name(bad[0][1], names)
+        shown = f"{first!r}" if name == as_text(first) else f"{first!r}, the class {name!r}"
+        named = sorted({gold_name(v, names) for _, v in bad})
+        suggestion = suggested_gold_map(named, labels)
+        fix = ("eval.gold_map: {" + ", ".join(f"{k}: {v}" for k, v in suggestion.items()) + "}"
+               if suggestion else "eval.gold_map")
         report.problems.append(
             f"{where}: eval.gold_field: {len(bad)} of {len(rows)} gold values are not in output.labels {labels} "
-            f"after eval.gold_map (e.g. {values[0]!r} in row {bad[0][0]}); map them with eval.gold_map, add them "
+            f"after eval.gold_map (e.g. {shown}, in row {bad[0][0]}); map them with {fix}, add them "
             "to output.labels, or drop them with eval.source.where"
         )
     if renderer is not None and rows:
