@@ -100,3 +100,4 @@ bench: setup
 	$(BIN)/python bench/layer_readout.py
 	$(BIN)/python bench/unseen_data.py
 	$(BIN)/python bench/intents.py
+	$(BIN)/python bench/long_reviews.py

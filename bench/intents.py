@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.unseen_data import REPO, run_task
+from bench.unseen_data import REPO, demo_copy, run_task, save_config
 
 INTENTS = ["book_flight", "book_hotel", "cancel_booking", "change_pin", "check_balance", "report_lost_card",
            "transfer_money"]
@@ -110,15 +110,7 @@ def write_hub_files(hub: Path, per_intent: int) -> int:
 
 def build_task(out: Path) -> Path:
     """prompts/sentiment copied, pointed at the shards, its labels and question the intents'."""
-    import yaml
-
-    from pipeline import yaml_io
-
-    folder = out / "tasks" / "intents"
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(REPO / "prompts" / "sentiment", folder)
-    cfg = yaml_io.load((folder / "task.yaml").read_text())
-    cfg["name"] = "intents"
+    folder, cfg = demo_copy(out, "intents")
     cfg["description"] = "Name the intent of a bank or travel customer's message."
     hub = (out / "hub" / "data").resolve()
     cfg["inputs"]["source"] = {"path": str(hub / "train-*.parquet"), "fields": {"text": "utterance"}}
@@ -126,7 +118,7 @@ def build_task(out: Path) -> Path:
     cfg["eval"].pop("gold_map", None)
     cfg["eval"].pop("limit", None)
     cfg["output"]["labels"] = INTENTS
-    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    save_config(folder, cfg)
     (folder / "user.j2").write_text("Message: {{ text }}\nWhich is its intent: {{ labels[:-1] | join(', ') }} or "
                                     "{{ labels[-1] }}?", encoding="utf-8")
     return folder

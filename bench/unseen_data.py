@@ -81,22 +81,34 @@ def gold_rows(name: str) -> list[tuple[str, str]]:
     return rows
 
 
-def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) -> Path:
-    """prompts/sentiment copied, its sources pointed at the set (``rows``: gold_rows(name), when read
-    already), its question reworded."""
-    import yaml
-
+def demo_copy(out: Path, name: str) -> tuple[Path, dict]:
+    """prompts/sentiment copied to ``out``/tasks/``name`` as the README says to begin, and its task.yaml
+    read (with its name set), for the caller to point at its data and write back with save_config."""
     from pipeline import yaml_io
 
     folder = out / "tasks" / name
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(REPO / "prompts" / "sentiment", folder)
+    cfg = yaml_io.load((folder / "task.yaml").read_text())
+    cfg["name"] = name
+    return folder, cfg
+
+
+def save_config(folder: Path, cfg: dict) -> Path:
+    import yaml
+
+    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return folder
+
+
+def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) -> Path:
+    """prompts/sentiment copied, its sources pointed at the set (``rows``: gold_rows(name), when read
+    already), its question reworded."""
+    folder, cfg = demo_copy(out, name)
     with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["text", "label"])
         writer.writerows(gold_rows(name) if rows is None else rows)
-    cfg = yaml_io.load((folder / "task.yaml").read_text())
-    cfg["name"] = name
     demo_split = cfg["inputs"]["source"]["group_split"]
     by_row = {"field": "text", "holdout_fraction": demo_split["holdout_fraction"]}
     cfg["inputs"]["source"] = {"path": f"{name}.csv", "fields": {"text": "text"},
@@ -106,7 +118,7 @@ def build_task(name: str, out: Path, rows: list[tuple[str, str]] | None = None) 
     cfg["eval"].pop("gold_map", None)
     if name == "tweets3":
         cfg["output"]["labels"] = THREE_LABELS
-    (folder / "task.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    save_config(folder, cfg)
     noun = SETS[name][1]
     (folder / "user.j2").write_text(
         (REPO / "prompts" / "sentiment" / "user.j2").read_text().replace("Review:", f"{noun.capitalize()}:")
