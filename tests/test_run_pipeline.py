@@ -70,6 +70,26 @@ def test_second_run_does_nothing_and_says_so(tmp_path, server, tiny_model_dir, c
     assert sent(server) == before  # not one request
 
 
+def test_a_deleted_model_is_trained_again_without_asking_the_teacher(tmp_path, server, tiny_model_dir):
+    """Deleting the models folder (or a dataset version) and running again trains (and curates) anew
+    from the cached answers; before, the run said "unchanged", did nothing and named no model."""
+    import shutil
+
+    folder = label_task(tmp_path, server, tiny_model_dir)
+    first = run_pipeline(load_task(folder), quiet=True)
+    paths = TaskPaths("runtask")
+    shutil.rmtree(paths.models_dir)
+    before = sent(server)
+    second = run_pipeline(load_task(folder), quiet=True)
+    assert second["stages"] == {"generate": "skipped (unchanged)", "curate": "skipped (unchanged)",
+                                "train": "ran", "evaluate": "ran"}
+    assert second["model"] and (paths.models_dir / second["model"] / "report.json").exists()
+    shutil.rmtree(paths.versions_dir / first["version"])
+    third = run_pipeline(load_task(folder), quiet=True)
+    assert third["stages"]["curate"] == "ran" and (paths.versions_dir / third["version"]).is_dir()
+    assert sent(server) == before  # every answer from the cache
+
+
 def test_new_inputs_only_are_requested_and_drift_is_reported(tmp_path, server, tiny_model_dir):
     folder = label_task(tmp_path, server, tiny_model_dir)
     first = run_pipeline(load_task(folder), quiet=True)

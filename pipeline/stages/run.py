@@ -76,10 +76,20 @@ def run_pipeline(
             log(f"note: took over a stale lock left by pid {lock.stale_holder.get('pid')} (that run had died)")
         state = _load_state(paths)
 
+        def output_gone(stage: str) -> bool:
+            """The folder a stage recorded has been deleted since (a user cleaning models/ or a version):
+            the stage runs again, instead of a run that does nothing and names no model."""
+            rec = state.get(stage, {})
+            if stage == "curate" and rec.get("version"):
+                return not (paths.versions_dir / rec["version"]).is_dir()
+            if stage == "train" and rec.get("model"):
+                return not (paths.models_dir / rec["model"]).is_dir()
+            return False
+
         def due(stage: str, fingerprint: str) -> bool:
             if stage not in stages:
                 return False
-            if force or state.get(stage, {}).get("fingerprint") != fingerprint:
+            if force or state.get(stage, {}).get("fingerprint") != fingerprint or output_gone(stage):
                 return True
             summary["stages"][stage] = "skipped (unchanged)"
             return False
