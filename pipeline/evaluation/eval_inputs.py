@@ -90,9 +90,8 @@ def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] 
     raw, key = value, as_text(value)
     if key in cfg.eval.gold_map:
         value = cfg.eval.gold_map[key]
-    elif class_names and key.isdigit() and int(key) < len(class_names):
-        # the id's class name, which gold_map may map in turn (IMDb's `neg` -> `negative`)
-        value = cfg.eval.gold_map.get(class_names[int(key)], class_names[int(key)])
+    elif (name := gold_name(value, class_names)) != key:
+        value = cfg.eval.gold_map.get(name, name)  # the id's class name, which gold_map may map in turn
     kind = cfg.output.kind
     if kind == "label":
         label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)

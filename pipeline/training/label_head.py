@@ -68,26 +68,29 @@ def fit_rows(features: np.ndarray, targets: np.ndarray, prior: np.ndarray) -> tu
     n, h = features.shape
     centred = features - features.mean(0)
     scale = float(np.einsum("ij,ij->", centred, centred)) / max(n, 1) / h
-    fold = np.arange(n) % min(CV_FOLDS, max(n, 1))
+    folds = min(CV_FOLDS, n) if n > 1 else 0
+    fold = np.arange(n) % max(folds, 1)
+    # the normal equations once: a fold's training rows are the whole set less its own rows
+    gram, cross = features.T @ features, features.T @ targets
+    parts = [(fold == k, features[fold == k]) for k in range(folds)]
+    parts = [(held, f, gram - f.T @ f, cross - f.T @ targets[held], n - len(f)) for held, f in parts]
 
-    def solve(f, y, lam):
-        gram = f.T @ f + lam * len(f) * np.eye(h)
-        return np.linalg.solve(gram, f.T @ y + lam * len(f) * prior.T).T  # [L, H]
+    def solve(g, xy, m, lam):  # (F'F + lam m I) W' = F'Y + lam m W0', m the rows fitted
+        return np.linalg.solve(g + lam * m * np.eye(h), xy + lam * m * prior.T).T  # [L, H]
 
     best = None
     for c in RIDGE_GRID:
         agree, err = [], []
-        for k in range(fold.max() + 1 if n > 1 else 0):
-            held = fold == k
-            pred = features[held] @ solve(features[~held], targets[~held], c * scale).T
+        for held, f, g, xy, m in parts:
+            pred = f @ solve(g, xy, m, c * scale).T
             agree.append(float(np.mean(pred.argmax(1) == targets[held].argmax(1))))
             err.append(float(np.mean((pred - pred.mean(1, keepdims=True) - targets[held]) ** 2)))
         key = (float(np.mean(agree)) if agree else 0.0, -float(np.mean(err)) if err else 0.0)
         if best is None or key > best[0]:
             best = (key, c)
     (agree, neg_err), c = best
-    w = solve(features, targets, c * scale)
-    return w, {"ridge": c, "lambda": c * scale, "cv_folds": int(fold.max() + 1), "heldout_rows": n,
+    w = solve(gram, cross, n, c * scale)
+    return w, {"ridge": c, "lambda": c * scale, "cv_folds": folds, "heldout_rows": n,
                "heldout_agreement": round(agree, 4), "heldout_mse": round(-neg_err, 4)}
 
 
