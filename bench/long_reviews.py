@@ -68,12 +68,11 @@ def is_test_movie(movie: str) -> bool:
     return int(hashlib.sha256(movie.encode()).hexdigest()[:8], 16) / 2**32 < TEST_SHARE
 
 
-def write_hub_files(hub: Path) -> dict[str, int]:
-    """IMDb's Parquet layout (plain_text/<split>-00000-of-00001.parquet, a ClassLabel neg/pos; the
-    unsupervised split's labels -1); returns the reviews per split."""
+def write_hub_files(hub: Path, rows: list[dict]) -> dict[str, int]:
+    """``rows`` (reviews()) in IMDb's Parquet layout (plain_text/<split>-00000-of-00001.parquet, a
+    ClassLabel neg/pos; the unsupervised split's labels -1); returns the reviews per split."""
     from datasets import ClassLabel, Dataset, Features, Value
 
-    rows = reviews()
     feats = Features({"text": Value("string"), "label": ClassLabel(names=CLASSES)})
     splits = {"unsupervised": [{"text": r["text"], "label": -1} for r in rows if not is_test_movie(r["movie"])],
               "test": [{"text": r["text"], "label": r["label"]} for r in rows if is_test_movie(r["movie"])]}
@@ -100,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "long_reviews"))
     args = p.parse_args(argv)
     out = Path(args.out)
-    sizes = write_hub_files(out / "hub")
-    words = [len(r["text"].split()) for r in reviews()]
-    r = run_task(build_task(out), "long_reviews", out, sum(sizes.values()))
-    model_dir = out / "models" / "long_reviews"
-    manifest = json.loads((max(p for p in model_dir.iterdir() if p.is_dir()) / "train_manifest.json").read_text())
+    rows = reviews()
+    sizes = write_hub_files(out / "hub", rows)
+    words = [len(r["text"].split()) for r in rows]
+    r = run_task(build_task(out), "long_reviews", out, len(rows))
+    manifest = json.loads((out / "models" / "long_reviews" / r["model"] / "train_manifest.json").read_text())
     counts = manifest["counts"]
     dropped = counts["train"]["dropped_truncated"] + counts["eval"]["dropped_truncated"]
     gap = "n/a" if r["gap_closed"] is None else f"{r['gap_closed']:.1%}"

@@ -146,7 +146,7 @@ def run_task(folder: Path, name: str, out: Path, rows: int) -> dict:
     report = json.loads((out / "models" / name / model / "report.json").read_text())
     head, summary = report["headline"], report["summary"]
     used = report.get("calibration_fallback") or {}
-    return {"rows": rows, "run_s": wall, "exit": proc.returncode,
+    return {"rows": rows, "model": model, "run_s": wall, "exit": proc.returncode,
             "evaluated": report["counts"]["with_gold"], "majority_baseline": head["majority_baseline"],
             "teacher_accuracy": head["teacher"], "student_accuracy": head["student"],
             "agreement": head["agreement"], "kappa": round(head["kappa"], 3),

@@ -28,16 +28,18 @@ def test_a_review_is_several_snippets_of_one_movie_and_one_verdict():
 
 
 def test_the_task_trains_on_every_review_and_evaluates_on_other_movies(tmp_path):
-    sizes = write_hub_files(tmp_path / "hub")
+    sizes = write_hub_files(tmp_path / "hub", reviews())
     assert sizes["test"] > 200 and sizes["unsupervised"] > 300
     task = load_task(build_task(tmp_path))
     inputs = read_source(task.config.inputs.source, task.path)
     eval_rows, golds, _ = read_eval_source(task, None)
     assert len(inputs) == sizes["unsupervised"] and len(eval_rows) == sizes["test"]
     assert not {r["text"] for r in inputs} & {r["text"] for r in eval_rows}
+    movie = {r["text"]: r["movie"] for r in reviews()}  # split by movie: no movie on both sides
+    assert all(is_test_movie(movie[r["text"]]) for r in eval_rows)
+    assert not any(is_test_movie(movie[r["text"]]) for r in inputs)
     assert class_label_names(task.config.eval.source, task.path, "gold") == ["neg", "pos"]
     assert set(golds) == {"negative", "positive"}  # the class names through the gold_map
     report = validate_task(str(task.path))
     assert not report.problems, report.problems
     assert not [w for w in report.warnings if "max_length" in w], report.warnings
-    assert any(is_test_movie(r["movie"]) for r in reviews()[:20])
