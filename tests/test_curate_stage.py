@@ -266,3 +266,26 @@ def test_dedupe_compares_a_mixed_in_real_input_by_its_own_fields():
     real.inputs = {"review": "a real review", "source": "app"}
     assert compare_text(written, "input", ["text"]) == "a written review"
     assert compare_text(real, "input", ["text"]) == "a real review\napp"
+
+
+def test_real_inputs_one_word_apart_are_both_kept_and_teacher_written_ones_are_not(sentiment, data_root):
+    """Near-dedupe's defaults are tuned to a teacher's rewrites. The task's own inputs (inputs.source
+    alone) are the distribution the student will serve, already answered: by default only their exact
+    copies go. Written inputs, or `dedupe.near: true`, still lose their near duplicates."""
+    texts = ["someone took my wallet with the debit card in Rome last night",
+             "someone took my wallet with the debit card in Lisbon last night"]  # 10 words, J = 0.64
+    records = [make_record(t, "negative", logprobs=negative_first_token(), salt=str(i)) for i, t in enumerate(texts)]
+    write_generated(data_root / "data", "sentiment", records)
+    manifest = run_curate(sentiment, quiet=True)
+    assert manifest["counts"]["rejected"] == {} and manifest["counts"]["kept"] == 2
+    assert manifest["dedupe"]["near"] is False
+    card = (data_root / "data" / "sentiment" / "versions" / manifest["version"] / "README.md").read_text()
+    assert "set dedupe.near: true" in card
+
+    edit_task_yaml(sentiment.path, dedupe={"compare": "input", "near": True})
+    assert run_curate(load_task(sentiment.path), quiet=True)["counts"]["rejected"] == {"near_duplicate": 1}
+
+    edit_task_yaml(sentiment.path, dedupe={"compare": "input"},
+                   inputs={"generate": {"field": "text", "seeds": {"genre": ["crime"]}, "count": 2}})
+    manifest = run_curate(load_task(sentiment.path), quiet=True)
+    assert manifest["counts"]["rejected"] == {"near_duplicate": 1} and manifest["dedupe"]["near"] is True

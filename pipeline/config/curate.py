@@ -37,7 +37,11 @@ class DedupeConfig(Section):
         "field with inputs.generate, else every string field.",
     )
     exact: bool = Field(True, description="Remove duplicates of the normalised text (case, whitespace, Unicode form).")
-    near: bool = Field(True, description="Remove near duplicates with MinHash LSH.")
+    near: bool | None = Field(
+        None, description="Remove near duplicates with MinHash LSH. Default: on where the compared text is "
+        "the teacher's (inputs.generate, or compare output / both), off for the user's own inputs alone: "
+        "they are the distribution the student will serve, and their answers are paid for.",
+    )
     threshold: float = Field(
         0.5, gt=0, le=1, description="Estimated Jaccard similarity of the shingle sets at or above which two are duplicates."
     )

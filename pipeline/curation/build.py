@@ -156,8 +156,11 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     parts += ["## Dropped examples", "", "Every dropped record is in `rejected.jsonl` with its reason.", ""]
     parts += [_table(sorted(rejected.items()), ("reason", "records")) if rejected else "None.", ""]
     dd = manifest["dedupe"]
+    near = dd["near"]
+    if not near and manifest.get("config", {}).get("dedupe", {}).get("near") is None:
+        near = "off for the task's own inputs (set dedupe.near: true to remove their near duplicates)"
     parts += ["## Dedupe", "",
-              (f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {dd['near']} (MinHash LSH, "
+              (f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {near} (MinHash LSH, "
                f"threshold {dd['threshold']}, {dd['shingle_size']}-word shingles, {dd['num_perm']} permutations, "
                f"{dd['bands']} bands). Removed {rejected.get('exact_duplicate', 0)} exact and "
                f"{rejected.get('near_duplicate', 0)} near duplicates, each for a kept, at least as confident record it duplicates."),
