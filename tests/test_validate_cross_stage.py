@@ -265,3 +265,34 @@ def test_class_names_that_begin_the_labels_get_the_gold_map_that_fixes_them(tmp_
     assert rc == 0 and not errors(lines), lines
     _, golds, _ = read_eval_source(load_task(folder), None)
     assert golds == ["negative", "positive"] * 3
+
+
+def test_an_unlabelled_hub_split_is_named_as_such_with_the_where_that_keeps_the_labelled_rows(tmp_path, capsys):
+    """GLUE's test splits (and IMDb's unsupervised one) hold the ClassLabel -1, "no label". Pointed at
+    one, validate says so and offers the `where` that keeps the labelled rows, not a gold_map no value
+    could satisfy; evaluate's reader says the same."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from pipeline.config.task import load_task
+    from pipeline.errors import InputDataError
+    from pipeline.evaluation.eval_inputs import read_eval_source
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    feats = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    rows = [{"sentence": f"a film {i}", "label": [-1, 0, 1][i % 3]} for i in range(6)]
+    Dataset.from_list(rows, features=feats).to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    ev = {"source": {"path": "test-*.parquet", "fields": {"text": "sentence", "label": "label"}}, "gold_field": "label"}
+    cfg = base_config(output={"kind": "label", "labels": ["negative", "positive"]}, eval=ev, train={"method": "sft"})
+    rc, lines = run_validate(write_task(folder, cfg), capsys)
+    (err,) = errors(lines)
+    assert rc != 0 and "2 of 6 gold values are -1, a ClassLabel's 'no label'" in err
+    assert "eval.source.where: {label: [negative, positive]}" in err and "gold_map" not in err
+    with pytest.raises(InputDataError, match=r"input 1: gold value -1 is a ClassLabel's 'no label'"):
+        read_eval_source(load_task(folder), None)
+
+    cfg["eval"]["source"]["where"] = {"label": ["negative", "positive"]}
+    rc, lines = run_validate(write_task(folder, cfg), capsys)
+    assert rc == 0 and not errors(lines), lines
+    _, golds, _ = read_eval_source(load_task(folder), None)
+    assert golds == ["negative", "positive"] * 2

@@ -71,6 +71,18 @@ def gold_name(value: Any, class_names: list[str] | None) -> str:
     return class_names[int(key)] if class_names and key.isdigit() and int(key) < len(class_names) else key
 
 
+def unlabelled_class_id(value: Any, class_names: list[str] | None) -> bool:
+    """A ``ClassLabel``'s -1: "no label", what the Hub's unlabelled splits hold (GLUE's test sets,
+    IMDb's ``unsupervised``); no gold_map can make it a gold answer."""
+    return bool(class_names) and as_text(value) == "-1"
+
+
+def unlabelled_split_fix(class_names: list[str], gold_field: str) -> str:
+    names = ", ".join(class_names)
+    return (f"point eval.source at a labelled split (the Hub's validation split, where its test split is "
+            f"unlabelled), or keep the labelled rows with eval.source.where: {{{gold_field}: [{names}]}}")
+
+
 def suggested_gold_map(values: list[str], labels: list[str]) -> dict[str, str] | None:
     """{value: label} when each gold value begins exactly one label, and no two the same one (``neg`` ->
     ``negative``, ``pos`` -> ``positive``), for an error to offer as its fix; else None."""
@@ -93,6 +105,9 @@ def parse_gold(value: Any, task: TaskFolder, where: str, class_names: list[str] 
     elif (name := gold_name(value, class_names)) != key:
         value = cfg.eval.gold_map.get(name, name)  # the id's class name, which gold_map may map in turn
     kind = cfg.output.kind
+    if unlabelled_class_id(raw, class_names) and key not in cfg.eval.gold_map:
+        raise InputDataError(f"{where}: gold value -1 is a ClassLabel's 'no label' (an unlabelled split); "
+                             + unlabelled_split_fix(class_names or [], cfg.eval.gold_field or "label"))
     if kind == "label":
         label = m.parse_label(str(value), cfg.output.labels or [], cfg.output.normalize)
         if label is None:

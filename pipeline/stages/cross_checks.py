@@ -348,7 +348,14 @@ def check_eval_size(task: TaskFolder, report, n_rows: int) -> None:
 
 def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], renderer) -> None:
     """Eval inputs carry what evaluate reads: the template's variables and gold answers it can parse."""
-    from pipeline.evaluation.eval_inputs import gold_class_names, gold_name, parse_gold, suggested_gold_map
+    from pipeline.evaluation.eval_inputs import (
+        gold_class_names,
+        gold_name,
+        parse_gold,
+        suggested_gold_map,
+        unlabelled_class_id,
+        unlabelled_split_fix,
+    )
 
     ev, where = task.config.eval, task.path / "task.yaml"
     bad: list[tuple[int, Any]] = []
@@ -359,6 +366,12 @@ def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], render
                 parse_gold(row[ev.gold_field], task, "", names)
             except DistillError:
                 bad.append((i, row[ev.gold_field]))
+    unlabelled = [i for i, v in bad if unlabelled_class_id(v, names)]
+    if unlabelled:
+        report.problems.append(
+            f"{where}: eval.gold_field: {len(unlabelled)} of {len(rows)} gold values are -1, a ClassLabel's "
+            f"'no label' (an unlabelled split; e.g. row {unlabelled[0]}); {unlabelled_split_fix(names or [], ev.gold_field)}")
+        bad = [(i, v) for i, v in bad if not unlabelled_class_id(v, names)]
     if bad:
         labels = task.config.output.labels or []
         first, name = bad[0][1], gold_name(bad[0][1], names)
