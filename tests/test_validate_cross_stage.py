@@ -296,3 +296,22 @@ def test_an_unlabelled_hub_split_is_named_as_such_with_the_where_that_keeps_the_
     assert rc == 0 and not errors(lines), lines
     _, golds, _ = read_eval_source(load_task(folder), None)
     assert golds == ["negative", "positive"] * 2
+
+
+def test_a_classlabel_with_none_of_the_labels_gets_its_names_as_the_labels_to_list(tmp_path, capsys):
+    """A copy of the demo pointed at an intents set still lists [positive, negative]: validate names
+    the ClassLabel's own names as the output.labels to write."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    names = ["book_flight", "book_hotel", "change_pin"]
+    feats = Features({"text": Value("string"), "intent": ClassLabel(names=names)})
+    Dataset.from_list([{"text": f"message {i}", "intent": i % 3} for i in range(6)],
+                      features=feats).to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    ev = {"source": {"path": "test-*.parquet"}, "gold_field": "intent"}
+    cfg = base_config(output={"kind": "label", "labels": ["positive", "negative"]}, eval=ev, train={"method": "sft"})
+    rc, lines = run_validate(write_task(folder, cfg), capsys)
+    (err,) = errors(lines)
+    assert rc != 0 and "(e.g. 0, the class 'book_flight', in row 1)" in err
+    assert "list the ClassLabel's names as output.labels: [book_flight, book_hotel, change_pin]" in err

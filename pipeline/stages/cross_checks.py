@@ -380,10 +380,13 @@ def check_eval_rows(task: TaskFolder, report, rows: list[dict[str, Any]], render
         suggestion = suggested_gold_map(named, labels)
         fix = ("eval.gold_map: {" + ", ".join(f"{k}: {v}" for k, v in suggestion.items()) + "}"
                if suggestion else "eval.gold_map")
+        # a ClassLabel none of whose names is a label: the task still has another task's labels
+        add = (f"list the ClassLabel's names as output.labels: [{', '.join(names)}]"
+               if names and not suggestion and not any(n in labels for n in names) else "add them to output.labels")
         report.problems.append(
             f"{where}: eval.gold_field: {len(bad)} of {len(rows)} gold values are not in output.labels {labels} "
-            f"after eval.gold_map (e.g. {shown}, in row {bad[0][0]}); map them with {fix}, add them "
-            "to output.labels, or drop them with eval.source.where"
+            f"after eval.gold_map (e.g. {shown}, in row {bad[0][0]}); map them with {fix}, {add}, "
+            "or drop them with eval.source.where"
         )
     if renderer is not None and rows:
         prompt_input = {k: v for k, v in rows[0].items() if k != ev.gold_field}
