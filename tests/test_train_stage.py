@@ -290,6 +290,7 @@ def test_early_stopping_keeps_the_best_agreement_and_records_the_curve(data_root
     curve = m["learning_curve"]["curve"]
     # lr 0: agreement never improves on step 0, so training stops at the first check after patience
     assert [p["step"] for p in curve] == [0, 2] and m["steps"] == 2
+    assert curve[1]["agreement"] == curve[0]["agreement"] and curve[1]["kl"] == pytest.approx(curve[0]["kl"], abs=1e-6)
     assert m["learning_curve"]["best_step"] == 0 and m["metrics"]["heldout_agreement"] == curve[0]["agreement"]
 
 
