@@ -24,6 +24,10 @@ class EarlyStoppingConfig(Section):
                             "split every N optimiser steps.")
     patience: int = Field(3, ge=1, description="Stop after N measurements without a new best; the best weights "
                           "are kept (in memory) and saved.")
+    require_gain_beyond_chance: bool = Field(
+        True, description="Keep a later step's weights only when they beat the starting weights beyond chance "
+        "(McNemar, about 2 sd) on the eval rows where the two differ, or by a lower held-out KL as well; else the "
+        "start is saved.")
 
 
 class TrainConfig(Section):

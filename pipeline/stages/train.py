@@ -211,7 +211,8 @@ def run_train(
 
         stopper = AgreementEarlyStopping(trainer, eval_enc.rows, eval_steps=cfg.early_stopping.eval_steps,
                                          patience=cfg.early_stopping.patience,
-                                         batch_size=sft_args.per_device_eval_batch_size)
+                                         batch_size=sft_args.per_device_eval_batch_size,
+                                         require_gain_beyond_chance=cfg.early_stopping.require_gain_beyond_chance)
         trainer.add_callback(stopper)
     resume_ckpt = None
     if resume:

@@ -1,0 +1,83 @@
+"""AgreementEarlyStopping's choice of weights, on scripted measurements: a later best replaces the
+starting weights only when it wins beyond chance on the eval rows where the two differ."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pipeline.training.early_stop import AgreementEarlyStopping
+
+
+class ScriptedTrainer:
+    """Each measurement answers the next scripted list of student labels; the model's one weight is
+    the step it was measured at, so the restored weights say which step was kept."""
+
+    def __init__(self, answers: list[list[int]]):
+        self.model = torch.nn.Linear(1, 1, bias=False)
+        self.answers = iter(answers)
+
+    def data_collator(self, rows):
+        return {"label_probs": torch.tensor([r["label_probs"] for r in rows])}
+
+    def student_label_logprobs(self, model, batch):
+        picks, gap = next(self.answers)  # the student's labels, and its logit margin for them
+        return (torch.nn.functional.one_hot(torch.tensor(picks), 2).float() * gap).log_softmax(-1), None, None
+
+
+def run(teacher: list[int], answers: list[list[int]], **kw) -> tuple[AgreementEarlyStopping, float]:
+    rows = [{"label_probs": [0.8, 0.2] if t == 0 else [0.2, 0.8]} for t in teacher]
+    trainer = ScriptedTrainer(answers)
+    stop = AgreementEarlyStopping(trainer, rows, eval_steps=10, patience=5, batch_size=len(rows), **kw)
+    control = SimpleNamespace(should_training_stop=False)
+    for step in range(0, 10 * len(answers), 10):
+        with torch.no_grad():
+            trainer.model.weight.fill_(step)
+        state = SimpleNamespace(global_step=step)
+        (stop.on_train_begin if step == 0 else stop.on_step_end)(None, state, control)
+    stop.on_train_end(None, state, control)
+    return stop, float(trainer.model.weight.detach())
+
+
+TEACHER = [0] * 15 + [1] * 15  # 30 eval rows
+
+
+CALIBRATED = math.log(4)  # the teacher's own margin (0.8 / 0.2): KL 0 on a row the student gets right
+
+
+def test_a_later_best_that_wins_by_two_rows_and_is_further_from_the_teacher_gives_the_start_back():
+    start = [0] * 10 + [1] * 5 + [1] * 10 + [0] * 5  # 20 of 30 right
+    later = start[:]
+    later[10], later[11] = 0, 0  # two more right: 22 of 30, but overconfident
+    stop, weight = run(TEACHER, [(start, CALIBRATED), (later, 8.0)])
+    assert [p["agreement"] for p in stop.curve] == pytest.approx([20 / 30, 22 / 30])
+    got = stop.against_start
+    assert {k: got[k] for k in ("best_step", "won", "lost", "beyond_chance", "kept")} == {
+        "best_step": 10, "won": 2, "lost": 0, "beyond_chance": False, "kept": "start"}
+    assert got["kl_best"] > got["kl_start"]
+    assert stop.summary()["best_step"] == 0 and stop.best == pytest.approx(20 / 30) and weight == 0.0
+
+    # the same two rows at the teacher's own margin: closer by KL as well, so the later step stays
+    stop, weight = run(TEACHER, [(start, CALIBRATED), (later, CALIBRATED)])
+    assert stop.against_start["kept"] == "best" and stop.summary()["best_step"] == 10 and weight == 10.0
+
+
+def test_a_later_best_that_wins_beyond_chance_is_kept_and_the_switch_turns_the_rule_off():
+    start = [1] * 30  # 15 of 30 right
+    later = TEACHER[:]
+    later[0] = 1  # 29 of 30 right: 14 won, 0 lost
+    stop, weight = run(TEACHER, [(start, CALIBRATED), (later, 8.0), (start, CALIBRATED)])
+    assert stop.against_start["kept"] == "best" and stop.against_start["won"] == 14
+    assert stop.against_start["beyond_chance"] and stop.summary()["best_step"] == 10 and weight == 10.0
+
+    small = start[:]
+    small[:2] = [0, 0]  # two more right, overconfident: given back, unless the rule is off
+    stop, weight = run(TEACHER, [(start, CALIBRATED), (small, 8.0)], require_gain_beyond_chance=False)
+    assert stop.against_start["kept"] == "best" and not stop.against_start["beyond_chance"] and weight == 10.0
+
+
+def test_a_run_whose_start_stays_best_records_no_comparison():
+    stop, weight = run(TEACHER, [(TEACHER, CALIBRATED), ([1] * 30, CALIBRATED)])
+    assert stop.against_start is None and stop.summary()["best_step"] == 0 and weight == 0.0
