@@ -81,3 +81,16 @@ def test_a_later_best_that_wins_beyond_chance_is_kept_and_the_switch_turns_the_r
 def test_a_run_whose_start_stays_best_records_no_comparison():
     stop, weight = run(TEACHER, [(TEACHER, CALIBRATED), ([1] * 30, CALIBRATED)])
     assert stop.against_start is None and stop.summary()["best_step"] == 0 and weight == 0.0
+
+
+def test_the_report_names_the_saved_step_and_why_the_start_was_kept():
+    from pipeline.evaluation.report import learning_sentence
+
+    curve = [{"step": 0, "agreement": 0.675, "kl": 0.12}, {"step": 10, "agreement": 0.683, "kl": 0.13}]
+    vs = {"best_step": 10, "won": 1, "lost": 0, "beyond_chance": False, "kl_start": 0.12, "kl_best": 0.13, "kept": "start"}
+    text = learning_sentence({"learning_curve": curve, "learning_kept": {"step": 0, "against_start": vs}})
+    assert text.startswith("Early stopping saved the weights of step 0 (67.5% held-out agreement): step 10 measured 68.3%")
+    assert "won 1 and lost 0" in text and "within chance" in text
+    plain = learning_sentence({"learning_curve": curve, "learning_kept": {"step": 10, "against_start": None}})
+    assert plain == "Early stopping saved the weights of step 10 (68.3% held-out agreement)."
+    assert learning_sentence({"learning_curve": None, "learning_kept": None}) is None

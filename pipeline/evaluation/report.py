@@ -94,6 +94,21 @@ def headline_sentence(report: dict[str, Any]) -> str:
             f"({q['metric']} {fmt_frac(q['student'])} vs {fmt_frac(q['teacher'])}); {agree}.")
 
 
+def learning_sentence(report: dict[str, Any]) -> str | None:
+    """Which weights early stopping saved, and why the start when a later step measured higher."""
+    kept, curve = report.get("learning_kept"), report.get("learning_curve")
+    if not kept or not curve:
+        return None
+    at = {p["step"]: p["agreement"] for p in curve}
+    text = f"Early stopping saved the weights of step {kept['step']} ({fmt_frac(at.get(kept['step']))} held-out agreement)"
+    vs = kept.get("against_start")
+    if vs and vs.get("kept") == "start":
+        text += (f": step {vs['best_step']} measured {fmt_frac(at.get(vs['best_step']))}, but it won {vs['won']} and lost "
+                 f"{vs['lost']} of the held-out rows where the two differ (within chance) and was further from the "
+                 "teacher by KL, so training did not prove a gain over its start")
+    return text + "."
+
+
 def _routing_sentence(report: dict[str, Any]) -> str:
     r = report["routing"]
     target = f"{fmt_frac(r['target'])} {report['quality']['metric']} ({r['target_source']})"
@@ -150,6 +165,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})"
         + (f" ![learning curve]({PLOT_LEARNING})" if report.get("learning_curve") else ""),
         "",
+        *([learning_sentence(report), ""] if learning_sentence(report) else []),
         *_per_label_table(report),
         "## Counts",
         "",
@@ -292,8 +308,9 @@ def plot_learning_curve(report: dict[str, Any], path: Path) -> None:
     curve = report["learning_curve"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p["step"] for p in curve], [p["agreement"] for p in curve], marker=".")
-    best = max(curve, key=lambda p: p["agreement"])
-    ax.axvline(best["step"], color="green", linestyle=":", label=f"kept: step {best['step']}")
+    kept = (report.get("learning_kept") or {}).get("step")
+    kept = max(curve, key=lambda p: p["agreement"])["step"] if kept is None else kept  # a report from before
+    ax.axvline(kept, color="green", linestyle=":", label=f"kept: step {kept}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("agreement with the teacher (held-out split)")
     ax.set_title(f"{report['task']}: learning curve")

@@ -295,6 +295,9 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
                       if kind == "label" else None),
         "headline": headline,
         "learning_curve": (manifest.get("learning_curve") or {}).get("curve"),
+        "learning_kept": ({"step": manifest["learning_curve"].get("best_step"),
+                           "against_start": manifest["learning_curve"].get("against_start")}
+                          if (manifest.get("learning_curve") or {}).get("curve") else None),
         "summary": {"gap_closed": headline.get("gap_closed"), "agreement_with_teacher": headline.get("agreement"),
                     "cohen_kappa": headline.get("kappa"), "verdict": headline.get("verdict"),
                     # the student's quality as a share of the teacher's only where the teacher has a real
