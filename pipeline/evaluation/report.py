@@ -104,7 +104,7 @@ def learning_sentence(report: dict[str, Any]) -> str | None:
     vs = kept.get("against_start")
     if vs and vs.get("kept") == "start":
         text += (f": step {vs['best_step']} measured {fmt_frac(at.get(vs['best_step']))}, but it won {vs['won']} and lost "
-                 f"{vs['lost']} of the held-out rows where the two differ (within chance) and was further from the "
+                 f"{vs['lost']} of the held-out rows where the two differ (within chance) and was no closer to the "
                  "teacher by KL, so training did not prove a gain over its start")
     return text + "."
 
