@@ -26,7 +26,7 @@ class EarlyStoppingConfig(Section):
                           "are kept (in memory) and saved.")
     require_gain_beyond_chance: bool = Field(
         True, description="Keep a later step's weights only when they beat the starting weights beyond chance "
-        "(McNemar, about 2 sd) on the eval rows where the two differ, or by a lower held-out KL as well; else the "
+        "(McNemar, about 2 sd) on the eval rows where the two differ, or by a lower held-out loss as well; else the "
         "start is saved.")
 
 

@@ -105,7 +105,7 @@ def learning_sentence(report: dict[str, Any]) -> str | None:
     if vs and vs.get("kept") == "start":
         text += (f": step {vs['best_step']} measured {fmt_frac(at.get(vs['best_step']))}, but it won {vs['won']} and lost "
                  f"{vs['lost']} of the held-out rows where the two differ (within chance) and was no closer to the "
-                 "teacher by KL, so training did not prove a gain over its start")
+                 "teacher by its training loss, so training did not prove a gain over its start")
     return text + "."
 
 
