@@ -137,6 +137,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     p, c = report["params"], report["counts"]
     calibration = " ".join(filter(None, (fallback_sentence(report.get("calibration_fallback")),
                                          calibration_sentence(report.get("teacher_calibration")))))
+    learning = learning_sentence(report)
     lines = [
         f"# Evaluation: {report['task']} — student vs teacher",
         "",
@@ -165,7 +166,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"![quality vs cost]({PLOT_QUALITY_COST}) ![coverage vs quality]({PLOT_COVERAGE})"
         + (f" ![learning curve]({PLOT_LEARNING})" if report.get("learning_curve") else ""),
         "",
-        *([learning_sentence(report), ""] if learning_sentence(report) else []),
+        *([learning, ""] if learning else []),
         *_per_label_table(report),
         "## Counts",
         "",

@@ -216,7 +216,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     timings["parse_filter"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    dcfg, fields = cfg.dedupe, dedupe_fields(task)
+    dcfg, fields, near = cfg.dedupe, dedupe_fields(task), near_dedupe(task)
     if dcfg.enabled and kept and fields and dcfg.compare != "output":
         first = kept[0][0]
         if not any(isinstance(first.inputs.get(f), str) for f in fields):
@@ -227,7 +227,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     if dcfg.enabled and kept:
         result = dedupe(
             [compare_text(r, dcfg.compare, fields) for r, _ in kept], [v.confidence for _, v in kept],
-            exact=dcfg.exact, near=near_dedupe(task), threshold=dcfg.threshold, shingle_size=dcfg.shingle_size,
+            exact=dcfg.exact, near=near, threshold=dcfg.threshold, shingle_size=dcfg.shingle_size,
             num_perm=dcfg.num_perm, num_bands=dcfg.num_bands, min_words=dcfg.min_words,
         )
         for i, reason in sorted(result.reason.items()):
@@ -301,7 +301,7 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
         "soft_label_sources": dict(Counter(v.soft_source for _, v in kept if v.soft_source)),
         "soft_label_gaps": soft_label_gaps([v for _, v in kept]) if cfg.output.kind == "label" else None,
         "json_repairs": dict(repairs),
-        "dedupe": {**dcfg.model_dump(mode="json"), "near": near_dedupe(task), "bands": dcfg.num_bands or lsh_bands(dcfg.threshold, dcfg.num_perm)[0]},
+        "dedupe": {**dcfg.model_dump(mode="json"), "near": near, "bands": dcfg.num_bands or lsh_bands(dcfg.threshold, dcfg.num_perm)[0]},
         "decontam": {"enabled": cfg.decontam.enabled, "ngram": cfg.decontam.ngram, "sources": index.texts_per_source},
         "teachers": build.teachers_of([r for r, _ in kept]),
         "teacher_spend": build.teacher_spend(records),

@@ -196,6 +196,7 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
     cfg = task.config
     kind = cfg.output.kind
     scored_idx = scored.scored
+    learning = manifest.get("learning_curve") or {}  # label tasks trained with early stopping
     if kind == "label":
         confidence = [rt.label_confidence(lps)[1] for lps in run.label_logprobs]
         confidence_name = "highest renormalised label probability"
@@ -294,10 +295,9 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
         "per_label": (m.per_label(cfg.output.labels, scored.teacher_parsed, scored.student_parsed, scored.golds)
                       if kind == "label" else None),
         "headline": headline,
-        "learning_curve": (manifest.get("learning_curve") or {}).get("curve"),
-        "learning_kept": ({"step": manifest["learning_curve"].get("best_step"),
-                           "against_start": manifest["learning_curve"].get("against_start")}
-                          if (manifest.get("learning_curve") or {}).get("curve") else None),
+        "learning_curve": learning.get("curve"),
+        "learning_kept": ({"step": learning.get("best_step"), "against_start": learning.get("against_start")}
+                          if learning.get("curve") else None),
         "summary": {"gap_closed": headline.get("gap_closed"), "agreement_with_teacher": headline.get("agreement"),
                     "cohen_kappa": headline.get("kappa"), "verdict": headline.get("verdict"),
                     # the student's quality as a share of the teacher's only where the teacher has a real
