@@ -289,3 +289,32 @@ def test_real_inputs_one_word_apart_are_both_kept_and_teacher_written_ones_are_n
                    inputs={"generate": {"field": "text", "seeds": {"genre": ["crime"]}, "count": 2}})
     manifest = run_curate(load_task(sentiment.path), quiet=True)
     assert manifest["counts"]["rejected"] == {"near_duplicate": 1} and manifest["dedupe"]["near"] is True
+
+
+def test_kept_near_duplicates_of_real_inputs_stay_on_one_side_of_the_split(sentiment, data_root):
+    """Kept near duplicates must not leak into the eval split that early stopping reads: each sorts
+    at its representative's place. The same records split by their own ids alone part some pairs."""
+    import random
+
+    from pipeline.curation import build
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(400)]
+    texts = []
+    for pair in range(30):
+        base = rng.sample(words, 10)
+        texts += [" ".join(base), " ".join(base[:-1] + [f"other{pair}"])]  # one word apart
+    records = [make_record(t, "negative", logprobs=negative_first_token(), salt=str(i)) for i, t in enumerate(texts)]
+    write_generated(data_root / "data", "sentiment", records)
+    edit_task_yaml(sentiment.path, dedupe={"compare": "input"}, split={"eval_fraction": 0.5})
+    manifest = run_curate(load_task(sentiment.path), quiet=True)
+    assert manifest["counts"]["kept"] == 60 and manifest["counts"]["split_with_their_near_duplicate"] == 30
+    version = data_root / "data" / "sentiment" / "versions" / manifest["version"]
+    side = {row.prompt[-1].content: split for split in ("train", "eval")
+            for row in read_jsonl(version / f"{split}.jsonl", TrainRow)}
+    pairs = [[side[next(c for c in side if t in c)] for t in texts[i:i + 2]] for i in range(0, 60, 2)]
+    assert all(a == b for a, b in pairs)
+    assert 10 <= manifest["counts"]["eval"] <= 50
+    assert "on the same side of the train/eval split" in (version / "README.md").read_text()
+    by_own_id = build.assign_split([r.id for r in records], ["negative"] * 60, 0.5, "distill")
+    assert any(by_own_id[i] != by_own_id[i + 1] for i in range(0, 60, 2))  # what the groups prevent

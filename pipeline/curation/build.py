@@ -3,7 +3,8 @@
 The split is by hash: each record's place is SHA-256(split.seed, record id), so the same records
 always give the same split, byte for byte, on any machine. With a label, each label is split on
 its own (the first round(eval_fraction * n) records by hash go to eval), so both splits keep the
-label distribution.
+label distribution. Given groups (near duplicates of the user's own inputs, which curate keeps), a
+group's members take its first member's place, so no near copy of a training row is held out.
 """
 from __future__ import annotations
 
@@ -22,17 +23,21 @@ def split_key(record_id: str, seed: str) -> str:
     return hashlib.sha256(f"{seed}\x00{record_id}".encode()).hexdigest()
 
 
-def assign_split(ids: list[str], strata: list[str | None], eval_fraction: float, seed: str) -> list[str]:
-    """'train' or 'eval' for each id, in order."""
+def assign_split(ids: list[str], strata: list[str | None], eval_fraction: float, seed: str,
+                 groups: list[int] | None = None) -> list[str]:
+    """'train' or 'eval' for each id, in order. ``groups[i]`` is the index of record i's group
+    representative (itself when alone): every member sorts at its representative's place and ends on
+    its representative's side, so a near duplicate is never split from it."""
+    rep = groups or list(range(len(ids)))
     by_stratum: dict[str | None, list[int]] = {}
     for i, s in enumerate(strata):
         by_stratum.setdefault(s, []).append(i)
     out = ["train"] * len(ids)
     for members in by_stratum.values():
-        members.sort(key=lambda i: split_key(ids[i], seed))
+        members.sort(key=lambda i: (split_key(ids[rep[i]], seed), split_key(ids[i], seed)))
         for i in members[: int(eval_fraction * len(members) + 0.5)]:
             out[i] = "eval"
-    return out
+    return [out[rep[i]] for i in range(len(ids))]
 
 
 def tokens_within(positions: list[TokenPosition] | None, text: str, span: tuple[int, int] | None):
@@ -163,7 +168,10 @@ def dataset_card(manifest: dict[str, Any]) -> str:
               (f"Compared: {dd['compare']}; exact: {dd['exact']}; near: {near} (MinHash LSH, "
                f"threshold {dd['threshold']}, {dd['shingle_size']}-word shingles, {dd['num_perm']} permutations, "
                f"{dd['bands']} bands). Removed {rejected.get('exact_duplicate', 0)} exact and "
-               f"{rejected.get('near_duplicate', 0)} near duplicates, each for a kept, at least as confident record it duplicates."),
+               f"{rejected.get('near_duplicate', 0)} near duplicates, each for a kept, at least as confident record it duplicates."
+               + ("" if not counts.get("split_with_their_near_duplicate") else
+                  f" {counts['split_with_their_near_duplicate']} kept near duplicates are on the same side of the "
+                  "train/eval split as the record they resemble.")),
               ""]
     dc = manifest["decontam"]
     sources = ", ".join(f"{k} ({v} texts)" for k, v in dc["sources"].items()) or "none"

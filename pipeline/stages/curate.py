@@ -94,6 +94,20 @@ def near_dedupe(task: TaskFolder) -> bool:
     return task.config.inputs.generate is not None or dcfg.compare != "input"
 
 
+def split_groups(task: TaskFolder, records: list[Record], near: bool) -> list[int] | None:
+    """Where duplicates were kept (near-dedupe off, or dedupe off), each record's group for the split:
+    the index of the near duplicate it sorts with, by dedupe's own rule (``dedupe.kept_by`` without
+    dropping anything), so the eval split that early stopping reads holds no near copy of a training
+    row. None when near-dedupe already ran: nothing is left to group."""
+    dcfg = task.config.dedupe
+    if (dcfg.enabled and near) or len(records) < 2:
+        return None
+    compare = dcfg.compare if dcfg.enabled else "input"
+    texts = [compare_text(r, compare, dedupe_fields(task)) for r in records]
+    return dedupe(texts, exact=True, near=True, threshold=dcfg.threshold, shingle_size=dcfg.shingle_size,
+                  num_perm=dcfg.num_perm, num_bands=dcfg.num_bands, min_words=dcfg.min_words).kept_by
+
+
 def compare_text(record: Record, compare: str, fields: list[str] | None = None) -> str:
     # a real input mixed with teacher-written ones may lack the written field: compare all of its own
     keys = [k for k in fields if k in record.inputs] if fields is not None else []
@@ -250,10 +264,11 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
     timings["decontam"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    groups = split_groups(task, [r for r, _ in kept], near)
     splits = build.assign_split(
         [r.id for r, _ in kept],
         [v.label if cfg.split.stratify else None for _, v in kept],
-        cfg.split.eval_fraction, cfg.split.seed,
+        cfg.split.eval_fraction, cfg.split.seed, groups,
     )
     rows = {"train": [], "eval": []}
     for (record, verdict), split in zip(kept, splits):
@@ -295,6 +310,8 @@ def _build_version(task: TaskFolder, paths: TaskPaths, *, quiet: bool, strict: b
             "kept": len(kept),
             "train": len(rows["train"]),
             "eval": len(rows["eval"]),
+            # near duplicates kept (split_groups): each on its representative's side of the split
+            "split_with_their_near_duplicate": None if groups is None else sum(g != i for i, g in enumerate(groups)),
         },
         "label_distribution": {s: build.label_distribution(rows[s]) for s in rows} if cfg.output.kind == "label" else None,
         "soft_label_kinds": dict(Counter(r.soft_label_kind for r, _ in kept if r.soft_label_kind)),
