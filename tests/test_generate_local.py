@@ -26,3 +26,29 @@ def test_hf_teacher_writes_inputs_then_answers_them_with_token_ids_and_top_logpr
     assert rec.logprobs and all(p.id is not None and len(p.top) == 3 for p in rec.logprobs)
     again = run_generate(load_task(folder), quiet=True)
     assert again["counts"]["requests_sent"] == 0 and again["counts"]["cached"] == len(records)
+
+
+def test_a_trial_times_the_local_teacher_and_preview_then_says_how_long_the_run_will_take(tmp_path, data_root,
+                                                                                          tiny_model_dir, capsys):
+    """A local teacher has no per-token price: what a run costs is its time. A --limit trial measures
+    it (each answer carries its batch's compute time, the model's load not counted), and preview
+    multiplies the pace by the requests not answered yet."""
+    from pipeline.cli import main as cli_main
+    from pipeline.stages.preview import local_pace
+    from tests.fakes.tasks import texts
+
+    folder = make_task(tmp_path, teacher={"backend": "hf", "model": str(tiny_model_dir), "batch_size": 4,
+                                          "params": {"temperature": 0.0, "max_tokens": 3}}, inputs=texts(10))
+    assert cli_main(["preview", str(folder), "-n", "0"]) == 0
+    assert "time: not measured yet; `distill generate faketask --limit 32`" in capsys.readouterr().out
+    assert cli_main(["generate", str(folder), "--limit", "6"]) == 0
+    records = list(read_jsonl(TaskPaths("faketask").generated_jsonl, Record))
+    batches = sorted({r.latency_s for r in records})
+    assert len(records) == 6 and len(batches) == 2  # a batch of 4, then one of 2
+    pace, answered = local_pace(load_task(folder))
+    assert len(answered) == 6  # the prompts answered, which preview leaves out
+    assert pace.answers == 6 and abs(pace.seconds_per_request - sum(batches) / 6) < 1e-12
+    assert "time: about" in capsys.readouterr().err.replace("\n", " ")
+    assert cli_main(["preview", str(folder), "-n", "0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "for the 4 requests not answered yet" in out and "measured on 6 answers on this machine" in out

@@ -61,7 +61,19 @@ def main(args) -> int:
     run_generate(task, quiet=args.quiet, batch=args.batch, limit=args.limit)
     if args.limit is not None and not args.quiet:  # a trial run: look at the answers before paying for all
         print(trial_answers(task), file=sys.stderr)
+        if line := trial_time_line(task):
+            print(line, file=sys.stderr)
     return 0
+
+
+def trial_time_line(task: TaskFolder) -> str | None:
+    """After a --limit trial with a local teacher: how long the whole run will take at its pace."""
+    from pipeline.prompts import PromptRenderer
+    from pipeline.stages.preview import estimate_evaluate, estimate_run, time_line
+
+    renderer = PromptRenderer.for_task(task)
+    est, rendered = estimate_run(task, renderer)
+    return time_line(task, est, rendered, estimate_evaluate(task, renderer))
 
 
 def trial_answers(task: TaskFolder, shown: int = 5) -> str:

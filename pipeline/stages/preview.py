@@ -13,6 +13,7 @@ models are not available offline, so this is an estimate; completion tokens are 
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -124,6 +125,68 @@ def estimate_evaluate(task: TaskFolder, renderer: PromptRenderer) -> Estimate | 
     return _priced(task, len(rows), prompt_tokens, answer_tokens * len(rows), not from_params)
 
 
+@dataclass
+class Pace:
+    """A local teacher's measured seconds of compute per request on this machine."""
+
+    seconds_per_request: float
+    answers: int  # how many answers measured it
+
+    def duration(self, requests: int) -> str:
+        return f"about {duration_text(self.seconds_per_request * requests)}"
+
+
+def duration_text(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if minutes < 10 else f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def _prompt_key(messages) -> str:
+    return json.dumps([[m.role, m.content] for m in messages])
+
+
+def local_pace(task: TaskFolder) -> tuple[Pace, set[str]] | None:
+    """The pace of this task's local teacher in its last generate run (a `--limit` trial will do),
+    from the answers' own timings, the model's load not counted, and the prompts it answered; None for
+    an API teacher (its pace is the provider's rate limit, which generate learns as it goes) or before
+    any answer exists. A local teacher answers a batch at a time and gives each answer its batch's
+    time, so the sum over the distinct batch times is the compute behind the answers (cached answers
+    keep the time they took)."""
+    from pipeline.paths import TaskPaths
+    from pipeline.records import Record, read_jsonl
+
+    cfg = task.config
+    path = TaskPaths(task.name).generated_jsonl
+    if cfg.teacher.backend not in LOCAL_BACKENDS or not path.is_file():
+        return None
+    mine = [r for r in read_jsonl(path, Record, strict=False)
+            if r.teacher.backend == cfg.teacher.backend and r.teacher.model == cfg.teacher.model and r.latency_s]
+    if not mine:
+        return None
+    return Pace(sum({r.latency_s for r in mine}) / len(mine), len(mine)), {_prompt_key(r.messages) for r in mine}
+
+
+def time_line(task: TaskFolder, est: Estimate, rendered: list[list[Message]], ev: Estimate | None) -> str | None:
+    """How long a local teacher will take at its measured pace (the prompts it has answered
+    already left out), or how to measure it."""
+    if task.config.teacher.backend not in LOCAL_BACKENDS or not est.requests:
+        return None
+    measured = local_pace(task)
+    if measured is None:
+        return (f"time: not measured yet; `distill generate {task.name} --limit 32` times this machine "
+                "(its answers are kept for the full run)")
+    pace, answered = measured
+    todo = est.requests - sum(_prompt_key(m) in answered for m in rendered)
+    evaluate = f", and evaluate's {ev.requests:,} {pace.duration(ev.requests)}" if ev is not None and ev.requests else ""
+    return (f"time: {pace.duration(todo)} for the {todo:,} requests not answered yet{evaluate} "
+            f"(at {pace.seconds_per_request:.2f} s a request, measured on {pace.answers:,} answers on this machine)")
+
+
 def cost_line(task: TaskFolder, est: Estimate) -> str:
     """The cost as the user should read it: unknown is not $0, and a local teacher costs machine time."""
     cfg = task.config
@@ -191,4 +254,6 @@ def main(args) -> int:
         console.print(f"evaluate (eval.source{f', eval.limit {cfg.eval.limit}' if cfg.eval.limit else ''}): "
                       f"{ev.requests:,} more teacher requests, ~{ev.prompt_tokens:,} prompt + "
                       f"{ev.completion_tokens:,} completion tokens, estimated cost: {cost_line(task, ev)}")
+    if line := time_line(task, est, rendered, ev):
+        console.print(escape(line))
     return 0
