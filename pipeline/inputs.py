@@ -73,6 +73,9 @@ def _map_fields(row: dict[str, Any], fields: dict[str, str], where: str) -> dict
         return dict(row)
     out = {}
     for var, column in fields.items():
+        if column in row and row[column] is None:  # a null cell (Parquet, JSON): an empty value, not a missing column
+            out[var] = ""
+            continue
         if lookup(row, column) is None:
             if var.startswith("__where_"):
                 raise InputDataError(
@@ -348,6 +351,38 @@ def read_source(source: SourceConfig, base: Path, section: str = "inputs.source"
     if source.limit and (filter_columns or source.sample):
         rows = rows[: source.limit]
     return rows
+
+
+def without_blank_inputs(rows: list[dict[str, Any]], variables: set[str]) -> tuple[list[dict[str, Any]], int]:
+    """(the rows with text in at least one of ``variables``, the templates' input variables; how many
+    had none). A blank input (an empty CSV cell, a null) would ask the teacher a prompt with nothing
+    to answer about, and pay for it. With no input variables every row is kept, and so is a row that
+    lacks one of them (the template's own error names the variable)."""
+    if not variables:
+        return rows, 0
+
+    def blank(row: dict[str, Any]) -> bool:
+        return all(v in row and not str(row[v] if row[v] is not None else "").strip() for v in variables)
+
+    kept = [r for r in rows if not blank(r)]
+    return kept, len(rows) - len(kept)
+
+
+def read_inputs(source: SourceConfig, base: Path, variables: set[str],
+                section: str = "inputs.source") -> tuple[list[dict[str, Any]], str | None]:
+    """``read_source`` less the blank inputs (``without_blank_inputs``), and the warning naming them."""
+    rows = read_source(source, base, section)
+    kept, blank = without_blank_inputs(rows, variables)
+    return kept, blank_inputs_line(section, _source_path(source, base), blank, len(rows), variables)
+
+
+def blank_inputs_line(section: str, path: Path, blank: int, total: int, variables: set[str]) -> str | None:
+    if not blank:
+        return None
+    names = ", ".join(f"'{v}'" for v in sorted(variables))
+    return (f"{path}: {section}: {blank} of {total} inputs have no text in {names} (an empty cell or a null): "
+            "skipped, since the teacher would be asked a prompt without its input; drop them from the file to "
+            "silence this")
 
 
 def group_key(column: str, fields: dict[str, str]):

@@ -203,3 +203,26 @@ def test_a_limited_run_shows_its_answers_parsed_so_prose_is_seen_before_a_full_r
     assert "answers (the first 4 of 4, parsed as output.kind label):" in err
     assert "'Answer " in err and "-> NOT PARSED (label_unknown" in err
     assert "0 of 4 answers parse as label; fix the prompt" in err
+
+
+def test_blank_inputs_are_never_sent_and_validate_names_them(tmp_path):
+    from pipeline.stages.validate import validate_task
+
+    inputs = texts(4) + [{"text": ""}, {"text": "   "}, {"text": None}]
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url}, inputs=inputs)
+        manifest = run_generate(load_task(folder), quiet=True)
+        assert srv.stats()["n_served"] == 4
+    assert manifest["counts"]["records"] == 4
+    assert any("3 of 7 inputs have no text in 'text'" in w for w in manifest["warnings"])
+    assert any("3 of 7 inputs have no text in 'text'" in w for w in validate_task(folder).warnings)
+
+
+def test_evaluate_reads_eval_source_without_its_blank_inputs(tmp_path):
+    from pipeline.evaluation.eval_inputs import read_eval_source
+
+    folder = make_task(tmp_path, teacher={}, inputs=texts(2),
+                       extra={"eval": {"source": {"path": "eval.jsonl"}, "gold_field": "gold"}},
+                       files={"eval.jsonl": '{"text": "a film", "gold": "x"}\n{"text": "", "gold": "y"}\n'})
+    rows, golds, _ = read_eval_source(load_task(folder), None)
+    assert rows == [{"text": "a film"}] and golds == ["x"]

@@ -312,3 +312,22 @@ def test_the_report_names_a_pattern_eval_source_with_its_file_count(tmp_path):
     (tmp_path / "task.yaml").write_text((tmp_path / "task.yaml").read_text().replace("logs/*.jsonl", "logs/02.jsonl"))
     task = load_task(tmp_path)
     assert _described(task, task.file("logs/02.jsonl")) == "02.jsonl (eval.source)"
+
+
+def test_a_null_cell_is_an_empty_value_and_blank_inputs_are_left_out_with_a_warning(tmp_path):
+    """A Hub Parquet file with a null text is read (the column is there; the value is empty), not
+    refused as a missing column; rows with no text in any template variable are dropped by
+    read_inputs with one line naming the file, the count and the variable."""
+    from datasets import Dataset
+
+    from pipeline.inputs import read_inputs
+
+    Dataset.from_dict({"utterance": ["hi there", None, "  ", "book a flight"]}).to_parquet(str(tmp_path / "t.parquet"))
+    source = SourceConfig(path="t.parquet", fields={"text": "utterance"})
+    assert [r["text"] for r in read_source(source, tmp_path)] == ["hi there", "", "  ", "book a flight"]
+    rows, line = read_inputs(source, tmp_path, {"text"})
+    assert [r["text"] for r in rows] == ["hi there", "book a flight"]
+    assert line.startswith(f"{tmp_path / 't.parquet'}: inputs.source: 2 of 4 inputs have no text in 'text'")
+    assert read_inputs(source, tmp_path, set()) == (read_source(source, tmp_path), None)  # no input variables
+    with pytest.raises(InputDataError, match=r"column 'utterence' \(mapped to 'text'\) is missing"):
+        read_source(SourceConfig(path="t.parquet", fields={"text": "utterence"}), tmp_path)  # a typo still is

@@ -21,8 +21,9 @@ from pipeline.config.task import TaskFolder
 from pipeline.errors import ConfigError, InputDataError
 from pipeline.evaluation import metrics as m
 from pipeline.hashing import file_sha256
-from pipeline.inputs import input_id, is_pattern, read_source, source_files, source_hashes
+from pipeline.inputs import input_id, is_pattern, read_inputs, source_files, source_hashes
 from pipeline.paths import TaskPaths
+from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TrainRow, iter_jsonl_with_errors, read_jsonl
 
 
@@ -131,7 +132,7 @@ def read_eval_source(task: TaskFolder, limit: int | None) -> tuple[list[dict], l
     Rotten Tomatoes snippets come movie by movie, so the first N rows are not representative)."""
     cfg = task.config.eval
     path = task.file(cfg.source.path)
-    rows = read_source(cfg.source, task.path, "eval.source")
+    rows, _ = read_inputs(cfg.source, task.path, PromptRenderer.for_task(task).input_variables(), "eval.source")
     if limit and limit < len(rows):
         keep = set(sorted(range(len(rows)), key=lambda i: input_id(rows[i]))[:limit])  # hash order: stable, unbiased
         rows = [r for i, r in enumerate(rows) if i in keep]

@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.config import TaskFolder, load_task
 from pipeline.errors import ConfigError, DistillError, LockedError
-from pipeline.inputs import input_writing_variables, read_source
+from pipeline.inputs import input_writing_variables, read_inputs
 from pipeline.paths import TaskPaths
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message, Record, TeacherInfo, write_jsonl
@@ -318,7 +318,8 @@ def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: b
     warnings: list[str] = []
     if overlap_matters(task) and inputs:
         try:
-            eval_rows = read_source(task.config.eval.source, task.path, "eval.source")
+            eval_rows, _ = read_inputs(task.config.eval.source, task.path, PromptRenderer.for_task(task).input_variables(),
+                                       "eval.source")
         except DistillError:
             eval_rows = []  # curate reports an unreadable eval source; nothing to compare here
         found = eval_overlap_line(task, inputs, eval_rows)
@@ -339,13 +340,16 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
     # the previous generated.jsonl stays, and every answer received is in the cache for the re-run.
     with generate_lock(paths), AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=batch)
-        inputs = read_source(cfg.inputs.source, task.path)[: limit or None] if cfg.inputs.source is not None else []
+        inputs, blank = (read_inputs(cfg.inputs.source, task.path, PromptRenderer.for_task(task).input_variables())
+                         if cfg.inputs.source is not None else ([], None))
+        inputs = inputs[: limit or None]
         written_cut = None
         if cfg.inputs.generate is not None and not (limit and len(inputs) >= limit):  # the real ones first
             written, written_cut = _teacher_written_inputs(session, limit - len(inputs) if limit else None)
             inputs += written
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
         warnings = _warn_before_asking(task, inputs, quiet, trial=limit is not None)
+        warn(blank, warnings, quiet)
         warn(written_cut, warnings, quiet)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
         records = _answer_records(session, inputs)

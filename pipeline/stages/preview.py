@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.config.task import TaskFolder, load_task
-from pipeline.inputs import input_writing_variables, read_source, written_stand_in
+from pipeline.inputs import input_writing_variables, read_inputs, written_stand_in
 from pipeline.pricing import price_for
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message
@@ -80,7 +80,8 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
     prompt_tokens = completion_tokens = requests = 0
     rendered: list[list[Message]] = []
     extra_per_input = 0
-    inputs = read_source(cfg.inputs.source, task.path) if cfg.inputs.source is not None else []
+    inputs = (read_inputs(cfg.inputs.source, task.path, renderer.input_variables())[0]
+              if cfg.inputs.source is not None else [])
     written: list[dict] = []
     if cfg.inputs.generate is not None:
         gen = cfg.inputs.generate
@@ -118,7 +119,7 @@ def estimate_evaluate(task: TaskFolder, renderer: PromptRenderer) -> Estimate | 
     ev = task.config.eval
     if ev.source is None:
         return None
-    rows = read_source(ev.source, task.path, "eval.source")[: ev.limit or None]
+    rows = read_inputs(ev.source, task.path, renderer.input_variables(), "eval.source")[0][: ev.limit or None]
     answer_tokens, from_params = answer_tokens_for(task)
     prompt_tokens = sum(estimate_prompt_tokens(renderer.render({k: v for k, v in row.items() if k != ev.gold_field}))
                         for row in rows)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config.task import TaskConfigError, TaskFolder, load_task
 from pipeline.errors import DistillError
-from pipeline.inputs import input_writing_variables, read_source, written_stand_in
+from pipeline.inputs import input_writing_variables, read_inputs, written_stand_in
 from pipeline.prompts import PromptRenderer
 from pipeline.stages import cross_checks
 from pipeline.stages.preview import max_completion_tokens
@@ -74,9 +74,10 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> 
     ev = task.config.eval
     if ev.source is None:
         return None
-    rows = _check(report, read_source, ev.source, task.path, "eval.source")
-    if rows is None:
+    read = _check(report, _read_inputs, ev.source, task, renderer, report, "eval.source")
+    if read is None:
         return None
+    rows = read
     if not rows:
         report.problems.append(f"{task.path / 'task.yaml'}: eval.source: no rows (check eval.source.where)")
         return None
@@ -88,6 +89,15 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> 
     cross_checks.check_eval_rows(task, report, rows, renderer)
     cross_checks.check_eval_size(task, report, len(rows))
     report.notes.append(f"eval inputs: {len(rows)}")
+    return rows
+
+
+def _read_inputs(source, task: TaskFolder, renderer, report: ValidationReport, section: str) -> list[dict]:
+    """A source's rows less its blank inputs, which are named as a warning (generate skips them)."""
+    variables = renderer.input_variables() if renderer is not None else set()
+    rows, blank = read_inputs(source, task.path, variables, section)
+    if blank:
+        report.warnings.append(blank)
     return rows
 
 
@@ -114,7 +124,7 @@ def validate_task(task_arg) -> ValidationReport:
     inputs: list[dict] = []  # the real inputs, then one stand-in for the teacher-written ones
     n_inputs = 0  # how many the run answers
     if cfg.inputs.source is not None:
-        rows = _check(report, read_source, cfg.inputs.source, task.path)
+        rows = _check(report, _read_inputs, cfg.inputs.source, task, renderer, report, "inputs.source")
         if rows is not None:
             if not rows:
                 report.problems.append(f"{task.path / 'task.yaml'}: inputs.source: the source has no rows")
