@@ -101,3 +101,26 @@ def test_preview_shows_the_warning_with_the_prompts(tmp_path, capsys):
     assert main(["preview", str(folder), "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert "never names label(s) 'neutral'" in " ".join(out.split())
+
+
+def test_many_labels_listed_after_the_input_are_warned_about_and_listed_before_it_are_not(tmp_path, capsys):
+    """With tens of labels the list is most of each prompt: after the input every prompt pays for it,
+    before it (system.j2) a batch shares it. A handful of labels after the input is left alone."""
+    many = [f"{topic}_{outcome}" for topic in ("card", "top_up", "transfer", "pin", "refund")
+            for outcome in ("arrival", "failed", "pending", "blocked")]  # 20 labels
+    after = "Message: {{ text }}\nWhich is its intent: {{ labels | join(', ') }}?"
+    folder = write_task(tmp_path / "a", base_config(output={"kind": "label", "labels": many}), {"user.j2": after})
+    rc, lines = run_validate(folder, capsys)
+    warned = [ln for ln in lines if "labels after the input" in ln]
+    assert rc == 0 and len(warned) == 1 and "lists 20 labels" in warned[0] and "system.j2" in warned[0]
+
+    folder = write_task(tmp_path / "b", base_config(output={"kind": "label", "labels": many}),
+                        {"system.j2": "The intents: {{ labels | join(', ') }}.",
+                         "user.j2": "Message: {{ text }}\nWhich of the intents is its intent?"})
+    rc, lines = run_validate(folder, capsys)
+    assert rc == 0 and not [ln for ln in lines if "labels after the input" in ln or "never names" in ln]
+
+    few = many[:7]
+    folder = write_task(tmp_path / "c", base_config(output={"kind": "label", "labels": few}), {"user.j2": after})
+    rc, lines = run_validate(folder, capsys)
+    assert rc == 0 and not [ln for ln in lines if "labels after the input" in ln]

@@ -239,11 +239,11 @@ def main(args) -> int:
 
     if cfg.teacher.params_note() and scoring_labels(task) is None:  # a scored label samples nothing
         console.print(f"[yellow]note:[/yellow] {escape(cfg.teacher.params_note())}")
-    from pipeline.stages.cross_checks import unnamed_labels_warning
+    from pipeline.stages.cross_checks import labels_after_input_warning, unnamed_labels_warning
 
-    warning = unnamed_labels_warning(task, renderer)
-    if warning:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for check in (unnamed_labels_warning, labels_after_input_warning):
+        if warning := check(task, renderer):
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"requests: {est.requests:,}")
     bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"
     if est.completion_tokens == 0 and est.requests:

@@ -148,9 +148,10 @@ def validate_task(task_arg) -> ValidationReport:
     eval_rows = _check_eval_source(task, report, renderer)
     if eval_rows and inputs:
         cross_checks.check_eval_overlap(task, report, inputs, eval_rows)
-    warning = cross_checks.unnamed_labels_warning(task, renderer) if rendered else None
-    if warning:
-        report.warnings.append(warning)
+    for check in (cross_checks.unnamed_labels_warning, cross_checks.labels_after_input_warning):
+        warning = check(task, renderer) if rendered else None
+        if warning:
+            report.warnings.append(warning)
     for check, args in ((cross_checks.check_train_plan, ()), (cross_checks.check_student, ()),
                         (cross_checks.check_train_settings, ()), (cross_checks.check_logprob_settings, ()),
                         (cross_checks.check_curate_settings, (inputs,)), (cross_checks.check_eval_pricing, ()),
