@@ -68,7 +68,6 @@ def main(args) -> int:
 
 def trial_time_line(task: TaskFolder) -> str | None:
     """After a --limit trial with a local teacher: how long the whole run will take at its pace."""
-    from pipeline.prompts import PromptRenderer
     from pipeline.stages.preview import estimate_evaluate, estimate_run, time_line
 
     renderer = PromptRenderer.for_task(task)

@@ -183,8 +183,10 @@ def time_line(task: TaskFolder, est: Estimate, rendered: list[list[Message]], ev
                 "(its answers are kept for the full run)")
     pace, answered = measured
     todo = est.requests - sum(_prompt_key(m) in answered for m in rendered)
-    evaluate = f", and evaluate's {ev.requests:,} {pace.duration(ev.requests)}" if ev is not None and ev.requests else ""
-    return (f"time: {pace.duration(todo)} for the {todo:,} requests not answered yet{evaluate} "
+    evaluate = (f", and evaluate's {ev.requests:,} (fewer if cached) {pace.duration(ev.requests)}"
+                if ev is not None and ev.requests else "")
+    run = f"{pace.duration(todo)} for the {todo:,} requests not answered yet" if todo else "every request answered already"
+    return (f"time: {run}{evaluate} "
             f"(at {pace.seconds_per_request:.2f} s a request, measured on {pace.answers:,} answers on this machine)")
 
 
