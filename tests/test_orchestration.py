@@ -96,3 +96,20 @@ def test_first_version_reports_its_labels_not_a_shift_from_nothing(data_root):
     md = drift_markdown(report)
     assert "TVD" not in md and "None" not in md
     assert "- label distribution: pos 1, neg 1 (the first version: no shift to report)" in md
+
+
+def test_many_labels_show_the_largest_counts_and_shifts_and_say_how_many_more(data_root):
+    """A 77-intent task's drift report must stay readable: ten labels, the rest counted (drift.json
+    keeps every one)."""
+    paths = TaskPaths("t")
+    labels = [f"intent_{i:02d}" for i in range(12)]
+    rows = [{"id": f"{lab}-{j}", "label": lab} for k, lab in enumerate(labels) for j in range(k + 1)]
+    first = _make_version(paths, "v1", rows)
+    md = drift_markdown(compare_versions(None, first))
+    assert "- label distribution: intent_11 12, intent_10 11," in md and ", and 2 more (drift.json)" in md
+    assert "intent_00" not in md
+    second = _make_version(paths, "v2", rows + [{"id": f"extra-{j}", "label": "intent_00"} for j in range(30)])
+    md = drift_markdown(compare_versions(first, second))
+    shift_lines = [ln for ln in md.splitlines() if ln.startswith("  - intent_")]
+    assert len(shift_lines) == 10 and shift_lines[0].startswith("  - intent_00: 1 -> 31")
+    assert "  - and 2 more labels, shifted less (drift.json)" in md

@@ -69,6 +69,15 @@ def compare_versions(prev_dir: Path | None, new_dir: Path, *, samples: int = 5) 
     }
 
 
+SHOWN_LABELS = 10  # a 77-intent task's distribution in full is a wall of text; drift.json keeps every label
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{k} {v}" for k, v in top[:SHOWN_LABELS]) or "(no labels)"
+    return text + (f", and {len(top) - SHOWN_LABELS} more (drift.json)" if len(top) > SHOWN_LABELS else "")
+
+
 def drift_markdown(report: dict[str, Any]) -> str:
     lab = report["labels"]
     lines = [
@@ -79,15 +88,17 @@ def drift_markdown(report: dict[str, Any]) -> str:
     ]
     if report["previous"] is None:
         lines += [f"- duplicate rate: {report['duplicate_rate']['current']:.3f}",
-                  "- label distribution: " + (", ".join(f"{k} {v}" for k, v in lab["current"].items()) or "(no labels)")
-                  + " (the first version: no shift to report)"]
+                  "- label distribution: " + _counts_text(lab["current"]) + " (the first version: no shift to report)"]
         return "\n".join(lines) + "\n"
     lines += [
         f"- duplicate rate: {report['duplicate_rate']['previous']:.3f} -> {report['duplicate_rate']['current']:.3f}",
         f"- label distribution shift (TVD): {report['label_tvd']:.3f}",
     ]
-    for label, shift in lab["share_shift"].items():
+    shifts = sorted(lab["share_shift"].items(), key=lambda kv: -abs(kv[1]))
+    for label, shift in shifts[:SHOWN_LABELS]:
         lines.append(f"  - {label}: {lab['previous'].get(label, 0)} -> {lab['current'].get(label, 0)} ({shift:+.1%} share)")
+    if len(shifts) > SHOWN_LABELS:
+        lines.append(f"  - and {len(shifts) - SHOWN_LABELS} more labels, shifted less (drift.json)")
     reasons = sorted(set(report["rejected"]["previous"]) | set(report["rejected"]["current"]))
     if reasons:
         lines.append("- rejections:")
