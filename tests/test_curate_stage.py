@@ -283,7 +283,11 @@ def test_real_inputs_one_word_apart_are_both_kept_and_teacher_written_ones_are_n
     assert "set dedupe.near: true" in card
 
     edit_task_yaml(sentiment.path, dedupe={"compare": "input", "near": True})
-    assert run_curate(load_task(sentiment.path), quiet=True)["counts"]["rejected"] == {"near_duplicate": 1}
+    manifest = run_curate(load_task(sentiment.path), quiet=True)
+    assert manifest["counts"]["rejected"] == {"near_duplicate": 1}
+    from pipeline.orchestration.drift import summarize_version  # the drift report reads curate's own counts
+
+    assert summarize_version(data_root / "data" / "sentiment" / "versions" / manifest["version"])["duplicate_rate"] == 0.5
 
     edit_task_yaml(sentiment.path, dedupe={"compare": "input"},
                    inputs={"generate": {"field": "text", "seeds": {"genre": ["crime"]}, "count": 2}})
@@ -316,5 +320,8 @@ def test_kept_near_duplicates_of_real_inputs_stay_on_one_side_of_the_split(senti
     assert all(a == b for a, b in pairs)
     assert 10 <= manifest["counts"]["eval"] <= 50
     assert "on the same side of the train/eval split" in (version / "README.md").read_text()
+    from pipeline.orchestration.drift import summarize_version
+
+    assert summarize_version(version)["duplicate_rate"] == 0.0  # grouped, not dropped
     by_own_id = build.assign_split([r.id for r in records], ["negative"] * 60, 0.5, "distill")
     assert any(by_own_id[i] != by_own_id[i + 1] for i in range(0, 60, 2))  # what the groups prevent

@@ -76,7 +76,7 @@ def test_drift_reports_new_dropped_labels_and_rejections(data_root):
     a = _make_version(paths, "v1", [{"id": "1", "label": "pos"}, {"id": "2", "label": "neg"}], ["refusal"])
     b = _make_version(
         paths, "v2", [{"id": "2", "label": "neg"}, {"id": "3", "label": "neg"}, {"id": "4", "label": "neg"}],
-        ["refusal", "truncated"], {"input": 4, "exact_duplicates": 1},
+        ["refusal", "truncated"], {"read": 4, "rejected": {"exact_duplicate": 1, "refusal": 1}},
     )
     report = compare_versions(a, b)
     assert report["new_examples"] == 2 and report["dropped_examples"] == 1

@@ -25,8 +25,10 @@ def summarize_version(vdir: Path) -> dict[str, Any]:
     manifest = json.loads((vdir / "manifest.json").read_text()) if (vdir / "manifest.json").exists() else {}
     counts = manifest.get("counts", {})
     labels = Counter(r["label"] for r in rows if r.get("label") is not None)
-    duplicates = sum(v for k, v in counts.items() if "dup" in k and isinstance(v, int))
-    considered = counts.get("input") or counts.get("records") or (len(rows) + len(rejected) + duplicates)
+    # the share of the records read that dedupe dropped (curate's counts.rejected, by reason)
+    dropped = counts.get("rejected") if isinstance(counts.get("rejected"), dict) else {}
+    duplicates = sum(dropped.get(reason, 0) for reason in ("exact_duplicate", "near_duplicate"))
+    considered = counts.get("read") or (len(rows) + len(rejected))
     return {
         "version": vdir.name,
         "examples": len(rows),
