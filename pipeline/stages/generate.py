@@ -310,22 +310,22 @@ def _incomplete(session: _Session, answered: int, total: int) -> DistillError | 
     return None
 
 
-def _warn_before_asking(task: TaskFolder, inputs: list[dict[str, Any]], quiet: bool, trial: bool) -> list[str]:
+def _warn_before_asking(task: TaskFolder, renderer: PromptRenderer, inputs: list[dict[str, Any]], quiet: bool,
+                        trial: bool) -> list[str]:
     """What would make the run's answers useless, said before the first request: inputs that are eval
     inputs (a warning; an error when all of them are, except in a --limit trial: curate's
     decontamination would drop every answer), a label the prompt never offers (a warning)."""
     warnings: list[str] = []
     if overlap_matters(task) and inputs:
         try:
-            eval_rows, _ = read_inputs(task.config.eval.source, task.path, PromptRenderer.for_task(task).input_variables(),
-                                       "eval.source")
+            eval_rows, _ = read_inputs(task.config.eval.source, task.path, renderer.input_variables(), "eval.source")
         except DistillError:
             eval_rows = []  # curate reports an unreadable eval source; nothing to compare here
         found = eval_overlap_line(task, inputs, eval_rows)
         if found and found[1] and not trial:
             raise ConfigError(found[0])
         warn(found and found[0], warnings, quiet)
-    warn(unnamed_labels_warning(task, PromptRenderer.for_task(task)), warnings, quiet)
+    warn(unnamed_labels_warning(task, renderer), warnings, quiet)
     return warnings
 
 
@@ -339,7 +339,8 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
     # the previous generated.jsonl stays, and every answer received is in the cache for the re-run.
     with generate_lock(paths), AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=batch)
-        inputs, blank = (read_inputs(cfg.inputs.source, task.path, PromptRenderer.for_task(task).input_variables())
+        renderer = PromptRenderer.for_task(task)
+        inputs, blank = (read_inputs(cfg.inputs.source, task.path, renderer.input_variables())
                          if cfg.inputs.source is not None else ([], None))
         inputs = inputs[: limit or None]
         written_cut = None
@@ -347,7 +348,7 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
             written, written_cut = _teacher_written_inputs(session, limit - len(inputs) if limit else None)
             inputs += written
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
-        warnings = _warn_before_asking(task, inputs, quiet, trial=limit is not None)
+        warnings = _warn_before_asking(task, renderer, inputs, quiet, trial=limit is not None)
         warn(blank, warnings, quiet)
         warn(written_cut, warnings, quiet)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.

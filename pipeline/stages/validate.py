@@ -74,10 +74,9 @@ def _check_eval_source(task: TaskFolder, report: ValidationReport, renderer) -> 
     ev = task.config.eval
     if ev.source is None:
         return None
-    read = _check(report, _read_inputs, ev.source, task, renderer, report, "eval.source")
-    if read is None:
+    rows = _check(report, _read_inputs, ev.source, task, renderer, report, "eval.source")
+    if rows is None:
         return None
-    rows = read
     if not rows:
         report.problems.append(f"{task.path / 'task.yaml'}: eval.source: no rows (check eval.source.where)")
         return None

@@ -64,7 +64,8 @@ def probe_targets(label_probs: Sequence[Sequence[float]]) -> np.ndarray:
 
 def fit_rows(features: np.ndarray, targets: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, dict]:
     """Ridge toward ``prior``: W = argmin |F W - Y|^2 + lam |W - W0|^2, lam chosen by ``CV_FOLDS``-fold
-    cross-validation (``choose_strength``: mean held-out agreement of argmax, then squared error). features
+    cross-validation (``choose_strength``: the lowest squared error within a standard error of the best
+    held-out agreement of argmax). features
     [N, H], targets [N, L], prior [L, H] -> [L, H]."""
     n, h = features.shape
     centred = features - features.mean(0)
