@@ -140,9 +140,13 @@ def test_real_inputs_with_teacher_written_ones_mixed_in(tmp_path, capsys):
         assert "writes input 1" in shown and "input 2" in shown and "review number 1" in shown
         trial = run_generate(task, quiet=True, limit=5)
         assert trial["passes"]["writing inputs"]["requests"] == 1 and trial["counts"]["records"] == 5
+        est, _ = estimate_run(task, PromptRenderer.for_task(task))  # the cache's answers, the written input's too
+        assert (est.requests, est.cached) == (10, 1 + 5)
         run_generate(task, quiet=True, limit=3)
         assert srv.stats()["n_served"] == 1 + 5  # nothing new: the 3 are the first real ones, answered before
         manifest = run_generate(task, quiet=True)
+        est, _ = estimate_run(task, PromptRenderer.for_task(task))
+        assert (est.requests, est.cached, est.prompt_tokens, est.completion_tokens) == (10, 10, 0, 0)
     answered = [json.loads(line) for line in (TaskPaths("faketask").generated_dir / "inputs.jsonl").read_text().splitlines()]
     assert [a["text"] for a in answered[:4]] == [t["text"] for t in texts(4)]
     assert [a.get("genre") for a in answered[4:]] == ["comedy", "drama", "horror"]

@@ -91,6 +91,49 @@ def test_editing_one_template_branch_re_requests_only_the_prompts_it_changed(tmp
     assert first["template_hashes"]["user.j2"] != second["template_hashes"]["user.j2"]
 
 
+def test_preview_counts_the_answers_the_cache_holds_and_prices_only_the_rest(tmp_path, capsys):
+    """After a template edit, preview says how many prompts the edit re-asks and prices only those;
+    evaluate's eval.source requests likewise (the same sample evaluate reads)."""
+    from pipeline.cli import main
+    from pipeline.prompts import PromptRenderer
+    from pipeline.stages.preview import estimate_evaluate, estimate_prompt_tokens, estimate_run
+
+    inputs = [{"text": f"item {i}", "kind": "a" if i % 3 == 0 else "b"} for i in range(12)]
+    user = "{% if kind == 'a' %}Rate this A: {{ text }}{% else %}Rate this B: {{ text }}{% endif %}"
+    evals = [{"text": f"held out {i}", "kind": "b", "gold": "x"} for i in range(6)]
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url, "params": {"max_tokens": 10}}, inputs=inputs,
+                           user=user, extra={"eval": {"source": {"path": "eval.jsonl"}, "gold_field": "gold", "limit": 4}},
+                           files={"eval.jsonl": "".join(json.dumps(e) + "\n" for e in evals)})
+        task = load_task(folder)
+        fresh, _ = estimate_run(task, PromptRenderer.for_task(task))
+        assert fresh.cached == 0 and fresh.requests == 12 and not (TaskPaths("faketask").cache_db).exists()
+        run_generate(task, quiet=True)
+        from pipeline.evaluation.eval_inputs import read_eval_source
+
+        sample, _, _ = read_eval_source(task, 4)
+        answer_inputs(task, sample[:3])  # what evaluate asks goes through the same cache
+        (folder / "user.j2").write_text(user.replace("Rate this A:", "Score this A:"))
+        task = load_task(folder)
+        renderer = PromptRenderer.for_task(task)
+        est, rendered = estimate_run(task, renderer)
+        ev = estimate_evaluate(task, renderer)
+        assert main(["preview", str(folder), "-n", "0"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        sent = srv.stats()["n_received"]
+    changed = [m for m, x in zip(rendered, inputs) if x["kind"] == "a"]
+    assert (est.requests, est.cached) == (12, 8)
+    assert est.prompt_tokens == sum(estimate_prompt_tokens(m) for m in changed) and est.completion_tokens == 4 * 10
+    from pipeline.pricing import price_for
+
+    assert est.cost_usd == pytest.approx(price_for("openai", "gpt-4o-mini").cost(est.prompt_tokens, 40))
+    assert 0 < est.cost_usd < fresh.cost_usd / 2  # a third of the prompts re-asked
+    assert (ev.requests, ev.cached, ev.completion_tokens) == (4, 3, 10)
+    assert "requests: 12 (8 answered already, served by the cache; 4 to ask)" in out
+    assert "4 more teacher requests (3 answered already, served by the cache; 1 to ask)" in out
+    assert sent == 12 + 3  # preview sent nothing
+
+
 def test_a_rerun_of_a_finished_task_sends_nothing_and_loads_no_teacher(tmp_path, monkeypatch):
     import pipeline.teachers
 

@@ -71,8 +71,8 @@ def trial_time_line(task: TaskFolder) -> str | None:
     from pipeline.stages.preview import estimate_evaluate, estimate_run, time_line
 
     renderer = PromptRenderer.for_task(task)
-    est, rendered = estimate_run(task, renderer)
-    return time_line(task, est, rendered, estimate_evaluate(task, renderer))
+    est, _ = estimate_run(task, renderer)
+    return time_line(task, est, estimate_evaluate(task, renderer))
 
 
 def trial_answers(task: TaskFolder, shown: int = 5) -> str:
@@ -120,23 +120,6 @@ class _Session:
         self.batch_answered: set[str] = set()
         self.failed: dict[str, str] = {}
         self._fresh: dict[str, TeacherResponse] = {}  # the live pass's new answers, already in memory
-
-    def jobs(self, messages: list[list[Message]], params: dict, top_logprobs: int | None,
-             variants: list[int] | None = None, labels: list[str] | None = None) -> list[RequestToAnswer]:
-        out = []
-        for i, msgs in enumerate(messages):
-            req, payload = make_request(self.cfg.backend, self.cfg.model, msgs, params, top_logprobs,
-                                        variants[i] if variants else 0, labels)
-            out.append(RequestToAnswer(req, payload))
-        return out
-
-    def answer_jobs(self, messages: list[list[Message]]) -> list[RequestToAnswer]:
-        """The requests that answer the task's prompts: a scored label request when the teacher can
-        score (``scoring_labels``), else a generation with the teacher's params and top-k."""
-        labels = scoring_labels(self.task)
-        if labels:
-            return self.jobs(messages, {}, None, labels=labels)
-        return self.jobs(messages, self.cfg.params, self.cfg.top_logprobs)
 
     def answer(self, name: str, jobs: list[RequestToAnswer]) -> dict[str, TeacherResponse]:
         """Answer every job (cache first), record the pass's counters, return {hash: response}."""
@@ -243,27 +226,67 @@ def _record(session: _Session, job: RequestToAnswer, inputs: dict, resp: Teacher
 def _teacher_written_inputs(session: _Session, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
     """Pass 1: the teacher writes one input per (seed x grid combination, variant). Returns the inputs
     and a warning when some stopped at max_tokens (cut mid-sentence, yet paid for: kept, and said)."""
-    gen = session.task.config.inputs.generate
-    renderer = PromptRenderer.for_task(session.task)
+    variables, jobs = writing_requests(session.task, limit)
+    answers = session.answer("writing inputs", jobs)
+    inputs, cut = written_inputs(session.task, variables, jobs, answers), 0
+    for job in jobs:
+        resp = answers.get(job.req.request_hash)
+        cut += resp is not None and bool(resp.text.strip()) and resp.finish_reason == "length"
+    return inputs, cut_written_inputs_warning(session.task, writing_params(session.task), cut, len(inputs))
+
+
+def request_jobs(task: TaskFolder, messages: list[list[Message]], params: dict, top_logprobs: int | None,
+                 variants: list[int] | None = None, labels: list[str] | None = None) -> list[RequestToAnswer]:
+    """One request per prompt, as the cache keys it (the teacher's backend and model, the params)."""
+    cfg = task.config.teacher
+    out = []
+    for i, msgs in enumerate(messages):
+        req, payload = make_request(cfg.backend, cfg.model, msgs, params, top_logprobs, variants[i] if variants else 0,
+                                    labels)
+        out.append(RequestToAnswer(req, payload))
+    return out
+
+
+def answer_requests(task: TaskFolder, messages: list[list[Message]]) -> list[RequestToAnswer]:
+    """The requests that answer the task's prompts: a scored label request when the teacher can
+    score (``scoring_labels``), else a generation with the teacher's params and top-k."""
+    labels = scoring_labels(task)
+    if labels:
+        return request_jobs(task, messages, {}, None, labels=labels)
+    return request_jobs(task, messages, task.config.teacher.params, task.config.teacher.top_logprobs)
+
+
+def writing_requests(task: TaskFolder, limit: int | None = None) -> tuple[list[dict[str, Any]], list[RequestToAnswer]]:
+    """``inputs.generate``'s requests (one per seed x grid combination and variant) and their variables."""
+    gen = task.config.inputs.generate
+    renderer = PromptRenderer.for_task(task)
     template = renderer.template(gen.template)
     variables = input_writing_variables(gen)[: limit or None]
     messages = [[Message(role="user", content=renderer.render_template(template, v))] for v in variables]
-    params = gen.params if gen.params is not None else {**session.cfg.params, "temperature": 1.0}
-    jobs = session.jobs(messages, params, None, [v["variant"] for v in variables])
-    answers = session.answer("writing inputs", jobs)
-    inputs, cut = [], 0
+    return variables, request_jobs(task, messages, writing_params(task), None, [v["variant"] for v in variables])
+
+
+def writing_params(task: TaskFolder) -> dict[str, Any]:
+    """``inputs.generate.params``, else the teacher's params at temperature 1 (varied inputs)."""
+    gen = task.config.inputs.generate
+    return gen.params if gen.params is not None else {**task.config.teacher.params, "temperature": 1.0}
+
+
+def written_inputs(task: TaskFolder, variables: list[dict[str, Any]], jobs: list[RequestToAnswer],
+                   answers: dict[str, TeacherResponse]) -> list[dict[str, Any]]:
+    """The inputs the teacher wrote: each non-empty answer, with its seed and grid variables."""
+    field_name = task.config.inputs.generate.field
+    inputs = []
     for v, job in zip(variables, jobs):
         resp = answers.get(job.req.request_hash)
         if resp is not None and resp.text.strip():
-            attrs = {k: val for k, val in v.items() if k != "variant"}
-            inputs.append({gen.field: resp.text.strip(), **attrs})
-            cut += resp.finish_reason == "length"
-    return inputs, cut_written_inputs_warning(session.task, params, cut, len(inputs))
+            inputs.append({field_name: resp.text.strip(), **{k: val for k, val in v.items() if k != "variant"}})
+    return inputs
 
 
 def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str = "answering") -> list[Record]:
     renderer = PromptRenderer.for_task(session.task)
-    jobs = session.answer_jobs([renderer.render(x) for x in inputs])
+    jobs = answer_requests(session.task, [renderer.render(x) for x in inputs])
     answers = session.answer(name, jobs)
     records, seen = [], set()
     for x, job in zip(inputs, jobs):
@@ -289,7 +312,7 @@ def answer_inputs(task: TaskFolder, inputs: list[dict], *, quiet: bool = True) -
     with AnswerCache(paths.cache_db) as cache:
         session = _Session(task, cache, quiet=quiet, batch=False)
         renderer = PromptRenderer.for_task(task)
-        jobs = session.answer_jobs([renderer.render(x) for x in inputs])
+        jobs = answer_requests(session.task, [renderer.render(x) for x in inputs])
         answers = session.answer("answering", jobs)
         error = _incomplete(session, sum(j.req.request_hash in answers for j in jobs), len(inputs))
         if error is not None:

@@ -1,10 +1,11 @@
 """``distill preview <task> -n 3``: show the rendered prompts and what the whole run will cost.
 
 Reads:  prompts/<task>/, its input source and eval.source; the price table (pipeline/data/prices.yaml,
-        DISTILL_PRICES).
+        DISTILL_PRICES); data/<task>/cache.sqlite, when it exists (lookups only).
 Writes: nothing; sends nothing.
 
-It counts generate's requests and, separately, the teacher calls evaluate makes on eval.source.
+It counts generate's requests and, separately, the teacher calls evaluate makes on eval.source; those
+the cache has answered are counted apart and cost nothing (the request hashes generate would send).
 
 The estimate counts ~4 characters per token plus OpenAI's chat overhead of 3 tokens per message and 3
 to prime the reply (the OpenAI cookbook's ``num_tokens_from_messages``). Exact tokenizers for hosted
@@ -13,15 +14,18 @@ models are not available offline, so this is an estimate; completion tokens are 
 """
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pipeline.config.task import TaskFolder, load_task
-from pipeline.inputs import input_writing_variables, read_inputs, written_stand_in
+from pipeline.inputs import read_inputs, written_stand_in
+from pipeline.paths import TaskPaths
 from pipeline.pricing import price_for
 from pipeline.prompts import PromptRenderer
 from pipeline.records import Message
+from pipeline.teachers.cache import AnswerCache
 
 HELP = "Print the rendered prompts for the first inputs and estimate requests, tokens and cost."
 
@@ -57,6 +61,7 @@ class Estimate:
     completion_tokens: int
     cost_usd: float | None
     assumed_max_tokens: bool
+    cached: int = 0  # of the requests, those the task's cache has answered: the tokens and cost leave them out
 
     @property
     def total_tokens(self) -> int:
@@ -74,37 +79,77 @@ def answer_tokens_for(task: TaskFolder) -> tuple[int, bool]:
 
 
 def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, list[list[Message]]]:
-    """The estimate for the whole run, and the rendered answer prompts (for display)."""
+    """The estimate for the whole run, and the rendered answer prompts (for display). Requests the
+    task's cache has answered already (an earlier run, a ``--limit`` trial, the prompts an edit left
+    as they were) are counted apart: a rerun pays for none of them, so the tokens and cost are the
+    rest's."""
+    from pipeline.stages.generate import answer_requests, writing_params, writing_requests, written_inputs
+
     cfg = task.config
     answer_tokens, from_params = answer_tokens_for(task)
-    prompt_tokens = completion_tokens = requests = 0
+    tally = _Tally()
     rendered: list[list[Message]] = []
-    extra_per_input = 0
     inputs = (read_inputs(cfg.inputs.source, task.path, renderer.input_variables())[0]
               if cfg.inputs.source is not None else [])
-    written: list[dict] = []
-    if cfg.inputs.generate is not None:
-        gen = cfg.inputs.generate
-        gen_params = gen.params or {**cfg.teacher.params, "temperature": 1.0}
-        input_tokens, _ = max_completion_tokens(gen_params)
-        tpl = renderer.template(gen.template)
-        for variables in input_writing_variables(gen):
-            msgs = [Message(role="user", content=renderer.render_template(tpl, variables))]
-            if len(rendered) < SHOWN_WRITING:
-                rendered.append(msgs)
-            prompt_tokens += estimate_prompt_tokens(msgs)
-            completion_tokens += input_tokens
-            requests += 1
-        # The inputs do not exist yet: count each as the longest text the teacher may write.
-        written = [written_stand_in(gen, inputs, PLACEHOLDER)] * gen.count
-        extra_per_input = input_tokens - estimate_text_tokens(PLACEHOLDER)
-    for inp, extra in [(x, 0) for x in inputs] + [(x, extra_per_input) for x in written]:
-        msgs = renderer.render(inp)
-        rendered.append(msgs)
-        prompt_tokens += estimate_prompt_tokens(msgs) + extra
-        completion_tokens += answer_tokens
-        requests += 1
-    return _priced(task, requests, prompt_tokens, completion_tokens, not from_params), rendered
+    answering: list[tuple[dict, int]] = [(x, 0) for x in inputs]
+    with _stored(task) as cache:
+        if cfg.inputs.generate is not None:
+            gen = cfg.inputs.generate
+            input_tokens, _ = max_completion_tokens(writing_params(task))
+            variables, jobs = writing_requests(task)
+            stored = cache.get_many(j.req.request_hash for j in jobs) if cache else {}
+            for job in jobs:
+                if len(rendered) < SHOWN_WRITING:
+                    rendered.append(job.req.messages)
+                tally.add(job.req.request_hash in stored, estimate_prompt_tokens(job.req.messages), input_tokens)
+            # An input not written yet counts as the longest text the teacher may write.
+            stand_in = written_stand_in(gen, inputs, PLACEHOLDER)
+            extra = input_tokens - estimate_text_tokens(PLACEHOLDER)
+            for v, job in zip(variables, jobs):
+                wrote = written_inputs(task, [v], [job], stored)
+                answering.append((wrote[0], 0) if wrote else (stand_in, extra))
+        messages = [renderer.render(x) for x, _ in answering]
+        jobs = answer_requests(task, messages)
+        present = cache.present(j.req.request_hash for j in jobs) if cache else set()
+        for msgs, (_, extra), job in zip(messages, answering, jobs):
+            rendered.append(msgs)
+            tally.add(job.req.request_hash in present, estimate_prompt_tokens(msgs) + extra, answer_tokens)
+    return tally.priced(task, not from_params), rendered
+
+
+@dataclass
+class _Tally:
+    """Requests, and the tokens of those the cache has not answered."""
+
+    requests: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, is_cached: bool, prompt_tokens: int, completion_tokens: int) -> None:
+        self.requests += 1
+        if is_cached:
+            self.cached += 1
+        else:
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+
+    def priced(self, task: TaskFolder, assumed: bool) -> Estimate:
+        est = _priced(task, self.requests, self.prompt_tokens, self.completion_tokens, assumed)
+        est.cached = self.cached
+        return est
+
+
+@contextmanager
+def _stored(task: TaskFolder) -> Iterator[AnswerCache | None]:
+    """The task's answer cache, read only for lookups; None before anything was asked (preview
+    creates no file)."""
+    path = TaskPaths(task.name).cache_db
+    if not path.is_file():
+        yield None
+        return
+    with AnswerCache(path) as cache:
+        yield cache
 
 
 def _priced(task: TaskFolder, requests: int, prompt_tokens: int, completion_tokens: int, assumed: bool) -> Estimate:
@@ -114,16 +159,24 @@ def _priced(task: TaskFolder, requests: int, prompt_tokens: int, completion_toke
 
 
 def estimate_evaluate(task: TaskFolder, renderer: PromptRenderer) -> Estimate | None:
-    """The teacher calls `distill evaluate` adds: one per eval.source input (eval.limit of them),
-    unless already cached. None when evaluate reads the held-out split, which asks nothing."""
-    ev = task.config.eval
-    if ev.source is None:
+    """The teacher calls `distill evaluate` adds: one per eval.source input it reads (eval.limit of
+    them, the same sample), those the cache has answered counted apart. None when evaluate reads the
+    held-out split, which asks nothing."""
+    from pipeline.evaluation.eval_inputs import read_eval_source
+    from pipeline.stages.generate import answer_requests
+
+    if task.config.eval.source is None:
         return None
-    rows = read_inputs(ev.source, task.path, renderer.input_variables(), "eval.source")[0][: ev.limit or None]
+    rows, _, _ = read_eval_source(task, task.config.eval.limit)
     answer_tokens, from_params = answer_tokens_for(task)
-    prompt_tokens = sum(estimate_prompt_tokens(renderer.render({k: v for k, v in row.items() if k != ev.gold_field}))
-                        for row in rows)
-    return _priced(task, len(rows), prompt_tokens, answer_tokens * len(rows), not from_params)
+    messages = [renderer.render(row) for row in rows]
+    jobs = answer_requests(task, messages)
+    with _stored(task) as cache:
+        present = cache.present(j.req.request_hash for j in jobs) if cache else set()
+    tally = _Tally()
+    for msgs, job in zip(messages, jobs):
+        tally.add(job.req.request_hash in present, estimate_prompt_tokens(msgs), answer_tokens)
+    return tally.priced(task, not from_params)
 
 
 @dataclass
@@ -147,18 +200,12 @@ def duration_text(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def _prompt_key(messages) -> str:
-    return json.dumps([[m.role, m.content] for m in messages])
-
-
-def local_pace(task: TaskFolder) -> tuple[Pace, set[str]] | None:
+def local_pace(task: TaskFolder) -> Pace | None:
     """The pace of this task's local teacher in its last generate run (a `--limit` trial will do),
-    from the answers' own timings, the model's load not counted, and the prompts it answered; None for
-    an API teacher (its pace is the provider's rate limit, which generate learns as it goes) or before
-    any answer exists. A local teacher answers a batch at a time and gives each answer its batch's
-    time, so the sum over the distinct batch times is the compute behind the answers (cached answers
-    keep the time they took)."""
-    from pipeline.paths import TaskPaths
+    from the answers' own timings, the model's load not counted; None for an API teacher (its pace is
+    the provider's rate limit, which generate learns as it goes) or before any answer exists. A local
+    teacher answers a batch at a time and gives each answer its batch's time, so the sum over the
+    distinct batch times is the compute behind the answers (cached answers keep the time they took)."""
     from pipeline.records import Record, read_jsonl
 
     cfg = task.config
@@ -169,23 +216,24 @@ def local_pace(task: TaskFolder) -> tuple[Pace, set[str]] | None:
             if r.teacher.backend == cfg.teacher.backend and r.teacher.model == cfg.teacher.model and r.latency_s]
     if not mine:
         return None
-    return Pace(sum({r.latency_s for r in mine}) / len(mine), len(mine)), {_prompt_key(r.messages) for r in mine}
+    return Pace(sum({r.latency_s for r in mine}) / len(mine), len(mine))
 
 
-def time_line(task: TaskFolder, est: Estimate, rendered: list[list[Message]], ev: Estimate | None) -> str | None:
-    """How long a local teacher will take at its measured pace (the prompts it has answered
-    already left out), or how to measure it."""
+def time_line(task: TaskFolder, est: Estimate, ev: Estimate | None) -> str | None:
+    """How long a local teacher will take at its measured pace (the requests the cache has answered
+    left out), or how to measure it."""
     if task.config.teacher.backend not in LOCAL_BACKENDS or not est.requests:
         return None
-    measured = local_pace(task)
-    if measured is None:
+    pace = local_pace(task)
+    if pace is None:
         return (f"time: not measured yet; `distill generate {task.name} --limit 32` times this machine "
                 "(its answers are kept for the full run)")
-    pace, answered = measured
-    todo = est.requests - sum(_prompt_key(m) in answered for m in rendered)
-    evaluate = (f", and evaluate's {ev.requests:,} (fewer if cached) {pace.duration(ev.requests)}"
-                if ev is not None and ev.requests else "")
+    todo = est.requests - est.cached
     run = f"{pace.duration(todo)} for the {todo:,} requests not answered yet" if todo else "every request answered already"
+    evaluate = ""
+    if ev is not None and ev.requests:
+        ev_todo = ev.requests - ev.cached
+        evaluate = f", and evaluate's {ev_todo:,} {pace.duration(ev_todo)}" if ev_todo else ", and evaluate's too"
     return (f"time: {run}{evaluate} "
             f"(at {pace.seconds_per_request:.2f} s a request, measured on {pace.answers:,} answers on this machine)")
 
@@ -246,17 +294,30 @@ def main(args) -> int:
     for check in (unnamed_labels_warning, labels_after_input_warning):
         if warning := check(task, renderer):
             console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(f"requests: {est.requests:,}")
+    console.print(f"requests: {est.requests:,}{cached_note(est)}")
     bound = " (assumed max_tokens; set teacher.params.max_tokens)" if est.assumed_max_tokens else " (upper bound: max_tokens)"
-    if est.completion_tokens == 0 and est.requests:
+    if scoring_labels(task) and est.requests:
         bound = " (the labels are scored in the prompt's pass: nothing is generated)"
-    console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{bound}")
-    console.print(f"estimated cost: {cost_line(task, est)}")
+    if est.requests and est.cached < est.requests:
+        rest = " for the requests to ask" if est.cached else ""
+        console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{rest}{bound}")
+        console.print(f"estimated cost: {cost_line(task, est)}")
     ev = estimate_evaluate(task, renderer)
     if ev is not None:
+        what = (f"~{ev.prompt_tokens:,} prompt + {ev.completion_tokens:,} completion tokens"
+                f"{' for those to ask' if ev.cached else ''}, estimated cost: {cost_line(task, ev)}"
+                if ev.cached < ev.requests else "")
         console.print(f"evaluate (eval.source{f', eval.limit {cfg.eval.limit}' if cfg.eval.limit else ''}): "
-                      f"{ev.requests:,} more teacher requests, ~{ev.prompt_tokens:,} prompt + "
-                      f"{ev.completion_tokens:,} completion tokens, estimated cost: {cost_line(task, ev)}")
-    if line := time_line(task, est, rendered, ev):
+                      f"{ev.requests:,} more teacher requests{cached_note(ev)}{', ' if what else ''}{what}")
+    if line := time_line(task, est, ev):
         console.print(escape(line))
     return 0
+
+
+def cached_note(est: Estimate) -> str:
+    """How many of the requests the cache answers (free, nothing sent), when any."""
+    if not est.cached:
+        return ""
+    if est.cached == est.requests:
+        return " (all answered already: the cache serves them, nothing is sent or paid)"
+    return f" ({est.cached:,} answered already, served by the cache; {est.requests - est.cached:,} to ask)"
