@@ -280,13 +280,16 @@ def test_local_label_teacher_is_timed_like_the_student(tmp_path, data_root, tiny
     report = run_evaluate(load_task(folder), quiet=True, limit=4)
     cost = report["cost_per_1000"]
     assert "timed like the student (batch size 2, 4 requests, batch by batch interleaved" in cost["teacher_basis"]
-    assert "on the teacher's 4 timed requests, interleaved" in cost["student_basis"]
+    assert "on the teacher's 4 timed requests, interleaved: its time over the median ratio of 2 paired batches" in (
+        cost["student_basis"])
     assert report["latency"]["teacher"]["source"] == "one request at a time, timed like the student"
     assert report["throughput"]["teacher_rps"] > 0 and report["summary"]["cost_ratio"] is not None
     assert cost["teacher_usd"] > 0 and cost["student_usd"] > 0
     # both costs and both throughputs come from the same interleaved timing: they divide to the ratio
     rps = report["throughput"]
     assert cost["teacher_usd"] / cost["student_usd"] == pytest.approx(rps["student_rps"] / rps["teacher_rps"])
+    assert cost["teacher_usd"] / cost["student_usd"] == pytest.approx(cost["paired_timing"]["paired_ratio"])
+    assert cost["paired_timing"]["paired_batches"] == 2 and cost["paired_timing"]["ratio_of_sums"] > 0
 
 
 def test_text_task_routes_on_mean_token_logprob_and_scores_rouge_l(tmp_path, data_root, tiny_model_dir):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline.evaluation.student import paired_batch_times, time_label_scoring
+from pipeline.evaluation.student import paired_batch_times, paired_ratio, time_label_scoring
 
 
 def drifting(base_s: float, clock: dict, log: list, name: str):
@@ -32,3 +32,26 @@ def test_interleaved_timing_keeps_the_ratio_when_the_machine_slows_down_half_way
     _, s_seq, _ = time_label_scoring(student, texts, batch_size=2, latency_samples=0)
     _, t_seq, _ = time_label_scoring(teacher, texts, batch_size=2, latency_samples=0)
     assert sum(t_seq) / sum(s_seq) > 8
+
+
+def test_a_burst_of_load_during_one_batch_moves_one_pair_not_the_ratio():
+    """The cost ratio is the median of the pairs' ratios: the machine stalls for a while during one
+    student batch (another process, the host), which a ratio of sums reads as a cheaper teacher."""
+    clock, log = {"calls": 0}, []
+    teacher, student = drifting(0.02, clock, log, "teacher"), drifting(0.005, clock, log, "student")
+    stalled = {"calls": 0, "done": False}
+
+    def student_with_a_stall(batch):
+        stalled["calls"] += 1
+        if stalled["calls"] == 4:  # the third timed student batch (the first call is the warm-up)
+            stalled["done"] = True
+            time.sleep(0.1)
+        return student(batch)
+
+    clock["calls"] = -100  # no drift here: the stall alone
+    texts = [f"request {i}" for i in range(16)]
+    t, s = paired_batch_times(teacher, student_with_a_stall, texts, texts, batch_size=2)
+    assert stalled["done"] and max(s) > 0.09
+    assert sum(t) / sum(s) < 2.5  # the stall drags the ratio of sums down
+    assert paired_ratio(t, s) == pytest.approx(4.0, rel=0.25)
+    assert paired_ratio([], []) is None

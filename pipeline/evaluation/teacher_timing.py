@@ -3,7 +3,8 @@ machine and procedure (``student.time_label_scoring``), so the report's cost rat
 for like. Given the student's folder, the two are timed on the same requests batch by batch,
 interleaved (``student.paired_batch_times``): a machine whose load drifts during evaluate then slows
 both alike, instead of whichever was timed second (on the demo the ratio read from two separate
-passes ranged 3.8-5.0x for the same student). The teacher's answers themselves come from the
+passes ranged 3.8-5.0x for the same student). The ratio is the median of the pairs' ratios
+(``student.paired_ratio``), so a burst of load during one batch moves one pair only. The teacher's answers themselves come from the
 generate stage's cache; this only measures what serving it would cost.
 
 Reads:  the teacher's local model folder (``teacher.model``; the embedded model's cached folder).
@@ -15,7 +16,10 @@ from collections.abc import Sequence
 
 from pipeline.records import Message
 
-TIMED_BATCHES = 4  # enough batches for a stable per-request time, without re-scoring the whole set
+# batches timed, each paired with the student's: on the demo, from one repeat to the next on an idle
+# machine, a ratio of sums over 4 read 3.7-5.3x, the median pair ratio of 16 4.5-5.0x
+# (student.paired_ratio); the 16 teacher batches cost the demo about 30 s
+TIMED_BATCHES = 16
 
 
 def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], labels: Sequence[str], *,
@@ -27,7 +31,12 @@ def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], la
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pipeline.devices import placement_for
-    from pipeline.evaluation.student import paired_batch_times, single_latencies, time_label_scoring
+    from pipeline.evaluation.student import (
+        paired_batch_times,
+        paired_ratio,
+        single_latencies,
+        time_label_scoring,
+    )
     from pipeline.label_scoring import teacher_label_logprobs
     from pipeline.local_models import resolve_model_path
 
@@ -50,6 +59,10 @@ def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], la
                 "batch_size": batch_size, "timed_requests": len(texts)}
     student_score, student_texts = student
     teacher_times, student_times = paired_batch_times(score, student_score, texts, student_texts, batch_size=batch_size)
-    return {"seconds_per_request": sum(teacher_times) / n, "student_seconds_per_request": sum(student_times) / n,
+    # the teacher's time is its mean; the student's is that over the median paired ratio, so that the
+    # two costs divide to it (a burst of load during one batch moves one pair, not the ratio)
+    ratio = paired_ratio(teacher_times, student_times) or sum(teacher_times) / max(sum(student_times), 1e-12)
+    return {"seconds_per_request": sum(teacher_times) / n, "student_seconds_per_request": sum(teacher_times) / n / ratio,
             "latencies_s": single_latencies(score, texts[:latency_samples]), "batch_size": batch_size,
-            "timed_requests": len(texts), "interleaved": True}
+            "timed_requests": len(texts), "interleaved": True, "paired_batches": len(teacher_times),
+            "paired_ratio": ratio, "ratio_of_sums": sum(teacher_times) / max(sum(student_times), 1e-12)}
