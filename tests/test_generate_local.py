@@ -52,3 +52,19 @@ def test_a_trial_times_the_local_teacher_and_preview_then_says_how_long_the_run_
     out = " ".join(capsys.readouterr().out.split())
     assert "for the 4 requests not answered yet" in out and "measured on 6 answers on this machine" in out
     assert "requests: 10 (6 answered already, served by the cache; 4 to ask)" in out
+
+
+def test_a_trial_still_times_the_run_when_eval_source_has_a_problem(tmp_path, data_root, tiny_model_dir, capsys):
+    """The trial's time line estimates evaluate's requests from eval.source; a problem there (a row
+    without its gold field) is validate's and evaluate's to name: the trial ends well, its answers kept."""
+    from pipeline.cli import main as cli_main
+    from tests.fakes.tasks import texts
+
+    folder = make_task(tmp_path, teacher={"backend": "hf", "model": str(tiny_model_dir), "batch_size": 4,
+                                          "params": {"temperature": 0.0, "max_tokens": 3}}, inputs=texts(6),
+                       extra={"eval": {"source": {"path": "eval.jsonl"}, "gold_field": "gold"}},
+                       files={"eval.jsonl": '{"text": "held out", "gold": "x"}\n{"text": "no gold here"}\n'})
+    assert cli_main(["generate", str(folder), "--limit", "2"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "for the 4 requests not answered yet" in err and "evaluate's" not in err
+    assert len(list(read_jsonl(TaskPaths("faketask").generated_jsonl, Record))) == 2

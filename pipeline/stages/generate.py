@@ -72,7 +72,11 @@ def trial_time_line(task: TaskFolder) -> str | None:
 
     renderer = PromptRenderer.for_task(task)
     est, _ = estimate_run(task, renderer)
-    return time_line(task, est, estimate_evaluate(task, renderer))
+    try:
+        ev = estimate_evaluate(task, renderer)
+    except DistillError:  # eval.source's own problem is validate's and evaluate's to name, not the trial's
+        ev = None
+    return time_line(task, est, ev)
 
 
 def trial_answers(task: TaskFolder, shown: int = 5) -> str:
