@@ -4,8 +4,8 @@ for like. Given the student's folder, the two are timed on the same requests bat
 interleaved (``student.paired_batch_times``): a machine whose load drifts during evaluate then slows
 both alike, instead of whichever was timed second (on the demo the ratio read from two separate
 passes ranged 3.8-5.0x for the same student). The ratio is the median of the pairs' ratios
-(``student.paired_ratio``), so a burst of load during one batch moves one pair only. The teacher's answers themselves come from the
-generate stage's cache; this only measures what serving it would cost.
+(``student.paired_ratio``), so a burst of load during one batch moves one pair only. The teacher's
+answers themselves come from the generate stage's cache; this only measures what serving it would cost.
 
 Reads:  the teacher's local model folder (``teacher.model``; the embedded model's cached folder).
 Writes: nothing.

@@ -232,10 +232,9 @@ def _teacher_written_inputs(session: _Session, limit: int | None) -> tuple[list[
     and a warning when some stopped at max_tokens (cut mid-sentence, yet paid for: kept, and said)."""
     variables, jobs = writing_requests(session.task, limit)
     answers = session.answer("writing inputs", jobs)
-    inputs, cut = written_inputs(session.task, variables, jobs, answers), 0
-    for job in jobs:
-        resp = answers.get(job.req.request_hash)
-        cut += resp is not None and bool(resp.text.strip()) and resp.finish_reason == "length"
+    inputs = written_inputs(session.task, variables, jobs, answers)
+    cut = sum(1 for r in (answers.get(j.req.request_hash) for j in jobs)
+              if r is not None and r.text.strip() and r.finish_reason == "length")
     return inputs, cut_written_inputs_warning(session.task, writing_params(session.task), cut, len(inputs))
 
 
