@@ -56,6 +56,16 @@ def test_unknown_model_cost_is_unknown_not_zero(task_folder, monkeypatch, capsys
     assert "$0.0000" not in out
 
 
+def test_the_batch_apis_discount_is_priced_beside_the_cost(task_folder, tmp_path, capsys):
+    assert main(["preview", str(task_folder), "-n", "0"]) == 0
+    assert "--batch" not in capsys.readouterr().out  # the test price file gives no discount
+    (tmp_path / "prices.yaml").write_text("models:\n  my-model: {input: 1000000, output: 2000000, batch_discount: 0.5}\n")
+    _load.cache_clear()
+    assert main(["preview", str(task_folder), "-n", "0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "estimated cost: $66.0000 (with `distill generate t --batch`: $33.0000, answered within 24 h)" in out
+
+
 def test_preview_shows_n_rendered_inputs(task_folder, capsys):
     assert main(["preview", str(task_folder), "-n", "1"]) == 0
     out = capsys.readouterr().out

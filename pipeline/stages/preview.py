@@ -238,6 +238,15 @@ def time_line(task: TaskFolder, est: Estimate, ev: Estimate | None) -> str | Non
             f"(at {pace.seconds_per_request:.2f} s a request, measured on {pace.answers:,} answers on this machine)")
 
 
+def batch_note(task: TaskFolder, est: Estimate) -> str:
+    """What `distill generate --batch` would cost instead, where the provider discounts batches."""
+    cfg = task.config.teacher
+    price = price_for(cfg.backend, cfg.model)
+    if cfg.backend in LOCAL_BACKENDS or price is None or price.batch_discount >= 1 or est.cost_usd is None:
+        return ""
+    return f" (with `distill generate {task.name} --batch`: ${est.cost_usd * price.batch_discount:,.4f}, answered within 24 h)"
+
+
 def cost_line(task: TaskFolder, est: Estimate) -> str:
     """The cost as the user should read it: unknown is not $0, and a local teacher costs machine time."""
     cfg = task.config
@@ -301,7 +310,7 @@ def main(args) -> int:
     if est.requests and est.cached < est.requests:
         rest = " for the requests to ask" if est.cached else ""
         console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{rest}{bound}")
-        console.print(f"estimated cost: {cost_line(task, est)}")
+        console.print(f"estimated cost: {cost_line(task, est)}{batch_note(task, est)}")
     ev = estimate_evaluate(task, renderer)
     if ev is not None:
         what = (f"~{ev.prompt_tokens:,} prompt + {ev.completion_tokens:,} completion tokens"
