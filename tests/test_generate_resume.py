@@ -134,6 +134,35 @@ def test_preview_counts_the_answers_the_cache_holds_and_prices_only_the_rest(tmp
     assert sent == 12 + 3  # preview sent nothing
 
 
+def test_after_a_trial_preview_prices_the_rest_as_the_trials_answers_went(tmp_path, capsys):
+    """max_tokens bounds an answer; a --limit trial's answers give their real size: preview prices the
+    requests still to ask at the trial's completion tokens per answer and its prompts' real token
+    counts (against the 4-characters-a-token estimate)."""
+    from pipeline.cli import main
+    from pipeline.pricing import price_for
+    from pipeline.prompts import PromptRenderer
+    from pipeline.stages.preview import estimate_prompt_tokens, estimate_run
+
+    with FakeServer() as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url, "params": {"max_tokens": 200}}, inputs=texts(12))
+        run_generate(load_task(folder), quiet=True, limit=4)
+        task = load_task(folder)
+        est, rendered = estimate_run(task, PromptRenderer.for_task(task))
+        assert main(["preview", str(folder), "-n", "0"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+    records = list(read_jsonl(TaskPaths("faketask").generated_jsonl, Record))
+    assert len(records) == 4 and est.cached == 4 and est.completion_tokens == 8 * 200  # the bound
+    per_answer = sum(r.usage.completion_tokens for r in records) / 4
+    assert 0 < per_answer < 200
+    ratio = sum(r.usage.prompt_tokens for r in records) / sum(estimate_prompt_tokens(m) for m in rendered[:4])
+    m = est.measured
+    assert m["answers"] == 4 and m["completion_tokens"] == round(8 * per_answer)
+    assert m["prompt_tokens"] == round(sum(estimate_prompt_tokens(x) for x in rendered[4:]) * ratio)
+    assert m["cost_usd"] == pytest.approx(price_for("openai", "gpt-4o-mini").cost(m["prompt_tokens"], m["completion_tokens"]))
+    assert m["cost_usd"] < est.cost_usd / 5
+    assert f"as the 4 answers in the cache went (their real token counts): ~{m['prompt_tokens']:,} prompt" in out
+
+
 def test_a_rerun_of_a_finished_task_sends_nothing_and_loads_no_teacher(tmp_path, monkeypatch):
     import pipeline.teachers
 

@@ -62,6 +62,7 @@ class Estimate:
     cost_usd: float | None
     assumed_max_tokens: bool
     cached: int = 0  # of the requests, those the task's cache has answered: the tokens and cost leave them out
+    measured: dict | None = None  # the requests to ask, priced as the cached answers to the run's prompts went
 
     @property
     def total_tokens(self) -> int:
@@ -108,13 +109,54 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
             for v, job in zip(variables, jobs):
                 wrote = written_inputs(task, [v], [job], stored)
                 answering.append((wrote[0], 0) if wrote else (stand_in, extra))
+        writing = (tally.prompt_tokens, tally.completion_tokens)  # the uncached writing requests' share
         messages = [renderer.render(x) for x, _ in answering]
         jobs = answer_requests(task, messages)
-        present = cache.present(j.req.request_hash for j in jobs) if cache else set()
+        answered = cache.get_many(j.req.request_hash for j in jobs) if cache else {}
+        measured = _Measured()
         for msgs, (_, extra), job in zip(messages, answering, jobs):
             rendered.append(msgs)
-            tally.add(job.req.request_hash in present, estimate_prompt_tokens(msgs) + extra, answer_tokens)
-    return tally.priced(task, not from_params), rendered
+            prompt = estimate_prompt_tokens(msgs) + extra
+            tally.add(job.req.request_hash in answered, prompt, answer_tokens)
+            measured.add(answered.get(job.req.request_hash), prompt)
+    est = tally.priced(task, not from_params)
+    est.measured = measured.expected(task, est, writing)
+    return est, rendered
+
+
+@dataclass
+class _Measured:
+    """The answers the cache holds for the run's own prompts (a ``--limit`` trial's): their real
+    token counts against this module's estimate, to price the requests still to ask as those went."""
+
+    answers: int = 0
+    actual_prompt: int = 0
+    estimated_prompt: int = 0
+    completion: int = 0
+    to_ask: int = 0
+    to_ask_prompt: int = 0
+
+    def add(self, response, estimated_prompt: int) -> None:
+        if response is None:
+            self.to_ask += 1
+            self.to_ask_prompt += estimated_prompt
+        elif response.usage.prompt_tokens:
+            self.answers += 1
+            self.actual_prompt += response.usage.prompt_tokens
+            self.estimated_prompt += estimated_prompt
+            self.completion += response.usage.completion_tokens
+
+    def expected(self, task: TaskFolder, est: Estimate, writing: tuple[int, int]) -> dict | None:
+        """{"answers", "prompt_tokens", "completion_tokens", "cost_usd"} for what is left to ask: the
+        answering requests as the cached ones went (their prompts' real/estimated token ratio, their
+        mean completion), the requests that write inputs (``writing``) as estimated."""
+        if not self.answers or not self.to_ask or est.cost_usd is None:
+            return None
+        prompt = writing[0] + round(self.to_ask_prompt * self.actual_prompt / max(self.estimated_prompt, 1))
+        completion = writing[1] + round(self.to_ask * self.completion / self.answers)
+        price = price_for(task.config.teacher.backend, task.config.teacher.model)
+        return {"answers": self.answers, "prompt_tokens": prompt, "completion_tokens": completion,
+                "cost_usd": None if price is None else price.cost(prompt, completion)}
 
 
 @dataclass
@@ -311,6 +353,10 @@ def main(args) -> int:
         rest = " for the requests to ask" if est.cached else ""
         console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{rest}{bound}")
         console.print(f"estimated cost: {cost_line(task, est)}{batch_note(task, est)}")
+        if (m := est.measured) and m["cost_usd"] is not None and cfg.teacher.backend not in LOCAL_BACKENDS:
+            console.print(f"as the {m['answers']:,} answers in the cache went (their real token counts): "
+                          f"~{m['prompt_tokens']:,} prompt + {m['completion_tokens']:,} completion tokens, "
+                          f"about ${m['cost_usd']:,.4f}")
     ev = estimate_evaluate(task, renderer)
     if ev is not None:
         what = (f"~{ev.prompt_tokens:,} prompt + {ev.completion_tokens:,} completion tokens"
