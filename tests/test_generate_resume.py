@@ -145,7 +145,8 @@ def test_after_a_trial_preview_prices_the_rest_as_the_trials_answers_went(tmp_pa
 
     with FakeServer() as srv:
         folder = make_task(tmp_path, teacher={"base_url": srv.url, "params": {"max_tokens": 200}}, inputs=texts(12))
-        run_generate(load_task(folder), quiet=True, limit=4)
+        assert main(["generate", str(folder), "--limit", "4"]) == 0
+        trial = " ".join(capsys.readouterr().err.split())
         task = load_task(folder)
         est, rendered = estimate_run(task, PromptRenderer.for_task(task))
         assert main(["preview", str(folder), "-n", "0"]) == 0
@@ -161,6 +162,8 @@ def test_after_a_trial_preview_prices_the_rest_as_the_trials_answers_went(tmp_pa
     assert m["cost_usd"] == pytest.approx(price_for("openai", "gpt-4o-mini").cost(m["prompt_tokens"], m["completion_tokens"]))
     assert m["cost_usd"] < est.cost_usd / 5
     assert f"as the 4 answers in the cache went (their real token counts): ~{m['prompt_tokens']:,} prompt" in out
+    assert (f"cost: about ${m['cost_usd']:,.4f} for the 8 requests not answered yet, as these 4 answers went "
+            f"(at most ${est.cost_usd:,.4f} by max_tokens)") in trial
 
 
 def test_a_rerun_of_a_finished_task_sends_nothing_and_loads_no_teacher(tmp_path, monkeypatch):

@@ -61,17 +61,25 @@ def main(args) -> int:
     run_generate(task, quiet=args.quiet, batch=args.batch, limit=args.limit)
     if args.limit is not None and not args.quiet:  # a trial run: look at the answers before paying for all
         print(trial_answers(task), file=sys.stderr)
-        if line := trial_time_line(task):
+        if line := trial_outlook(task):
             print(line, file=sys.stderr)
     return 0
 
 
-def trial_time_line(task: TaskFolder) -> str | None:
-    """After a --limit trial with a local teacher: how long the whole run will take at its pace."""
-    from pipeline.stages.preview import estimate_evaluate, estimate_run, time_line
+def trial_outlook(task: TaskFolder) -> str | None:
+    """After a --limit trial: how long the whole run will take at a local teacher's pace, or what an
+    API teacher's remaining requests will cost as the trial's answers went."""
+    from pipeline.stages.preview import LOCAL_BACKENDS, estimate_evaluate, estimate_run, time_line
 
     renderer = PromptRenderer.for_task(task)
     est, _ = estimate_run(task, renderer)
+    if task.config.teacher.backend not in LOCAL_BACKENDS:
+        m = est.measured
+        if not m or m["cost_usd"] is None:
+            return None
+        return (f"cost: about ${m['cost_usd']:,.4f} for the {est.requests - est.cached:,} requests not answered yet, "
+                f"as these {m['answers']:,} answers went (at most ${est.cost_usd:,.4f} by max_tokens); "
+                f"`distill preview {task.name}` has the details")
     try:
         ev = estimate_evaluate(task, renderer)
     except DistillError:  # eval.source's own problem is validate's and evaluate's to name, not the trial's
