@@ -147,6 +147,17 @@ def test_real_inputs_with_teacher_written_ones_mixed_in(tmp_path, capsys):
         manifest = run_generate(task, quiet=True)
         est, _ = estimate_run(task, PromptRenderer.for_task(task))
         assert (est.requests, est.cached, est.prompt_tokens, est.completion_tokens) == (10, 10, 0, 0)
+        # a written input that came back empty is never answered: preview counts no request for it
+        from pipeline.stages.generate import writing_requests
+        from pipeline.teachers.base import TeacherResponse
+        from pipeline.teachers.cache import AnswerCache
+
+        _, jobs = writing_requests(task)
+        with AnswerCache(TaskPaths("faketask").cache_db) as cache:
+            cache.conn.execute("DELETE FROM answers WHERE request_hash=?", (jobs[2].req.request_hash,))
+            cache.put(jobs[2].req.request_hash, jobs[2].payload, TeacherResponse(text="  ", model="m"))
+        est, _ = estimate_run(task, PromptRenderer.for_task(task))
+        assert (est.requests, est.cached) == (9, 9)
     answered = [json.loads(line) for line in (TaskPaths("faketask").generated_dir / "inputs.jsonl").read_text().splitlines()]
     assert [a["text"] for a in answered[:4]] == [t["text"] for t in texts(4)]
     assert [a.get("genre") for a in answered[4:]] == ["comedy", "drama", "horror"]

@@ -108,7 +108,10 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
             extra = input_tokens - estimate_text_tokens(PLACEHOLDER)
             for v, job in zip(variables, jobs):
                 wrote = written_inputs(task, [v], [job], stored)
-                answering.append((wrote[0], 0) if wrote else (stand_in, extra))
+                if wrote:
+                    answering.append((wrote[0], 0))
+                elif job.req.request_hash not in stored:  # an empty written input is never answered
+                    answering.append((stand_in, extra))
         writing = (tally.prompt_tokens, tally.completion_tokens)  # the uncached writing requests' share
         messages = [renderer.render(x) for x, _ in answering]
         jobs = answer_requests(task, messages)
