@@ -152,7 +152,7 @@ def test_real_inputs_with_teacher_written_ones_mixed_in(tmp_path, capsys):
         from pipeline.teachers.base import TeacherResponse
         from pipeline.teachers.cache import AnswerCache
 
-        _, jobs = writing_requests(task)
+        _, jobs = writing_requests(task, PromptRenderer.for_task(task))
         with AnswerCache(TaskPaths("faketask").cache_db) as cache:
             cache.conn.execute("DELETE FROM answers WHERE request_hash=?", (jobs[2].req.request_hash,))
             cache.put(jobs[2].req.request_hash, jobs[2].payload, TeacherResponse(text="  ", model="m"))

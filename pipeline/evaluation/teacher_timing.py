@@ -61,8 +61,10 @@ def time_local_teacher(model_name: str, prompts: Sequence[Sequence[Message]], la
     teacher_times, student_times = paired_batch_times(score, student_score, texts, student_texts, batch_size=batch_size)
     # the teacher's time is its mean; the student's is that over the median paired ratio, so that the
     # two costs divide to it (a burst of load during one batch moves one pair, not the ratio)
-    ratio = paired_ratio(teacher_times, student_times) or sum(teacher_times) / max(sum(student_times), 1e-12)
-    return {"seconds_per_request": sum(teacher_times) / n, "student_seconds_per_request": sum(teacher_times) / n / ratio,
+    of_sums = sum(teacher_times) / max(sum(student_times), 1e-12)
+    ratio = paired_ratio(teacher_times, student_times) or of_sums
+    teacher_s = sum(teacher_times) / n
+    return {"seconds_per_request": teacher_s, "student_seconds_per_request": teacher_s / ratio,
             "latencies_s": single_latencies(score, texts[:latency_samples]), "batch_size": batch_size,
             "timed_requests": len(texts), "interleaved": True, "paired_batches": len(teacher_times),
-            "paired_ratio": ratio, "ratio_of_sums": sum(teacher_times) / max(sum(student_times), 1e-12)}
+            "paired_ratio": ratio, "ratio_of_sums": of_sums}

@@ -285,11 +285,10 @@ def build_report(task: TaskFolder, model_dir: Path, manifest: dict, eval_set: Ev
             "student_usd": student_usd, "student_with_confidence_usd": student_routed_usd,
             "teacher_usd": teacher_usd, "teacher_basis": teacher_basis,
             "paired_timing": ({k: teacher_timing[k] for k in ("timed_requests", "paired_batches", "paired_ratio",
-                                                              "ratio_of_sums") if k in teacher_timing}
-                              if paired else None),
+                                                              "ratio_of_sums")} if paired else None),
             "student_basis": (f"{1000 * (student_s or 0):.1f} ms of this machine per answer (batched"
                               + (f", on the teacher's {teacher_timing['timed_requests']} timed requests, interleaved: "
-                                 f"its time over the median ratio of {teacher_timing.get('paired_batches', 0)} paired "
+                                 f"its time over the median ratio of {teacher_timing['paired_batches']} paired "
                                  "batches" if paired else "") + f") x ${cfg.eval.student_price_per_hour}/h"
                               + (f"; {1000 * run.confidence_s / n:.1f} ms more per request for the label confidence "
                                  "when routing" if run.confidence_s and n else "")),

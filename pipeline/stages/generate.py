@@ -74,8 +74,7 @@ def trial_outlook(task: TaskFolder) -> str | None:
     renderer = PromptRenderer.for_task(task)
     est, _ = estimate_run(task, renderer)
     if task.config.teacher.backend not in LOCAL_BACKENDS:
-        m = est.measured
-        if not m or m["cost_usd"] is None:
+        if (m := est.measured) is None:
             return None
         return (f"cost: about ${m['cost_usd']:,.4f} for the {est.requests - est.cached:,} requests not answered yet, "
                 f"as these {m['answers']:,} answers went (at most ${est.cost_usd:,.4f} by max_tokens); "
@@ -235,10 +234,11 @@ def _record(session: _Session, job: RequestToAnswer, inputs: dict, resp: Teacher
     )
 
 
-def _teacher_written_inputs(session: _Session, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+def _teacher_written_inputs(session: _Session, renderer: PromptRenderer,
+                            limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
     """Pass 1: the teacher writes one input per (seed x grid combination, variant). Returns the inputs
     and a warning when some stopped at max_tokens (cut mid-sentence, yet paid for: kept, and said)."""
-    variables, jobs = writing_requests(session.task, limit)
+    variables, jobs = writing_requests(session.task, renderer, limit)
     answers = session.answer("writing inputs", jobs)
     inputs = written_inputs(session.task, variables, jobs, answers)
     cut = sum(1 for r in (answers.get(j.req.request_hash) for j in jobs)
@@ -267,10 +267,10 @@ def answer_requests(task: TaskFolder, messages: list[list[Message]]) -> list[Req
     return request_jobs(task, messages, task.config.teacher.params, task.config.teacher.top_logprobs)
 
 
-def writing_requests(task: TaskFolder, limit: int | None = None) -> tuple[list[dict[str, Any]], list[RequestToAnswer]]:
+def writing_requests(task: TaskFolder, renderer: PromptRenderer,
+                     limit: int | None = None) -> tuple[list[dict[str, Any]], list[RequestToAnswer]]:
     """``inputs.generate``'s requests (one per seed x grid combination and variant) and their variables."""
     gen = task.config.inputs.generate
-    renderer = PromptRenderer.for_task(task)
     template = renderer.template(gen.template)
     variables = input_writing_variables(gen)[: limit or None]
     messages = [[Message(role="user", content=renderer.render_template(template, v))] for v in variables]
@@ -295,8 +295,8 @@ def written_inputs(task: TaskFolder, variables: list[dict[str, Any]], jobs: list
     return inputs
 
 
-def _answer_records(session: _Session, inputs: list[dict[str, Any]], name: str = "answering") -> list[Record]:
-    renderer = PromptRenderer.for_task(session.task)
+def _answer_records(session: _Session, renderer: PromptRenderer, inputs: list[dict[str, Any]],
+                    name: str = "answering") -> list[Record]:
     jobs = answer_requests(session.task, [renderer.render(x) for x in inputs])
     answers = session.answer(name, jobs)
     records, seen = [], set()
@@ -379,16 +379,16 @@ def run_generate(task: TaskFolder, *, quiet: bool = False, batch: bool = False, 
         inputs = inputs[: limit or None]
         written_cut = None
         if cfg.inputs.generate is not None and not (limit and len(inputs) >= limit):  # the real ones first
-            written, written_cut = _teacher_written_inputs(session, limit - len(inputs) if limit else None)
+            written, written_cut = _teacher_written_inputs(session, renderer, limit - len(inputs) if limit else None)
             inputs += written
         write_jsonl(paths.generated_dir / "inputs.jsonl", inputs)
         warnings = _warn_before_asking(task, renderer, inputs, quiet, trial=limit is not None)
         warn(blank, warnings, quiet)
         warn(written_cut, warnings, quiet)
         # After a budget stop this still runs: it asks nothing more, but collects the cached answers.
-        records = _answer_records(session, inputs)
+        records = _answer_records(session, renderer, inputs)
         if cfg.output.kind == "label" and cfg.output.calibrate in ("content_free", "em") and inputs:
-            write_jsonl(paths.content_free_jsonl, _answer_records(session, content_free_inputs(inputs),
+            write_jsonl(paths.content_free_jsonl, _answer_records(session, renderer, content_free_inputs(inputs),
                                                                  "content-free inputs"))
         error = _incomplete(session, len(records), len(inputs))
         write_jsonl(paths.generated_jsonl, records)

@@ -97,7 +97,7 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
         if cfg.inputs.generate is not None:
             gen = cfg.inputs.generate
             input_tokens, _ = max_completion_tokens(writing_params(task))
-            variables, jobs = writing_requests(task)
+            variables, jobs = writing_requests(task, renderer)
             stored = cache.get_many(j.req.request_hash for j in jobs) if cache else {}
             for job in jobs:
                 if len(rendered) < SHOWN_WRITING:
@@ -123,7 +123,7 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
             tally.add(job.req.request_hash in answered, prompt, answer_tokens)
             measured.add(answered.get(job.req.request_hash), prompt)
     est = tally.priced(task, not from_params)
-    est.measured = measured.expected(task, est, writing)
+    est.measured = measured.expected(task, writing)
     return est, rendered
 
 
@@ -149,17 +149,19 @@ class _Measured:
             self.estimated_prompt += estimated_prompt
             self.completion += response.usage.completion_tokens
 
-    def expected(self, task: TaskFolder, est: Estimate, writing: tuple[int, int]) -> dict | None:
+    def expected(self, task: TaskFolder, writing: tuple[int, int]) -> dict | None:
         """{"answers", "prompt_tokens", "completion_tokens", "cost_usd"} for what is left to ask: the
         answering requests as the cached ones went (their prompts' real/estimated token ratio, their
-        mean completion), the requests that write inputs (``writing``) as estimated."""
-        if not self.answers or not self.to_ask or est.cost_usd is None:
+        mean completion), the requests that write inputs (``writing``) as estimated. None for a local
+        teacher (priced by machine time), a model without a price, or nothing cached or left."""
+        cfg = task.config.teacher
+        price = price_for(cfg.backend, cfg.model)
+        if not self.answers or not self.to_ask or price is None or cfg.backend in LOCAL_BACKENDS:
             return None
         prompt = writing[0] + round(self.to_ask_prompt * self.actual_prompt / max(self.estimated_prompt, 1))
         completion = writing[1] + round(self.to_ask * self.completion / self.answers)
-        price = price_for(task.config.teacher.backend, task.config.teacher.model)
         return {"answers": self.answers, "prompt_tokens": prompt, "completion_tokens": completion,
-                "cost_usd": None if price is None else price.cost(prompt, completion)}
+                "cost_usd": price.cost(prompt, completion)}
 
 
 @dataclass
@@ -356,7 +358,7 @@ def main(args) -> int:
         rest = " for the requests to ask" if est.cached else ""
         console.print(f"tokens: ~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion{rest}{bound}")
         console.print(f"estimated cost: {cost_line(task, est)}{batch_note(task, est)}")
-        if (m := est.measured) and m["cost_usd"] is not None and cfg.teacher.backend not in LOCAL_BACKENDS:
+        if m := est.measured:
             console.print(f"as the {m['answers']:,} answers in the cache went (their real token counts): "
                           f"~{m['prompt_tokens']:,} prompt + {m['completion_tokens']:,} completion tokens, "
                           f"about ${m['cost_usd']:,.4f}")
