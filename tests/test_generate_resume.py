@@ -166,6 +166,50 @@ def test_after_a_trial_preview_prices_the_rest_as_the_trials_answers_went(tmp_pa
             f"(at most ${est.cost_usd:,.4f} by max_tokens)") in trial
 
 
+def test_after_a_trial_preview_prices_written_inputs_as_the_trial_wrote_them(tmp_path, capsys):
+    """Teacher-written inputs: the requests that write them and the answers to inputs not written yet
+    were priced at max_tokens (the longest text the teacher may write) even after a trial had shown
+    their real size. After ``--limit 3`` the price of the rest is that of the full run to within 5%."""
+    import itertools
+    import sqlite3
+
+    from pipeline.cli import main
+    from pipeline.prompts import PromptRenderer
+    from pipeline.stages.preview import estimate_run
+
+    written = itertools.count()
+
+    def reply(body):  # a new review of 27-36 words each time (a teacher sampling at T=1); a short answer
+        if body["messages"][-1]["content"].startswith("Write"):
+            n = next(written)
+            return f"Review {n}: " + " ".join(["word"] * (25 + n * 7 % 10))
+        return f"Answer {int(body_hash(body)[:6], 16) % 97} to it."
+
+    generate = {"template": "generate_input.j2", "field": "text", "count": 12, "seeds": {"genre": ["comedy", "drama"]},
+                "params": {"temperature": 1.0, "max_tokens": 300}}
+    with FakeServer(reply=reply) as srv:
+        folder = make_task(tmp_path, teacher={"base_url": srv.url, "params": {"max_tokens": 200}},
+                           extra={"inputs": {"generate": generate}},
+                           files={"generate_input.j2": "Write a review of a {{ genre }}."})
+        assert main(["generate", str(folder), "--limit", "3"]) == 0
+        capsys.readouterr()
+        task = load_task(folder)
+        est, _ = estimate_run(task, PromptRenderer.for_task(task))
+        db = TaskPaths("faketask").cache_db
+        before = {h for (h,) in sqlite3.connect(db).execute("SELECT request_hash FROM answers")}
+        assert main(["generate", str(folder), "--quiet"]) == 0
+        rows = sqlite3.connect(db).execute("SELECT request_hash, response FROM answers").fetchall()
+    new = [json.loads(r)["usage"] for h, r in rows if h not in before]
+    assert len(new) == 2 * 9
+    truth = {"prompt_tokens": sum(u["prompt_tokens"] for u in new),
+             "completion_tokens": sum(u["completion_tokens"] for u in new)}
+    m = est.measured
+    assert m["answers"] == 2 * 3
+    for key, sent in truth.items():
+        assert m[key] == pytest.approx(sent, rel=0.05), (key, m[key], sent)
+    assert est.completion_tokens > 5 * truth["completion_tokens"]  # the max_tokens bound, as before
+
+
 def test_a_rerun_of_a_finished_task_sends_nothing_and_loads_no_teacher(tmp_path, monkeypatch):
     import pipeline.teachers
 

@@ -92,7 +92,8 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
     rendered: list[list[Message]] = []
     inputs = (read_inputs(cfg.inputs.source, task.path, renderer.input_variables())[0]
               if cfg.inputs.source is not None else [])
-    answering: list[tuple[dict, int]] = [(x, 0) for x in inputs]
+    answering: list[tuple[dict, int, str]] = [(x, 0, "given") for x in inputs]  # (input, extra tokens, kind)
+    writing, input_tokens = _Measured(), 0
     with _stored(task) as cache:
         if cfg.inputs.generate is not None:
             gen = cfg.inputs.generate
@@ -102,35 +103,37 @@ def estimate_run(task: TaskFolder, renderer: PromptRenderer) -> tuple[Estimate, 
             for job in jobs:
                 if len(rendered) < SHOWN_WRITING:
                     rendered.append(job.req.messages)
-                tally.add(job.req.request_hash in stored, estimate_prompt_tokens(job.req.messages), input_tokens)
+                prompt = estimate_prompt_tokens(job.req.messages)
+                tally.add(job.req.request_hash in stored, prompt, input_tokens)
+                writing.add(stored.get(job.req.request_hash), prompt)
             # An input not written yet counts as the longest text the teacher may write.
             stand_in = written_stand_in(gen, inputs, PLACEHOLDER)
             extra = input_tokens - estimate_text_tokens(PLACEHOLDER)
             for v, job in zip(variables, jobs):
                 wrote = written_inputs(task, [v], [job], stored)
                 if wrote:
-                    answering.append((wrote[0], 0))
+                    answering.append((wrote[0], 0, "written"))
                 elif job.req.request_hash not in stored:  # an empty written input is never answered
-                    answering.append((stand_in, extra))
-        writing = (tally.prompt_tokens, tally.completion_tokens)  # the uncached writing requests' share
-        messages = [renderer.render(x) for x, _ in answering]
+                    answering.append((stand_in, extra, "stand_in"))
+        messages = [renderer.render(x) for x, _, _ in answering]
         jobs = answer_requests(task, messages)
         answered = cache.get_many(j.req.request_hash for j in jobs) if cache else {}
         measured = _Measured()
-        for msgs, (_, extra), job in zip(messages, answering, jobs):
+        for msgs, (_, extra, kind), job in zip(messages, answering, jobs):
             rendered.append(msgs)
             prompt = estimate_prompt_tokens(msgs) + extra
             tally.add(job.req.request_hash in answered, prompt, answer_tokens)
-            measured.add(answered.get(job.req.request_hash), prompt)
+            measured.add(answered.get(job.req.request_hash), prompt, kind)
     est = tally.priced(task, not from_params)
-    est.measured = measured.expected(task, writing)
+    est.measured = expected_cost(task, measured, writing, (answer_tokens, input_tokens))
     return est, rendered
 
 
 @dataclass
 class _Measured:
-    """The answers the cache holds for the run's own prompts (a ``--limit`` trial's): their real
-    token counts against this module's estimate, to price the requests still to ask as those went."""
+    """One kind of request (answering inputs, or writing them), against the answers the cache holds
+    for the run's own prompts (a ``--limit`` trial's): their real token counts against this module's
+    estimate, to price the requests still to ask as those went."""
 
     answers: int = 0
     actual_prompt: int = 0
@@ -138,30 +141,57 @@ class _Measured:
     completion: int = 0
     to_ask: int = 0
     to_ask_prompt: int = 0
+    written: int = 0  # of the answers: those to inputs the teacher wrote
+    written_prompt: int = 0  # their real prompt tokens
+    stand_ins: int = 0  # of to_ask: requests for inputs the teacher has not written yet
+    stand_in_prompt: int = 0  # their estimated prompt tokens (the input at its max_tokens bound)
 
-    def add(self, response, estimated_prompt: int) -> None:
+    def add(self, response, estimated_prompt: int, input_kind: str = "given") -> None:
+        """``input_kind``: "given", "written" (by the teacher) or "stand_in" (not written yet)."""
         if response is None:
             self.to_ask += 1
             self.to_ask_prompt += estimated_prompt
+            if input_kind == "stand_in":
+                self.stand_ins += 1
+                self.stand_in_prompt += estimated_prompt
         elif response.usage.prompt_tokens:
             self.answers += 1
             self.actual_prompt += response.usage.prompt_tokens
             self.estimated_prompt += estimated_prompt
             self.completion += response.usage.completion_tokens
+            if input_kind == "written":
+                self.written += 1
+                self.written_prompt += response.usage.prompt_tokens
 
-    def expected(self, task: TaskFolder, writing: tuple[int, int]) -> dict | None:
-        """{"answers", "prompt_tokens", "completion_tokens", "cost_usd"} for what is left to ask: the
-        answering requests as the cached ones went (their prompts' real/estimated token ratio, their
-        mean completion), the requests that write inputs (``writing``) as estimated. None for a local
-        teacher (priced by machine time), a model without a price, or nothing cached or left."""
-        cfg = task.config.teacher
-        price = price_for(cfg.backend, cfg.model)
-        if not self.answers or not self.to_ask or price is None or cfg.backend in LOCAL_BACKENDS:
-            return None
-        prompt = writing[0] + round(self.to_ask_prompt * self.actual_prompt / max(self.estimated_prompt, 1))
-        completion = writing[1] + round(self.to_ask * self.completion / self.answers)
-        return {"answers": self.answers, "prompt_tokens": prompt, "completion_tokens": completion,
-                "cost_usd": price.cost(prompt, completion)}
+    def priced(self, completion_bound: int) -> tuple[int, int]:
+        """(prompt, completion) tokens of the requests to ask: as the cached answers went when there
+        are some (their prompts' real/estimated token ratio, their mean completion; a request for an
+        input not written yet at the real prompt size of those for written ones), else as estimated
+        (the completion at its bound)."""
+        if not self.answers:
+            return self.to_ask_prompt, self.to_ask * completion_bound
+        ratio = self.actual_prompt / max(self.estimated_prompt, 1)
+        if self.written:
+            prompt = (self.to_ask_prompt - self.stand_in_prompt) * ratio + self.stand_ins * self.written_prompt / self.written
+        else:
+            prompt = self.to_ask_prompt * ratio
+        return round(prompt), round(self.to_ask * self.completion / self.answers)
+
+
+def expected_cost(task: TaskFolder, answering: _Measured, writing: _Measured, bounds: tuple[int, int]) -> dict | None:
+    """{"answers", "prompt_tokens", "completion_tokens", "cost_usd"} for what is left to ask, the
+    answering and the writing requests each priced as its own cached answers went
+    (``_Measured.priced``). ``bounds``: their completion bounds (max_tokens). None for a local teacher
+    (priced by machine time), a model without a price, or nothing cached or left to ask."""
+    cfg = task.config.teacher
+    price = price_for(cfg.backend, cfg.model)
+    measured = answering.answers + writing.answers
+    if not measured or not (answering.to_ask or writing.to_ask) or price is None or cfg.backend in LOCAL_BACKENDS:
+        return None
+    (a_prompt, a_completion), (w_prompt, w_completion) = answering.priced(bounds[0]), writing.priced(bounds[1])
+    prompt, completion = a_prompt + w_prompt, a_completion + w_completion
+    return {"answers": measured, "prompt_tokens": prompt, "completion_tokens": completion,
+            "cost_usd": price.cost(prompt, completion)}
 
 
 @dataclass
